@@ -1,0 +1,69 @@
+//! The bus between shards: one record per destination shard, carrying one
+//! serialized update and the `(user, seq)` pairs it is for.
+//!
+//! Single node: [`InProcessBus`] hands records straight to the local shard
+//! actors. Cluster: a Kafka adapter produces each record to the partition
+//! numbered like its shard and the owner of that partition consumes it.
+
+use std::sync::{Arc, OnceLock};
+
+use actix::{Message, Recipient};
+use async_trait::async_trait;
+
+use crate::shard::ShardId;
+
+/// One update for some users of one shard.
+#[derive(Clone, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Delivery {
+    pub shard: ShardId,
+    /// Each recipient with the `seq` of this update in their update log.
+    pub recipients: Vec<(i64, u64)>,
+    /// The `update` object of the frame, serialized once for all recipients.
+    pub update_json: Arc<str>,
+}
+
+/// Errors of a bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("no consumer for shard {0:?}")]
+    NoRoute(ShardId),
+    #[error("bus not connected")]
+    NotConnected,
+}
+
+/// Moves deliveries to the node that owns their shard.
+///
+/// Contract: records to one shard arrive in publish order; a record whose
+/// `publish` returned `Ok` reaches the owner of its shard unless that
+/// owner dies, in which case the recipients catch up from storage (every
+/// update is persisted before it is published).
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    async fn publish(&self, delivery: Delivery) -> Result<(), BusError>;
+}
+
+/// The single-node bus: in-process channels to the local shard actors.
+#[derive(Default)]
+pub struct InProcessBus {
+    shards: OnceLock<Vec<Recipient<Delivery>>>,
+}
+
+impl InProcessBus {
+    /// Connects the bus to the shard actors, indexed by shard number.
+    pub fn connect(&self, shards: Vec<Recipient<Delivery>>) -> Result<(), BusError> {
+        self.shards.set(shards).map_err(|_| BusError::NotConnected)
+    }
+}
+
+#[async_trait]
+impl Bus for InProcessBus {
+    async fn publish(&self, delivery: Delivery) -> Result<(), BusError> {
+        let shards = self.shards.get().ok_or(BusError::NotConnected)?;
+        let shard = delivery.shard;
+        let target = shards.get(shard.0 as usize).ok_or(BusError::NoRoute(shard))?;
+        // The shard actor's mailbox is the queue; `do_send` keeps publish order.
+        target.do_send(delivery);
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! The chat actor: one per active chat, on the chat's shard. It orders the
+//! chat's messages (one append at a time), persists them, and publishes
+//! one delivery per destination shard.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message, WrapFuture};
+use storage::{AppendOutcome, ChatRecord, NewMessage};
+
+use crate::bus::Delivery;
+use crate::{Core, EngineError, Posted, ids, message_view};
+
+/// Posts a message to the chat.
+#[derive(Message)]
+#[rtype(result = "Result<Posted, EngineError>")]
+pub(crate) struct PostMessage {
+    pub sender_id: i64,
+    pub client_msg_id: String,
+    pub body: String,
+}
+
+/// Tells the shard a chat actor has stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ChatStopped {
+    pub chat_id: i64,
+}
+
+pub(crate) struct ChatActor {
+    chat_id: i64,
+    /// `None` until loaded; stays `None` if the chat does not exist.
+    chat: Option<ChatRecord>,
+    core: Arc<Core>,
+    last_activity: Instant,
+    on_stop: actix::Recipient<ChatStopped>,
+}
+
+impl ChatActor {
+    pub(crate) fn new(chat_id: i64, core: Arc<Core>, on_stop: actix::Recipient<ChatStopped>) -> Self {
+        ChatActor { chat_id, chat: None, core, last_activity: Instant::now(), on_stop }
+    }
+}
+
+impl Actor for ChatActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.core.metrics.actors.with_label_values(&["chat"]).inc();
+        let chats = self.core.stores.chats.clone();
+        let chat_id = self.chat_id;
+        // Nothing is handled before the chat is loaded.
+        ctx.wait(async move { chats.chat(chat_id).await }.into_actor(self).map(|loaded, actor, ctx| match loaded {
+            Ok(chat) => actor.chat = chat,
+            Err(error) => {
+                tracing::error!(chat_id = actor.chat_id, %error, "loading chat failed");
+                ctx.stop();
+            }
+        }));
+        let grace = self.core.config.chat_idle_grace();
+        ctx.run_interval(grace.min(Duration::from_secs(30)), move |actor, ctx| {
+            if actor.last_activity.elapsed() >= grace {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.core.metrics.actors.with_label_values(&["chat"]).dec();
+        self.on_stop.do_send(ChatStopped { chat_id: self.chat_id });
+    }
+}
+
+impl Handler<PostMessage> for ChatActor {
+    type Result = AtomicResponse<Self, Result<Posted, EngineError>>;
+
+    fn handle(&mut self, msg: PostMessage, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_activity = Instant::now();
+        let members = match &self.chat {
+            Some(chat) if chat.members.contains(&msg.sender_id) => chat.members.clone(),
+            _ => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(EngineError::ChatNotFound)))),
+        };
+        let core = self.core.clone();
+        let chat_id = self.chat_id;
+        // Atomic: the next post waits until this one is stored and published,
+        // so IDs, update seqs and bus records of a chat share one order.
+        AtomicResponse::new(Box::pin(
+            async move {
+                let id = core.ids.next_id().await?;
+                let message = NewMessage {
+                    id,
+                    chat_id,
+                    sender_id: msg.sender_id,
+                    sent_at_ms: ids::decompose(id).unix_ms as i64,
+                    client_msg_id: msg.client_msg_id,
+                    body: msg.body,
+                };
+                match core.stores.chats.append_message(message.clone(), &members).await? {
+                    AppendOutcome::Appended { message, seqs } => {
+                        core.metrics.messages_sent.inc();
+                        let view = message_view(&message);
+                        publish(&core, &view, seqs).await;
+                        Ok(Posted { message: view, duplicate: false })
+                    }
+                    AppendOutcome::Duplicate { message: stored } => {
+                        if stored.chat_id == message.chat_id && stored.body == message.body {
+                            Ok(Posted { message: message_view(&stored), duplicate: true })
+                        } else {
+                            Err(EngineError::ClientMsgIdConflict)
+                        }
+                    }
+                }
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+/// Publishes one delivery per destination shard. The message is durable
+/// already: a failed publish only delays delivery until the recipients sync.
+async fn publish(core: &Core, message: &protocol::ws::Message, seqs: Vec<(i64, u64)>) {
+    let update = protocol::ws::Update::Message { message: message.clone() };
+    let update_json: Arc<str> = match serde_json::to_string(&update) {
+        Ok(json) => json.into(),
+        Err(error) => {
+            tracing::error!(%error, "serializing an update failed");
+            return;
+        }
+    };
+    let mut by_shard: BTreeMap<_, Vec<(i64, u64)>> = BTreeMap::new();
+    for (user_id, seq) in seqs {
+        by_shard.entry(core.shards.shard_of(user_id)).or_default().push((user_id, seq));
+    }
+    for (shard, recipients) in by_shard {
+        let delivery = Delivery { shard, recipients, update_json: update_json.clone() };
+        match core.bus.publish(delivery).await {
+            Ok(()) => core.metrics.bus_records.inc(),
+            Err(error) => tracing::warn!(%error, shard = shard.0, "publishing a delivery failed"),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! The engine's error type; the gateway maps each kind to a wire code.
+
+/// What went wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("chat not found")]
+    ChatNotFound,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("invalid field: {0}")]
+    InvalidField(String),
+    #[error("client_msg_id was already used for a different message")]
+    ClientMsgIdConflict,
+    #[error("rate limited; retry in {retry_after_ms} ms")]
+    RateLimited { retry_after_ms: u64 },
+    #[error("engine unavailable")]
+    Unavailable,
+    #[error("bad configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error(transparent)]
+    Ids(#[from] crate::ids::IdError),
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+}
+
+impl From<actix::MailboxError> for EngineError {
+    fn from(_: actix::MailboxError) -> Self {
+        EngineError::Unavailable
+    }
+}

@@ -1,0 +1,245 @@
+//! Snowflake IDs from a monotonic clock that never goes backwards, also across restarts.
+//!
+//! Layout (63 bits, always positive): 41 bits of milliseconds since
+//! [`EPOCH_MS`], [`GENERATOR_BITS`] bits of generator ID, [`SEQUENCE_BITS`]
+//! bits of per-millisecond sequence. Every ID this generator returns is
+//! larger than every ID it returned before, including before a restart:
+//! the clock persists a high-water mark [`RESERVATION_MS`] ahead of the time
+//! it hands out, and restarts from that mark.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use storage::{MetaStore, StorageError};
+use tokio::sync::Mutex;
+
+/// The ID epoch: 2025-01-01T00:00:00Z, in Unix milliseconds. 41 bits of
+/// milliseconds last about 69 years from it.
+pub const EPOCH_MS: u64 = 1_735_689_600_000;
+/// Bits for the generator ID: up to 1,024 live generators.
+pub const GENERATOR_BITS: u32 = 10;
+/// Bits for the sequence: up to 4,096 IDs per millisecond per generator.
+pub const SEQUENCE_BITS: u32 = 12;
+/// Largest generator ID.
+pub const MAX_GENERATOR: u16 = (1 << GENERATOR_BITS) - 1;
+const MAX_SEQUENCE: u64 = (1 << SEQUENCE_BITS) - 1;
+const MAX_TIMESTAMP: u64 = (1 << 41) - 1;
+/// How far ahead of the clock the persisted high-water mark is set. One
+/// durable write per this many milliseconds of IDs; after a crash the clock
+/// skips at most this much.
+pub const RESERVATION_MS: u64 = 10_000;
+
+/// A wall-clock time source in Unix milliseconds. Injectable for tests.
+pub trait Clock: Send + Sync + 'static {
+    fn now_unix_ms(&self) -> u64;
+}
+
+/// The system clock made monotonic: wall time at start plus a monotonic
+/// elapsed time, so adjustments of the system clock while running do not
+/// move it backwards.
+#[derive(Debug)]
+pub struct SystemClock {
+    start_unix_ms: u64,
+    start: Instant,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        let start_unix_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(EPOCH_MS);
+        SystemClock { start_unix_ms, start: Instant::now() }
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_unix_ms(&self) -> u64 {
+        self.start_unix_ms + self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// The parts of a snowflake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnowflakeParts {
+    /// Unix milliseconds.
+    pub unix_ms: u64,
+    pub generator: u16,
+    pub sequence: u16,
+}
+
+/// Splits an ID into its parts.
+pub fn decompose(id: i64) -> SnowflakeParts {
+    let id = id as u64;
+    SnowflakeParts {
+        unix_ms: (id >> (GENERATOR_BITS + SEQUENCE_BITS)) + EPOCH_MS,
+        generator: ((id >> SEQUENCE_BITS) & u64::from(MAX_GENERATOR)) as u16,
+        sequence: (id & MAX_SEQUENCE) as u16,
+    }
+}
+
+/// Errors of [`IdGenerator`].
+#[derive(Debug, thiserror::Error)]
+pub enum IdError {
+    #[error("generator id {0} is above {MAX_GENERATOR}")]
+    BadGenerator(u16),
+    #[error("the 41-bit timestamp is exhausted")]
+    Exhausted,
+    #[error("persisting the clock high-water mark failed")]
+    Storage(#[from] StorageError),
+}
+
+struct State {
+    /// Milliseconds since the ID epoch of the last ID handed out.
+    last_ms: u64,
+    sequence: u64,
+    /// Persisted high-water mark; no ID may use a timestamp at or above it.
+    reserved_until: u64,
+}
+
+/// Hands out snowflake IDs for one generator ID.
+pub struct IdGenerator {
+    generator: u16,
+    clock: Arc<dyn Clock>,
+    meta: Arc<dyn MetaStore>,
+    state: Mutex<State>,
+}
+
+impl IdGenerator {
+    /// Loads the persisted high-water mark of `generator` and starts after it.
+    pub async fn start(generator: u16, clock: Arc<dyn Clock>, meta: Arc<dyn MetaStore>) -> Result<Self, IdError> {
+        if generator > MAX_GENERATOR {
+            return Err(IdError::BadGenerator(generator));
+        }
+        let high_water = meta.clock_high_water(generator).await?.unwrap_or(0);
+        Ok(IdGenerator {
+            generator,
+            clock,
+            meta,
+            state: Mutex::new(State { last_ms: high_water, sequence: 0, reserved_until: high_water }),
+        })
+    }
+
+    /// The generator ID embedded in every ID.
+    pub fn generator(&self) -> u16 {
+        self.generator
+    }
+
+    /// Returns the next ID, strictly greater than every earlier one.
+    pub async fn next_id(&self) -> Result<i64, IdError> {
+        let mut state = self.state.lock().await;
+        let now = self.clock.now_unix_ms().saturating_sub(EPOCH_MS);
+        let (ms, sequence) = if now > state.last_ms {
+            (now, 0)
+        } else if state.sequence < MAX_SEQUENCE {
+            // Same millisecond, or the clock is behind the last ID (stepped
+            // back, or restarted behind the high-water mark): stay on the
+            // last millisecond.
+            (state.last_ms, state.sequence + 1)
+        } else {
+            // Sequence exhausted: borrow the next millisecond.
+            (state.last_ms + 1, 0)
+        };
+        if ms > MAX_TIMESTAMP {
+            return Err(IdError::Exhausted);
+        }
+        if ms >= state.reserved_until {
+            let reserve = ms + RESERVATION_MS;
+            self.meta.set_clock_high_water(self.generator, reserve).await?;
+            state.reserved_until = reserve;
+        }
+        state.last_ms = ms;
+        state.sequence = sequence;
+        let id = (ms << (GENERATOR_BITS + SEQUENCE_BITS)) | (u64::from(self.generator) << SEQUENCE_BITS) | sequence;
+        Ok(id as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    /// A clock the test moves by hand.
+    struct ManualClock(AtomicU64);
+
+    impl Clock for ManualClock {
+        fn now_unix_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    fn meta(dir: &tempfile::TempDir) -> Arc<dyn MetaStore> {
+        let stores = storage::open(&storage::StorageConfig::default(), dir.path()).expect("store opens");
+        stores.meta
+    }
+
+    async fn generator(clock: &Arc<ManualClock>, meta: &Arc<dyn MetaStore>) -> IdGenerator {
+        IdGenerator::start(7, clock.clone(), meta.clone()).await.expect("generator starts")
+    }
+
+    #[actix_rt::test]
+    async fn ids_carry_time_generator_and_sequence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock(AtomicU64::new(EPOCH_MS + 5_000)));
+        let ids = generator(&clock, &meta(&dir)).await;
+        let first = ids.next_id().await.expect("id");
+        let second = ids.next_id().await.expect("id");
+        assert_eq!(decompose(first), SnowflakeParts { unix_ms: EPOCH_MS + 5_000, generator: 7, sequence: 0 });
+        assert_eq!(decompose(second).sequence, 1);
+        assert!(second > first);
+    }
+
+    #[actix_rt::test]
+    async fn a_clock_that_steps_back_never_yields_smaller_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock(AtomicU64::new(EPOCH_MS + 50_000)));
+        let ids = generator(&clock, &meta(&dir)).await;
+        let before = ids.next_id().await.expect("id");
+        clock.0.store(EPOCH_MS + 20_000, Ordering::SeqCst);
+        let after = ids.next_id().await.expect("id");
+        assert!(after > before, "{after} <= {before}");
+    }
+
+    #[actix_rt::test]
+    async fn sequence_overflow_borrows_the_next_millisecond() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock(AtomicU64::new(EPOCH_MS + 1_000)));
+        let ids = generator(&clock, &meta(&dir)).await;
+        let mut last = 0;
+        for _ in 0..=MAX_SEQUENCE + 10 {
+            let id = ids.next_id().await.expect("id");
+            assert!(id > last);
+            last = id;
+        }
+        assert_eq!(decompose(last).unix_ms, EPOCH_MS + 1_001);
+    }
+
+    #[actix_rt::test]
+    async fn restart_behind_the_old_clock_continues_above_every_issued_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = meta(&dir);
+        let clock = Arc::new(ManualClock(AtomicU64::new(EPOCH_MS + 100_000)));
+        let issued = {
+            let ids = generator(&clock, &meta).await;
+            let mut last = 0;
+            for _ in 0..100 {
+                last = ids.next_id().await.expect("id");
+            }
+            last
+        };
+        // The machine comes back with its clock an hour behind.
+        clock.0.store(EPOCH_MS + 100_000 - 3_600_000, Ordering::SeqCst);
+        let ids = generator(&clock, &meta).await;
+        assert!(ids.next_id().await.expect("id") > issued);
+    }
+
+    #[actix_rt::test]
+    async fn generator_ids_above_the_field_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+        assert!(matches!(
+            IdGenerator::start(MAX_GENERATOR + 1, clock, meta(&dir)).await,
+            Err(IdError::BadGenerator(_))
+        ));
+    }
+}

@@ -1,0 +1,277 @@
+//! Parley's engine: actors, routing, delivery, IDs, shards and the bus.
+//!
+//! The engine knows nothing of HTTP or WebSocket framing: the gateway hands
+//! it a [`ConnectionHandle`] (a bounded queue of serialized frames) per
+//! client connection and calls the methods of [`Engine`].
+
+mod bus;
+mod chat;
+mod config;
+mod error;
+pub mod ids;
+pub mod metrics;
+pub mod policy;
+mod registry;
+pub mod shard;
+mod user;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use actix::{Actor, Addr, Arbiter, ArbiterHandle};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use protocol::ws::{Message, Update};
+use protocol::{ChatId, MessageId, UserId};
+use storage::{ChatOverview, ChatRecord, MessageRecord, Stores, UpdateKind};
+
+pub use bus::{Bus, BusError, Delivery, InProcessBus};
+pub use config::EngineConfig;
+pub use error::EngineError;
+pub use ids::{Clock, IdGenerator, SystemClock};
+pub use metrics::Metrics;
+pub use shard::{OwnsAll, ShardId, ShardMap, ShardOwnership};
+pub use user::{ConnectionHandle, Kick};
+
+use crate::chat::PostMessage;
+use crate::registry::{Attach, ChatAddr, Detach, ShardActor};
+
+/// What every actor shares.
+pub(crate) struct Core {
+    pub stores: Stores,
+    pub ids: IdGenerator,
+    pub shards: ShardMap,
+    pub bus: Arc<dyn Bus>,
+    pub metrics: Arc<Metrics>,
+    pub config: EngineConfig,
+}
+
+/// A stored (or found-again) message.
+#[derive(Clone, Debug)]
+pub struct Posted {
+    pub message: Message,
+    /// True when the send was a retry of an already stored one.
+    pub duplicate: bool,
+}
+
+/// A batch of a user's update log.
+#[derive(Clone, Debug)]
+pub struct SyncBatch {
+    pub updates: Vec<(u64, Update)>,
+    /// Replay complete up to this seq.
+    pub seq: u64,
+    pub has_more: bool,
+}
+
+/// Handle to a running engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    core: Arc<Core>,
+    shard_actors: Arc<Vec<Addr<ShardActor>>>,
+    arbiters: Arc<Vec<ArbiterHandle>>,
+    send_limiter: Arc<DefaultKeyedRateLimiter<i64>>,
+}
+
+impl Engine {
+    /// Starts the engine on a single node: the ID generator, an in-process
+    /// bus and one shard actor per shard, spread over `actor_threads` arbiters.
+    pub async fn start(config: EngineConfig, stores: Stores, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
+        let shards = ShardMap::new(config.shard_count).map_err(|e| EngineError::Config(e.to_string()))?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+        let ids = IdGenerator::start(config.generator_id, clock, stores.meta.clone()).await?;
+        let bus = Arc::new(InProcessBus::default());
+        let core = Arc::new(Core { stores, ids, shards, bus: bus.clone(), metrics, config: config.clone() });
+        let arbiters: Vec<ArbiterHandle> = (0..config.actor_threads()).map(|_| Arbiter::new().handle()).collect();
+        let ownership = OwnsAll;
+        let mut shard_actors = Vec::with_capacity(shards.count() as usize);
+        for shard in shards.all().filter(|shard| ownership.owns(*shard)) {
+            let arbiter = &arbiters[shard.0 as usize % arbiters.len()];
+            let core = core.clone();
+            shard_actors.push(ShardActor::start_in_arbiter(arbiter, move |_| ShardActor::new(shard, core)));
+        }
+        bus.connect(shard_actors.iter().map(|addr| addr.clone().recipient()).collect())?;
+        let quota = Quota::per_second(nonzero(config.sends_per_second)).allow_burst(nonzero(config.send_burst));
+        tracing::info!(shards = shards.count(), generator = config.generator_id, "engine started");
+        Ok(Engine {
+            core,
+            shard_actors: Arc::new(shard_actors),
+            arbiters: Arc::new(arbiters),
+            send_limiter: Arc::new(RateLimiter::keyed(quota)),
+        })
+    }
+
+    /// The stores the engine writes through.
+    pub fn stores(&self) -> &Stores {
+        &self.core.stores
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.core.metrics
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.core.config
+    }
+
+    /// A fresh snowflake ID (for users, chats, token families).
+    pub async fn next_id(&self) -> Result<i64, EngineError> {
+        Ok(self.core.ids.next_id().await?)
+    }
+
+    fn shard_actor(&self, id: i64) -> &Addr<ShardActor> {
+        let shard = self.core.shards.shard_of(id);
+        &self.shard_actors[shard.0 as usize]
+    }
+
+    /// Attaches a client connection: from now on every update of the user
+    /// is queued to it. Returns the user's newest update `seq`, read after
+    /// attaching, so anything older is available through [`Engine::sync`].
+    pub async fn attach(&self, user_id: UserId, conn: ConnectionHandle) -> Result<u64, EngineError> {
+        self.shard_actor(user_id.0).send(Attach { user_id: user_id.0, conn }).await?;
+        Ok(self.core.stores.chats.latest_seq(user_id.0).await?)
+    }
+
+    /// Detaches a connection (it closed).
+    pub fn detach(&self, user_id: UserId, conn_id: u64) {
+        self.shard_actor(user_id.0).do_send(Detach { user_id: user_id.0, conn_id });
+    }
+
+    /// Posts a message: validated, rate-limited, ordered by the chat's
+    /// actor, durable when this returns `Ok`.
+    pub async fn post(
+        &self,
+        sender: UserId,
+        chat_id: ChatId,
+        client_msg_id: String,
+        body: String,
+    ) -> Result<Posted, EngineError> {
+        validate_send(&client_msg_id, &body)?;
+        if let Err(not_until) = self.send_limiter.check_key(&sender.0) {
+            self.core.metrics.rate_limited.with_label_values(&["send"]).inc();
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            return Err(EngineError::RateLimited { retry_after_ms: wait.as_millis() as u64 + 1 });
+        }
+        let post = || PostMessage { sender_id: sender.0, client_msg_id: client_msg_id.clone(), body: body.clone() };
+        let shard = self.shard_actor(chat_id.0);
+        // A chat actor may retire between lookup and send; a post is
+        // idempotent, so asking again is safe.
+        for _ in 0..2 {
+            let chat = shard.send(ChatAddr { chat_id: chat_id.0 }).await?;
+            match chat.send(post()).await {
+                Ok(result) => return result,
+                Err(actix::MailboxError::Closed) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(EngineError::Unavailable)
+    }
+
+    /// Up to `limit` updates of the user's log after `after`.
+    pub async fn sync(&self, user_id: UserId, after: u64, limit: u32) -> Result<SyncBatch, EngineError> {
+        let limit = limit.clamp(1, protocol::limits::MAX_SYNC_BATCH);
+        let records = self.core.stores.chats.updates_after(user_id.0, after, limit).await?;
+        let has_more = records.len() as u32 == limit;
+        let seq = match records.last() {
+            Some(last) => last.seq,
+            None => self.core.stores.chats.latest_seq(user_id.0).await?,
+        };
+        let updates = records
+            .into_iter()
+            .map(|record| match record.kind {
+                UpdateKind::Message(message) => (record.seq, Update::Message { message: message_view(&message) }),
+            })
+            .collect();
+        Ok(SyncBatch { updates, seq, has_more })
+    }
+
+    /// Records that one of the user's devices has the chat's messages up to `message_id`.
+    pub async fn mark_received(
+        &self,
+        user_id: UserId,
+        chat_id: ChatId,
+        message_id: MessageId,
+    ) -> Result<(), EngineError> {
+        match self.core.stores.chats.mark_delivered(chat_id.0, user_id.0, message_id.0).await {
+            Ok(_) => Ok(()),
+            Err(storage::StorageError::NotFound(_)) => Err(EngineError::ChatNotFound),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Opens (or finds) the 1:1 chat of `user_id` and `peer_id`.
+    pub async fn open_direct_chat(&self, user_id: UserId, peer_id: UserId) -> Result<ChatRecord, EngineError> {
+        let users = &self.core.stores.users;
+        let me = users.user_by_id(user_id.0).await?.ok_or(EngineError::UserNotFound)?;
+        let peer = users.user_by_id(peer_id.0).await?.ok_or(EngineError::UserNotFound)?;
+        policy::may_open_direct(&me, &peer)?;
+        let new_id = self.next_id().await?;
+        Ok(self.core.stores.chats.direct_chat(me.id, peer.id, new_id, now_ms()).await?)
+    }
+
+    /// The user's chats, most recently active first.
+    pub async fn chats_of(&self, user_id: UserId) -> Result<Vec<ChatOverview>, EngineError> {
+        Ok(self.core.stores.chats.chats_of_user(user_id.0).await?)
+    }
+
+    /// A page of a chat's history, newest first; only for members.
+    pub async fn history(
+        &self,
+        user_id: UserId,
+        chat_id: ChatId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<MessageRecord>, EngineError> {
+        let chat = self.core.stores.chats.chat(chat_id.0).await?;
+        if !chat.is_some_and(|chat| chat.members.contains(&user_id.0)) {
+            return Err(EngineError::ChatNotFound);
+        }
+        let limit = limit.clamp(1, protocol::limits::MAX_HISTORY_PAGE);
+        Ok(self.core.stores.chats.messages_before(chat_id.0, before.map(|id| id.0), limit).await?)
+    }
+
+    /// Forgets rate-limit state of users idle for a while; call periodically.
+    pub fn prune_rate_limits(&self) {
+        self.send_limiter.retain_recent();
+    }
+
+    /// Stops the actor threads. Connections should be closed first.
+    pub fn stop(&self) {
+        for arbiter in self.arbiters.iter() {
+            arbiter.stop();
+        }
+    }
+}
+
+/// Converts a stored message to its wire form.
+pub fn message_view(record: &MessageRecord) -> Message {
+    Message {
+        id: MessageId(record.id),
+        chat_id: ChatId(record.chat_id),
+        sender_id: UserId(record.sender_id),
+        client_msg_id: record.client_msg_id.clone(),
+        body: record.body.clone(),
+        sent_at: record.sent_at_ms,
+    }
+}
+
+fn validate_send(client_msg_id: &str, body: &str) -> Result<(), EngineError> {
+    use protocol::limits::{MAX_BODY_BYTES, MAX_CLIENT_MSG_ID_BYTES};
+    if client_msg_id.is_empty() || client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
+        return Err(EngineError::InvalidField(format!("client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_BYTES} bytes")));
+    }
+    if body.trim().is_empty() {
+        return Err(EngineError::InvalidField("body must not be empty".into()));
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(EngineError::InvalidField(format!("body must be at most {MAX_BODY_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

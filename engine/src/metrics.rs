@@ -1,0 +1,84 @@
+//! Prometheus metrics of the engine and the process, in one registry the gateway serves.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// Every metric Parley exports. Cheap to update from any thread.
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections: IntGauge,
+    /// Live actors by kind (`connection`, `user`, `chat`, `shard`).
+    pub actors: IntGaugeVec,
+    /// Messages made durable (duplicates not counted).
+    pub messages_sent: IntCounter,
+    /// Update frames queued to client connections.
+    pub messages_delivered: IntCounter,
+    /// Time from receiving a send to acknowledging it, in seconds.
+    pub send_ack_seconds: Histogram,
+    /// Connections closed because their outbound queue was full.
+    pub slow_consumer_closes: IntCounter,
+    /// Invalid client frames by error code.
+    pub protocol_errors: IntCounterVec,
+    /// Records published on the bus.
+    pub bus_records: IntCounter,
+    /// Requests refused by a rate limit, by limit name.
+    pub rate_limited: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them, with the process collector
+    /// (CPU, memory, open file descriptors) on Linux.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new_custom(Some("parley".into()), None)?;
+        let connections = IntGauge::new("connections", "Open WebSocket connections")?;
+        let actors = IntGaugeVec::new(Opts::new("actors", "Live actors by kind"), &["kind"])?;
+        let messages_sent = IntCounter::new("messages_sent_total", "Messages made durable")?;
+        let messages_delivered =
+            IntCounter::new("messages_delivered_total", "Update frames queued to client connections")?;
+        let send_ack_seconds = Histogram::with_opts(
+            HistogramOpts::new("send_ack_seconds", "Time from a send frame to its ack")
+                .buckets(vec![0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+        )?;
+        let slow_consumer_closes =
+            IntCounter::new("slow_consumer_closes_total", "Connections closed for a full outbound queue")?;
+        let protocol_errors =
+            IntCounterVec::new(Opts::new("protocol_errors_total", "Invalid client frames"), &["code"])?;
+        let bus_records = IntCounter::new("bus_records_total", "Records published on the bus")?;
+        let rate_limited =
+            IntCounterVec::new(Opts::new("rate_limited_total", "Requests refused by a rate limit"), &["limit"])?;
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(actors.clone()))?;
+        registry.register(Box::new(messages_sent.clone()))?;
+        registry.register(Box::new(messages_delivered.clone()))?;
+        registry.register(Box::new(send_ack_seconds.clone()))?;
+        registry.register(Box::new(slow_consumer_closes.clone()))?;
+        registry.register(Box::new(protocol_errors.clone()))?;
+        registry.register(Box::new(bus_records.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(Metrics {
+            registry,
+            connections,
+            actors,
+            messages_sent,
+            messages_delivered,
+            send_ack_seconds,
+            slow_consumer_closes,
+            protocol_errors,
+            bus_records,
+            rate_limited,
+        })
+    }
+
+    /// The registry to render at `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder.encode_to_string(&self.registry.gather()).unwrap_or_default()
+    }
+}

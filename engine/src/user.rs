@@ -1,0 +1,125 @@
+//! The user actor: one per user with a live connection; fans updates out
+//! to every connection (device) of the user.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::{Actor, Context, Handler, Message, Recipient};
+use tokio::sync::mpsc::error::TrySendError;
+
+use crate::metrics::Metrics;
+
+/// Asks a connection to close itself with a WebSocket close code.
+#[derive(Clone, Copy, Debug, Message)]
+#[rtype(result = "()")]
+pub struct Kick {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// What the engine holds of a client connection: its bounded outbound
+/// queue of serialized frames and a way to close it.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    /// Unique per process.
+    pub id: u64,
+    /// Bounded queue of text frames to write to the client.
+    pub outbound: tokio::sync::mpsc::Sender<Arc<str>>,
+    pub kick: Recipient<Kick>,
+}
+
+/// Adds a connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AddConnection {
+    pub conn: ConnectionHandle,
+}
+
+/// Removes a connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RemoveConnection {
+    pub conn_id: u64,
+}
+
+/// One update for this user.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Deliver {
+    pub seq: u64,
+    pub update_json: Arc<str>,
+}
+
+/// Stops the actor (sent by its shard once the user has been idle).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Retire;
+
+pub(crate) struct UserActor {
+    user_id: i64,
+    connections: HashMap<u64, ConnectionHandle>,
+    metrics: Arc<Metrics>,
+}
+
+impl UserActor {
+    pub(crate) fn new(user_id: i64, metrics: Arc<Metrics>) -> Self {
+        UserActor { user_id, connections: HashMap::new(), metrics }
+    }
+}
+
+impl Actor for UserActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        self.metrics.actors.with_label_values(&["user"]).inc();
+        tracing::debug!(user_id = self.user_id, "user actor started");
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.metrics.actors.with_label_values(&["user"]).dec();
+        tracing::debug!(user_id = self.user_id, "user actor stopped");
+    }
+}
+
+impl Handler<AddConnection> for UserActor {
+    type Result = ();
+    fn handle(&mut self, msg: AddConnection, _ctx: &mut Self::Context) {
+        self.connections.insert(msg.conn.id, msg.conn);
+    }
+}
+
+impl Handler<RemoveConnection> for UserActor {
+    type Result = ();
+    fn handle(&mut self, msg: RemoveConnection, _ctx: &mut Self::Context) {
+        self.connections.remove(&msg.conn_id);
+    }
+}
+
+impl Handler<Retire> for UserActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Retire, ctx: &mut Self::Context) {
+        use actix::ActorContext;
+        ctx.stop();
+    }
+}
+
+impl Handler<Deliver> for UserActor {
+    type Result = ();
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
+        let frame: Arc<str> = format!(r#"{{"type":"update","seq":{},"update":{}}}"#, msg.seq, msg.update_json).into();
+        let metrics = &self.metrics;
+        self.connections.retain(|conn_id, conn| match conn.outbound.try_send(frame.clone()) {
+            Ok(()) => {
+                metrics.messages_delivered.inc();
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(conn_id, "outbound queue full, closing slow consumer");
+                metrics.slow_consumer_closes.inc();
+                conn.kick.do_send(Kick { code: protocol::ws::close::SLOW_CONSUMER, reason: "slow consumer" });
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        });
+    }
+}

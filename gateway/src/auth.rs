@@ -1,0 +1,325 @@
+//! Authentication: Argon2id passwords with a versioned pepper, EdDSA access
+//! tokens with a published key set, rotating refresh tokens with reuse
+//! detection, and one-time WebSocket tickets.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::AuthConfig;
+
+/// Issuer and audience of Parley access tokens.
+const TOKEN_ISSUER: &str = "parley";
+/// Seconds of clock skew tolerated when checking `exp`.
+const TOKEN_LEEWAY_SECS: u64 = 5;
+/// Bytes of randomness in a refresh token or WebSocket ticket.
+const OPAQUE_TOKEN_BYTES: usize = 32;
+
+/// Errors while setting up or using the auth keys.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("key file {0}: {1}")]
+    KeyFile(String, String),
+    #[error("argon2 parameters: {0}")]
+    Params(String),
+}
+
+/// Claims of a Parley access token.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user ID as a decimal string.
+    pub sub: String,
+    pub iss: String,
+    pub aud: String,
+    pub iat: u64,
+    pub exp: u64,
+    /// Token family (login session) this access token belongs to.
+    pub sid: String,
+}
+
+impl Claims {
+    pub fn user_id(&self) -> Option<protocol::UserId> {
+        self.sub.parse().ok()
+    }
+}
+
+/// Signs and verifies access tokens with the node's Ed25519 key.
+pub struct TokenKeys {
+    kid: String,
+    public_x: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenKeys {
+    /// Loads `<dir>/jwt-ed25519.pem`, creating it (mode 0600) on first start.
+    pub fn load_or_create(dir: &Path) -> Result<Self, AuthSetupError> {
+        let path = dir.join("jwt-ed25519.pem");
+        let err = |e: &dyn std::fmt::Display| AuthSetupError::KeyFile(path.display().to_string(), e.to_string());
+        let signing = if path.exists() {
+            let pem = fs::read_to_string(&path).map_err(|e| err(&e))?;
+            SigningKey::from_pkcs8_pem(&pem).map_err(|e| err(&e))?
+        } else {
+            let key = SigningKey::generate(&mut OsRng);
+            let pem = key.to_pkcs8_pem(Default::default()).map_err(|e| err(&e))?;
+            write_private(&path, pem.as_bytes()).map_err(|e| err(&e))?;
+            key
+        };
+        let der = signing.to_pkcs8_der().map_err(|e| err(&e))?;
+        let public_x = URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
+        let kid = hex_prefix(&Sha256::digest(signing.verifying_key().as_bytes()));
+        let decoding = DecodingKey::from_ed_components(&public_x).map_err(|e| err(&e))?;
+        let mut validation = Validation::new(jsonwebtoken::Algorithm::EdDSA);
+        validation.set_issuer(&[TOKEN_ISSUER]);
+        validation.set_audience(&[TOKEN_ISSUER]);
+        validation.leeway = TOKEN_LEEWAY_SECS;
+        Ok(TokenKeys { kid, public_x, encoding: EncodingKey::from_ed_der(der.as_bytes()), decoding, validation })
+    }
+
+    /// Signs an access token for `user_id` in token family `family_id`.
+    pub fn issue(&self, user_id: i64, family_id: i64, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
+        let iat = unix_secs();
+        let claims = Claims {
+            sub: user_id.to_string(),
+            iss: TOKEN_ISSUER.into(),
+            aud: TOKEN_ISSUER.into(),
+            iat,
+            exp: iat + ttl.as_secs(),
+            sid: family_id.to_string(),
+        };
+        let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
+    }
+
+    /// Verifies signature, algorithm, issuer, audience and expiry.
+    pub fn verify(&self, token: &str) -> Option<Claims> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|data| data.claims)
+    }
+
+    /// The public key set (RFC 7517 / RFC 8037).
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({
+            "keys": [{ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid, "x": self.public_x }]
+        })
+    }
+}
+
+/// Argon2id password hashing with a server-side pepper (Argon2's secret input).
+pub struct Passwords {
+    params: Params,
+    current_version: u32,
+    peppers: HashMap<u32, Vec<u8>>,
+    /// A hash of a random password, verified when a login names an unknown
+    /// user so that both cases cost the same time.
+    decoy: String,
+}
+
+impl Passwords {
+    /// Sets up hashing; an unset current pepper is created in `keys_dir`.
+    pub fn new(config: &AuthConfig, keys_dir: &Path) -> Result<Self, AuthSetupError> {
+        let params = Params::new(config.argon2_memory_kib, config.argon2_iterations, 1, None)
+            .map_err(|e| AuthSetupError::Params(e.to_string()))?;
+        let mut peppers = HashMap::new();
+        for (version, secret) in &config.old_peppers {
+            let version: u32 =
+                version.parse().map_err(|_| AuthSetupError::Params(format!("pepper version {version}")))?;
+            peppers.insert(version, secret.0.as_bytes().to_vec());
+        }
+        let current = match &config.pepper {
+            Some(secret) => secret.0.as_bytes().to_vec(),
+            None => load_or_create_pepper(&keys_dir.join(format!("pepper-v{}", config.pepper_version)))?,
+        };
+        peppers.insert(config.pepper_version, current);
+        let mut passwords = Passwords { params, current_version: config.pepper_version, peppers, decoy: String::new() };
+        passwords.decoy = passwords.hash(&random_token()).map_err(|e| AuthSetupError::Params(e.to_string()))?.0;
+        Ok(passwords)
+    }
+
+    fn argon(&self, version: u32) -> Option<Argon2<'_>> {
+        let pepper = self.peppers.get(&version)?;
+        Argon2::new_with_secret(pepper, Algorithm::Argon2id, Version::V0x13, self.params.clone()).ok()
+    }
+
+    /// Hashes with the current pepper; returns the PHC string and the pepper version.
+    pub fn hash(&self, password: &str) -> Result<(String, u32), argon2::password_hash::Error> {
+        let argon = self.argon(self.current_version).ok_or(argon2::password_hash::Error::Crypto)?;
+        let salt = SaltString::generate(&mut OsRng);
+        Ok((argon.hash_password(password.as_bytes(), &salt)?.to_string(), self.current_version))
+    }
+
+    /// Checks a password; `None` for the stored hash burns the same time
+    /// and fails. Returns whether it matched and whether it should be rehashed.
+    pub fn verify(&self, password: &str, stored: Option<(&str, u32)>) -> (bool, bool) {
+        let (phc, version) = stored.unwrap_or((&self.decoy, self.current_version));
+        let matched = match (PasswordHash::new(phc), self.argon(version)) {
+            (Ok(hash), Some(argon)) => argon.verify_password(password.as_bytes(), &hash).is_ok(),
+            _ => false,
+        };
+        (matched && stored.is_some(), version != self.current_version)
+    }
+}
+
+/// One-time WebSocket tickets held in memory.
+#[derive(Default)]
+pub struct Tickets {
+    live: Mutex<HashMap<String, Ticket>>,
+}
+
+#[derive(Clone)]
+pub struct Ticket {
+    pub claims: Claims,
+    expires: Instant,
+}
+
+impl Tickets {
+    /// Issues a ticket standing for `claims` for `ttl`.
+    pub fn issue(&self, claims: Claims, ttl: Duration) -> String {
+        let ticket = random_token();
+        let now = Instant::now();
+        if let Ok(mut live) = self.live.lock() {
+            live.retain(|_, t| t.expires > now);
+            live.insert(ticket.clone(), Ticket { claims, expires: now + ttl });
+        }
+        ticket
+    }
+
+    /// Consumes a ticket: valid once, before it expires.
+    pub fn redeem(&self, ticket: &str) -> Option<Claims> {
+        let taken = self.live.lock().ok()?.remove(ticket)?;
+        (taken.expires > Instant::now()).then_some(taken.claims)
+    }
+}
+
+/// A new opaque random token (refresh token, ticket), URL-safe.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; OPAQUE_TOKEN_BYTES];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// SHA-256 of an opaque token, as stored.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn load_or_create_pepper(path: &Path) -> Result<Vec<u8>, AuthSetupError> {
+    let err = |e: std::io::Error| AuthSetupError::KeyFile(path.display().to_string(), e.to_string());
+    if path.exists() {
+        return Ok(fs::read_to_string(path).map_err(err)?.trim().as_bytes().to_vec());
+    }
+    let pepper = random_token();
+    write_private(path, pepper.as_bytes()).map_err(err)?;
+    Ok(pepper.into_bytes())
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn cheap_config() -> AuthConfig {
+        AuthConfig { argon2_memory_kib: 256, argon2_iterations: 1, ..AuthConfig::default() }
+    }
+
+    #[test]
+    fn passwords_verify_only_with_the_right_password_and_pepper() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let passwords = Passwords::new(&cheap_config(), dir.path()).expect("setup");
+        let (hash, version) = passwords.hash("correct horse battery").expect("hash");
+        assert!(hash.starts_with("$argon2id$"));
+        assert_eq!(passwords.verify("correct horse battery", Some((&hash, version))), (true, false));
+        assert!(!passwords.verify("wrong horse battery", Some((&hash, version))).0);
+        // The same hash under another pepper does not verify: the pepper matters.
+        let other = tempfile::tempdir().expect("tempdir");
+        let rotated = Passwords::new(&cheap_config(), other.path()).expect("setup");
+        assert!(!rotated.verify("correct horse battery", Some((&hash, version))).0);
+    }
+
+    #[test]
+    fn old_pepper_versions_still_verify_and_ask_for_a_rehash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v1 = AuthConfig { pepper: Some(Secret("one".into())), ..cheap_config() };
+        let (hash, version) = Passwords::new(&v1, dir.path()).expect("setup").hash("a long password").expect("hash");
+        let v2 = AuthConfig {
+            pepper: Some(Secret("two".into())),
+            pepper_version: 2,
+            old_peppers: [("1".to_string(), Secret("one".into()))].into(),
+            ..cheap_config()
+        };
+        let passwords = Passwords::new(&v2, dir.path()).expect("setup");
+        assert_eq!(passwords.verify("a long password", Some((&hash, version))), (true, true));
+    }
+
+    #[test]
+    fn tokens_round_trip_and_tampering_is_detected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = TokenKeys::load_or_create(dir.path()).expect("keys");
+        let token = keys.issue(42, 7, Duration::from_secs(60)).expect("token");
+        assert_eq!(keys.verify(&token).and_then(|c| c.user_id()), Some(protocol::UserId(42)));
+        let mut tampered = token.clone().into_bytes();
+        let last = tampered.len() - 3;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert!(keys.verify(&String::from_utf8_lossy(&tampered)).is_none());
+        // Another node's key does not verify it; the same key file does.
+        assert!(
+            TokenKeys::load_or_create(tempfile::tempdir().expect("tempdir").path())
+                .expect("keys")
+                .verify(&token)
+                .is_none()
+        );
+        assert!(TokenKeys::load_or_create(dir.path()).expect("keys").verify(&token).is_some());
+    }
+
+    #[test]
+    fn tickets_work_once() {
+        let tickets = Tickets::default();
+        let claims =
+            Claims { sub: "1".into(), iss: "parley".into(), aud: "parley".into(), iat: 0, exp: 0, sid: "1".into() };
+        let ticket = tickets.issue(claims, Duration::from_secs(30));
+        assert!(tickets.redeem(&ticket).is_some());
+        assert!(tickets.redeem(&ticket).is_none());
+        assert!(tickets.redeem("made-up").is_none());
+    }
+}

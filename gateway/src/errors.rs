@@ -1,0 +1,167 @@
+//! The one place that maps errors to stable wire codes: HTTP problem+json
+//! for REST and `error` frame codes for the WebSocket.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use engine::EngineError;
+use protocol::rest::Problem;
+use protocol::ws::ErrorCode;
+
+/// A REST failure with its stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    InvalidField(String),
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("refresh token is invalid or expired")]
+    RefreshTokenInvalid,
+    #[error("refresh token was already used; every session of this login is revoked")]
+    RefreshTokenReused,
+    #[error("the WebSocket subprotocol must be {}", protocol::WS_SUBPROTOCOL)]
+    UnsupportedProtocol,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no such resource")]
+    NotFound,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("chat not found")]
+    ChatNotFound,
+    #[error("too many requests")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the server is not ready")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidField(_) => "invalid_field",
+            ApiError::UsernameTaken => "username_taken",
+            ApiError::InvalidCredentials => "invalid_credentials",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::RefreshTokenInvalid => "refresh_token_invalid",
+            ApiError::RefreshTokenReused => "refresh_token_reused",
+            ApiError::UnsupportedProtocol => "unsupported_protocol",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::UserNotFound => "user_not_found",
+            ApiError::ChatNotFound => "chat_not_found",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// Maps an internal failure, logging its cause (never sent to clients).
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "request failed");
+        ApiError::Internal(error.to_string())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::UnsupportedProtocol => StatusCode::BAD_REQUEST,
+            ApiError::InvalidField(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UsernameTaken => StatusCode::CONFLICT,
+            ApiError::InvalidCredentials
+            | ApiError::Unauthorized(_)
+            | ApiError::RefreshTokenInvalid
+            | ApiError::RefreshTokenReused => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound | ApiError::UserNotFound | ApiError::ChatNotFound => StatusCode::NOT_FOUND,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let retry_after = match self {
+            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
+        let detail = match self {
+            ApiError::Internal(_) => None,
+            other => Some(other.to_string()),
+        };
+        let problem = Problem {
+            type_uri: format!("https://parley.chat/problems/{}", self.code()),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            code: self.code().to_string(),
+            detail,
+            retry_after,
+        };
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        if let Some(secs) = retry_after {
+            response.insert_header(("Retry-After", secs.to_string()));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.insert_header(("WWW-Authenticate", "Bearer realm=\"parley\""));
+        }
+        response.json(problem)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::ChatNotFound => ApiError::ChatNotFound,
+            EngineError::UserNotFound => ApiError::UserNotFound,
+            EngineError::Forbidden(why) => ApiError::Forbidden(why),
+            EngineError::InvalidField(why) => ApiError::InvalidField(why),
+            EngineError::ClientMsgIdConflict => ApiError::InvalidField(error.to_string()),
+            EngineError::RateLimited { retry_after_ms } => {
+                ApiError::RateLimited { retry_after_secs: retry_after_ms.div_ceil(1000) }
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<storage::StorageError> for ApiError {
+    fn from(error: storage::StorageError) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+/// The `error` frame code of an engine failure.
+pub fn frame_code(error: &EngineError) -> ErrorCode {
+    match error {
+        EngineError::ChatNotFound | EngineError::UserNotFound => ErrorCode::ChatNotFound,
+        EngineError::Forbidden(_) => ErrorCode::Forbidden,
+        EngineError::InvalidField(_) => ErrorCode::InvalidField,
+        EngineError::ClientMsgIdConflict => ErrorCode::ClientMsgIdConflict,
+        EngineError::RateLimited { .. } => ErrorCode::RateLimited,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// Turns extractor failures (bad JSON, bad path or query) into problem+json.
+pub fn json_error(error: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("invalid JSON body: {error}")).into()
+}
+
+pub fn query_error(error: actix_web::error::QueryPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("invalid query: {error}")).into()
+}
+
+pub fn path_error(error: actix_web::error::PathError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+    ApiError::BadRequest(format!("invalid path: {error}")).into()
+}

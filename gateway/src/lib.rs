@@ -1,0 +1,173 @@
+//! Parley's gateway: the REST API, the WebSocket endpoint, health, metrics
+//! and the OpenAPI document, around an [`engine::Engine`].
+//!
+//! [`Server::start`] runs a complete node on a listener, so tests start one
+//! on `127.0.0.1:0`; the `parley` binary only parses arguments and calls it.
+
+pub mod auth;
+pub mod config;
+pub mod errors;
+pub mod openapi;
+mod routes;
+pub mod state;
+pub mod telemetry;
+mod ws;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, dev::ServerHandle, web};
+use anyhow::Context as _;
+use engine::{Engine, Metrics};
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::{Passwords, TokenKeys};
+use crate::config::Config;
+use crate::state::AppState;
+
+/// Seconds the HTTP server waits for in-flight requests on shutdown.
+const SHUTDOWN_GRACE_SECS: u64 = 10;
+/// How often idle rate-limit state is forgotten.
+const RATE_LIMIT_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A running node.
+pub struct Server {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    state: web::Data<AppState>,
+    server: Option<actix_web::dev::Server>,
+}
+
+impl Server {
+    /// Opens storage, starts the engine and serves HTTP on `listener`.
+    /// Must be called inside an actix system (`#[actix_web::main]` or `#[actix_web::test]`).
+    pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Server> {
+        let addr = listener.local_addr()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let stores = storage::open(&config.storage, &config.data_dir).context("opening storage")?;
+        let metrics = Arc::new(Metrics::new().context("registering metrics")?);
+        let engine = Engine::start(config.engine.clone(), stores, metrics).await.context("starting the engine")?;
+        let keys_dir = config.data_dir.join("keys");
+        let keys = TokenKeys::load_or_create(&keys_dir)?;
+        let passwords = Passwords::new(&config.auth, &keys_dir)?;
+        let json_limit = config.limits.max_json_body_bytes;
+        let state = web::Data::new(AppState::new(engine, config, keys, passwords));
+
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::JsonConfig::default().limit(json_limit).error_handler(errors::json_error))
+                .app_data(web::QueryConfig::default().error_handler(errors::query_error))
+                .app_data(web::PathConfig::default().error_handler(errors::path_error))
+                .wrap(TracingLogger::default())
+                .configure(routes_config)
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+        .run();
+        let handle = server.handle();
+
+        let pruning = state.clone();
+        actix_web::rt::spawn(async move {
+            let mut tick = actix_web::rt::time::interval(RATE_LIMIT_PRUNE_INTERVAL);
+            loop {
+                tick.tick().await;
+                pruning.prune_rate_limits();
+            }
+        });
+        tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "parley listening");
+        Ok(Server { addr, handle, state, server: Some(server) })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until [`Server::shutdown`] is called from elsewhere or a
+    /// signal arrives (SIGTERM, SIGINT): then drains gracefully.
+    pub async fn run_until_signal(mut self) -> anyhow::Result<()> {
+        let server = self.server.take().context("server already running")?;
+        let running = actix_web::rt::spawn(server);
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        self.shutdown().await;
+        running.await.context("server task")??;
+        Ok(())
+    }
+
+    /// Graceful shutdown: readiness turns false, clients are closed with
+    /// 1001 (going away), in-flight requests finish, the engine stops.
+    pub async fn shutdown(&self) {
+        self.state.begin_shutdown();
+        // Give connection actors a moment to send their close frames.
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        self.handle.stop(true).await;
+        self.state.engine.stop();
+        tracing::info!("parley stopped");
+    }
+
+    /// Runs the HTTP server in the background (for tests).
+    pub fn spawn(mut self) -> Self {
+        if let Some(server) = self.server.take() {
+            actix_web::rt::spawn(server);
+        }
+        self
+    }
+}
+
+/// Every route of the node.
+fn routes_config(cfg: &mut web::ServiceConfig) {
+    use routes::{auth, chats, ops, users};
+    cfg.route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics))
+        .service(
+            web::scope(protocol::API_PREFIX)
+                .route("/openapi.json", web::get().to(ops::openapi))
+                .route("/auth/register", web::post().to(auth::register))
+                .route("/auth/login", web::post().to(auth::login))
+                .route("/auth/refresh", web::post().to(auth::refresh))
+                .route("/auth/logout", web::post().to(auth::logout))
+                .route("/auth/ws-ticket", web::post().to(auth::ws_ticket))
+                .route("/auth/jwks", web::get().to(auth::jwks))
+                .route("/me", web::get().to(users::me))
+                .route("/users/{user_id}", web::get().to(users::user))
+                .route("/chats", web::get().to(chats::list))
+                .route("/chats/direct", web::post().to(chats::open_direct))
+                .route("/chats/{chat_id}/messages", web::get().to(chats::history))
+                .route("/ws", web::get().to(ws::connect))
+                .default_service(web::to(not_found)),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, errors::ApiError> {
+    Err(errors::ApiError::NotFound)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,238 @@
+//! `/api/v1/auth`: register, login, refresh, logout, WebSocket tickets, JWKS.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use protocol::UserId;
+use protocol::limits::{DISPLAY_NAME_LEN, PASSWORD_LEN, USERNAME_LEN};
+use protocol::rest::{LoginRequest, RefreshRequest, RegisterRequest, TokenResponse, UserView, WsTicketResponse};
+use storage::{NewRefreshToken, NewTokenFamily, NewUser, RotateOutcome, StorageError};
+
+use crate::auth::{random_token, token_hash};
+use crate::errors::ApiError;
+use crate::routes::users::user_view;
+use crate::state::{AppState, AuthUser};
+
+/// Register a new account.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, body = UserView), (status = 409, body = protocol::rest::Problem, description = "username_taken"),
+              (status = 422, body = protocol::rest::Problem, description = "invalid_field"),
+              (status = 429, body = protocol::rest::Problem, description = "rate_limited")))]
+pub async fn register(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
+    state.check_auth_rate(&req)?;
+    let RegisterRequest { username, password, display_name } = body.into_inner();
+    let username_key = validate_username(&username)?;
+    let display_name = validate_display_name(&display_name)?;
+    validate_password(&password)?;
+    let users = state.engine.stores().users.clone();
+    if users.user_by_username(&username_key).await?.is_some() {
+        return Err(ApiError::UsernameTaken);
+    }
+    let hashing = state.clone();
+    let (password_hash, pepper_version) = web::block(move || hashing.passwords.hash(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let user = NewUser {
+        id: state.engine.next_id().await?,
+        username: username.clone(),
+        username_key,
+        display_name,
+        password_hash,
+        pepper_version,
+        created_at_ms: engine::now_ms(),
+    };
+    match users.create_user(user).await {
+        Ok(record) => {
+            tracing::info!(user_id = record.id, "user registered");
+            Ok(HttpResponse::Created().json(user_view(&record)))
+        }
+        Err(StorageError::Conflict(_)) => Err(ApiError::UsernameTaken),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Log in with username and password.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = protocol::rest::Problem, description = "invalid_credentials"),
+              (status = 429, body = protocol::rest::Problem, description = "rate_limited")))]
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<LoginRequest>,
+) -> Result<web::Json<TokenResponse>, ApiError> {
+    state.check_auth_rate(&req)?;
+    let LoginRequest { username, password } = body.into_inner();
+    let users = state.engine.stores().users.clone();
+    // Unknown users still pay for one Argon2 verification, so the response
+    // time does not tell whether a username exists.
+    let user = users.user_by_username(&username.to_ascii_lowercase()).await?;
+    let checking = state.clone();
+    let stored = user.as_ref().map(|u| (u.password_hash.clone(), u.pepper_version));
+    let candidate = password.clone();
+    let (matched, needs_rehash) = web::block(move || {
+        checking.passwords.verify(&candidate, stored.as_ref().map(|(hash, version)| (hash.as_str(), *version)))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let user = match user {
+        Some(user) if matched => user,
+        _ => return Err(ApiError::InvalidCredentials),
+    };
+    if needs_rehash {
+        tracing::info!(user_id = user.id, "password hash uses an old pepper; it will be upgraded on a later release");
+    }
+    let family_id = state.engine.next_id().await?;
+    let refresh_token = random_token();
+    let now = engine::now_ms();
+    state
+        .engine
+        .stores()
+        .tokens
+        .create_family(
+            NewTokenFamily { id: family_id, user_id: user.id, created_at_ms: now },
+            new_refresh(&state, &refresh_token, now),
+        )
+        .await?;
+    tracing::info!(user_id = user.id, family_id, "user logged in");
+    Ok(web::Json(token_response(&state, user.id, family_id, refresh_token)?))
+}
+
+/// Trade a refresh token for a new token pair. The presented token is used
+/// up; presenting it again revokes every token of its login.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse),
+              (status = 401, body = protocol::rest::Problem, description = "refresh_token_invalid or refresh_token_reused")))]
+pub async fn refresh(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<RefreshRequest>,
+) -> Result<web::Json<TokenResponse>, ApiError> {
+    state.check_auth_rate(&req)?;
+    let presented = token_hash(&body.refresh_token);
+    let next_token = random_token();
+    let now = engine::now_ms();
+    let outcome = state.engine.stores().tokens.rotate(&presented, new_refresh(&state, &next_token, now), now).await?;
+    match outcome {
+        RotateOutcome::Rotated { user_id, family_id } => {
+            Ok(web::Json(token_response(&state, user_id, family_id, next_token)?))
+        }
+        RotateOutcome::Reused { user_id, family_id } => {
+            tracing::warn!(user_id, family_id, "refresh token reused; token family revoked");
+            Err(ApiError::RefreshTokenReused)
+        }
+        RotateOutcome::Revoked | RotateOutcome::Expired | RotateOutcome::Unknown => Err(ApiError::RefreshTokenInvalid),
+    }
+}
+
+/// Log out: revokes the refresh token's whole family.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
+    responses((status = 204, description = "revoked"), (status = 401, body = protocol::rest::Problem, description = "refresh_token_invalid")))]
+pub async fn logout(state: web::Data<AppState>, body: web::Json<RefreshRequest>) -> Result<HttpResponse, ApiError> {
+    let hash = token_hash(&body.refresh_token);
+    if state.engine.stores().tokens.revoke_family_of(&hash, engine::now_ms()).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::RefreshTokenInvalid)
+    }
+}
+
+/// A one-time ticket to open the WebSocket from a browser.
+#[utoipa::path(post, path = "/api/v1/auth/ws-ticket", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = WsTicketResponse), (status = 401, body = protocol::rest::Problem, description = "unauthorized")))]
+pub async fn ws_ticket(user: AuthUser, state: web::Data<AppState>) -> web::Json<WsTicketResponse> {
+    let ttl = state.config.auth.ws_ticket_ttl_secs;
+    let ticket = state.tickets.issue(user.claims, Duration::from_secs(ttl));
+    web::Json(WsTicketResponse { ticket, expires_in: ttl })
+}
+
+/// The public keys that verify access tokens (JWK Set, Ed25519).
+#[utoipa::path(get, path = "/api/v1/auth/jwks", tag = "auth", responses((status = 200, description = "JWK Set")))]
+pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().insert_header(("Cache-Control", "public, max-age=300")).json(state.keys.jwks())
+}
+
+fn new_refresh(state: &AppState, token: &str, now: i64) -> NewRefreshToken {
+    let ttl_ms = state.config.auth.refresh_token_ttl_secs.saturating_mul(1000) as i64;
+    NewRefreshToken { hash: token_hash(token), expires_at_ms: now + ttl_ms, created_at_ms: now }
+}
+
+fn token_response(
+    state: &AppState,
+    user_id: i64,
+    family_id: i64,
+    refresh_token: String,
+) -> Result<TokenResponse, ApiError> {
+    let ttl = state.config.auth.access_token_ttl_secs;
+    let access_token = state.keys.issue(user_id, family_id, Duration::from_secs(ttl)).map_err(ApiError::internal)?;
+    Ok(TokenResponse {
+        access_token,
+        refresh_token,
+        token_type: "Bearer".into(),
+        expires_in: ttl,
+        user_id: UserId(user_id),
+    })
+}
+
+/// Checks a username and returns its case-folded key.
+fn validate_username(username: &str) -> Result<String, ApiError> {
+    let len = username.chars().count();
+    let charset_ok = username.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !USERNAME_LEN.contains(&len) || !charset_ok {
+        return Err(ApiError::InvalidField(format!(
+            "username must be {}-{} characters of a-z, 0-9, '_', '.', '-'",
+            USERNAME_LEN.start(),
+            USERNAME_LEN.end()
+        )));
+    }
+    Ok(username.to_ascii_lowercase())
+}
+
+fn validate_display_name(display_name: &str) -> Result<String, ApiError> {
+    let trimmed = display_name.trim();
+    let len = trimmed.chars().count();
+    if !DISPLAY_NAME_LEN.contains(&len) || trimmed.chars().any(char::is_control) {
+        return Err(ApiError::InvalidField(format!(
+            "display_name must be {}-{} characters without control characters",
+            DISPLAY_NAME_LEN.start(),
+            DISPLAY_NAME_LEN.end()
+        )));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn validate_password(password: &str) -> Result<(), ApiError> {
+    if PASSWORD_LEN.contains(&password.chars().count()) {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidField(format!(
+            "password must be {}-{} characters",
+            PASSWORD_LEN.start(),
+            PASSWORD_LEN.end()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_validated_and_case_folded() {
+        assert_eq!(validate_username("Alice_01").ok(), Some("alice_01".to_string()));
+        for bad in ["al", "a b c", "ålice", "x".repeat(33).as_str(), "bob!", ""] {
+            assert!(validate_username(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn display_names_are_trimmed_and_checked() {
+        assert_eq!(validate_display_name("  Alice  ").ok(), Some("Alice".to_string()));
+        assert!(validate_display_name("   ").is_err());
+        assert!(validate_display_name("bell\u{7}").is_err());
+    }
+}

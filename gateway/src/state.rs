@@ -1,0 +1,148 @@
+//! Shared state of the HTTP workers, and the authenticated-user extractor.
+
+use std::collections::HashMap;
+use std::future::{Ready, ready};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use actix::Recipient;
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use engine::{Engine, Kick};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use protocol::UserId;
+
+use crate::auth::{Claims, Passwords, Tickets, TokenKeys};
+use crate::config::Config;
+use crate::errors::ApiError;
+
+/// Everything a request handler may need.
+pub struct AppState {
+    pub engine: Engine,
+    pub config: Config,
+    pub keys: TokenKeys,
+    pub passwords: Passwords,
+    pub tickets: Tickets,
+    pub connections: Connections,
+    auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, config: Config, keys: TokenKeys, passwords: Passwords) -> Self {
+        let per_minute = NonZeroU32::new(config.limits.auth_per_minute_per_ip).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.limits.auth_burst_per_ip).unwrap_or(NonZeroU32::MIN);
+        AppState {
+            engine,
+            keys,
+            passwords,
+            tickets: Tickets::default(),
+            connections: Connections::default(),
+            auth_limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+            shutting_down: AtomicBool::new(false),
+            config,
+        }
+    }
+
+    /// Counts an auth request from `req`'s peer against its IP's budget.
+    pub fn check_auth_rate(&self, req: &HttpRequest) -> Result<(), ApiError> {
+        let Some(ip) = req.peer_addr().map(|addr| addr.ip()) else { return Ok(()) };
+        self.auth_limiter.check_key(&ip).map_err(|not_until| {
+            self.engine.metrics().rate_limited.with_label_values(&["auth"]).inc();
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            ApiError::RateLimited { retry_after_secs: wait.as_secs().max(1) }
+        })
+    }
+
+    /// Forgets rate-limit state that has refilled; called periodically.
+    pub fn prune_rate_limits(&self) {
+        self.auth_limiter.retain_recent();
+        self.engine.prune_rate_limits();
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Marks the node as draining: not ready, closing connections.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.connections.kick_all(Kick { code: protocol::ws::close::GOING_AWAY, reason: "server shutting down" });
+    }
+}
+
+/// The live WebSocket connections of this node, to close them on shutdown.
+#[derive(Default)]
+pub struct Connections {
+    next_id: AtomicU64,
+    live: Mutex<HashMap<u64, Recipient<Kick>>>,
+}
+
+impl Connections {
+    /// A process-unique connection ID.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn insert(&self, id: u64, kick: Recipient<Kick>) {
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(id, kick);
+        }
+    }
+
+    pub fn remove(&self, id: u64) {
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(&id);
+        }
+    }
+
+    fn kick_all(&self, kick: Kick) {
+        if let Ok(live) = self.live.lock() {
+            for recipient in live.values() {
+                recipient.do_send(kick);
+            }
+        }
+    }
+}
+
+/// The user a request is authenticated as (`Authorization: Bearer <access token>`).
+pub struct AuthUser {
+    pub user_id: UserId,
+    pub claims: Claims,
+}
+
+impl AuthUser {
+    /// Verifies a bearer token from the request's `Authorization` header.
+    pub fn from_headers(req: &HttpRequest, state: &AppState) -> Result<Self, ApiError> {
+        let header = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
+        Self::from_claims(state.keys.verify(token.trim()))
+    }
+
+    /// Accepts verified claims.
+    pub fn from_claims(claims: Option<Claims>) -> Result<Self, ApiError> {
+        let claims = claims.ok_or(ApiError::Unauthorized("invalid or expired token"))?;
+        let user_id = claims.user_id().ok_or(ApiError::Unauthorized("invalid or expired token"))?;
+        Ok(AuthUser { user_id, claims })
+    }
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        ready(match req.app_data::<web::Data<AppState>>() {
+            Some(state) => AuthUser::from_headers(req, state),
+            None => Err(ApiError::Internal("state missing".into())),
+        })
+    }
+}

@@ -1,0 +1,365 @@
+//! `GET /api/v1/ws`: the WebSocket endpoint and its connection actor, which
+//! decodes frames, enforces limits, heartbeats, and owns the connection's
+//! bounded outbound queue.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler, WrapFuture};
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use engine::{ConnectionHandle, Engine, Kick};
+use protocol::limits::{MAX_BODY_BYTES, MAX_CLIENT_MSG_ID_BYTES, MAX_FRAME_BYTES, MAX_SYNC_BATCH};
+use protocol::ws::{ClientFrame, ErrorCode, ErrorFrame, Limits, ServerFrame, close};
+use protocol::{UserId, WS_SUBPROTOCOL};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::errors::{ApiError, frame_code};
+use crate::state::{AppState, AuthUser};
+
+/// How long a reply may wait for room in a full outbound queue before the
+/// client is treated as a slow consumer.
+const REPLY_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Frame `type`s of protocol v1, to tell `unknown_type` from `bad_frame`.
+const CLIENT_FRAME_TYPES: [&str; 4] = ["send", "received", "sync", "ping"];
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    ticket: Option<String>,
+}
+
+/// Upgrades an authenticated request to a WebSocket speaking `parley.v1`.
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    query: web::Query<WsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if state.is_shutting_down() {
+        return Err(ApiError::Unavailable);
+    }
+    let user = match &query.ticket {
+        Some(ticket) => AuthUser::from_claims(state.tickets.redeem(ticket))?,
+        None => AuthUser::from_headers(&req, &state)?,
+    };
+    let offered = req
+        .headers()
+        .get_all(actix_web::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|protocol| protocol.trim() == WS_SUBPROTOCOL);
+    if !offered {
+        return Err(ApiError::UnsupportedProtocol);
+    }
+    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[WS_SUBPROTOCOL])
+        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let stream =
+        stream.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations().max_continuation_size(MAX_FRAME_BYTES);
+    let token_expires_in = Duration::from_secs(user.claims.exp.saturating_sub(crate::auth::unix_secs()));
+    let connection = Connection::new(user.user_id, state.into_inner(), session, token_expires_in);
+    Connection::create(|ctx| {
+        ctx.add_stream(stream);
+        connection
+    });
+    Ok(response)
+}
+
+/// One client connection.
+pub struct Connection {
+    id: u64,
+    user_id: UserId,
+    state: Arc<AppState>,
+    session: Session,
+    outbound: mpsc::Sender<Arc<str>>,
+    /// Taken by the writer task once `hello` is ready.
+    outbound_rx: Option<mpsc::Receiver<Arc<str>>>,
+    last_heard: Instant,
+    protocol_errors: u32,
+    token_expires_in: Duration,
+    closing: bool,
+}
+
+impl Connection {
+    fn new(user_id: UserId, state: Arc<AppState>, session: Session, token_expires_in: Duration) -> Self {
+        let (outbound, outbound_rx) = mpsc::channel(state.config.engine.outbound_queue.max(1));
+        Connection {
+            id: state.connections.next_id(),
+            user_id,
+            state,
+            session,
+            outbound,
+            outbound_rx: Some(outbound_rx),
+            last_heard: Instant::now(),
+            protocol_errors: 0,
+            token_expires_in,
+            closing: false,
+        }
+    }
+
+    fn engine(&self) -> Engine {
+        self.state.engine.clone()
+    }
+
+    /// Queues a frame; a full queue means the client cannot keep up.
+    fn push(&mut self, frame: &ServerFrame, ctx: &mut Context<Self>) {
+        let Ok(json) = serde_json::to_string(frame) else { return };
+        if self.outbound.try_send(json.into()).is_err() {
+            self.state.engine.metrics().slow_consumer_closes.inc();
+            self.close(close::SLOW_CONSUMER, "slow consumer", ctx);
+        }
+    }
+
+    /// Answers an invalid frame; too many of them close the connection.
+    fn reject(&mut self, code: ErrorCode, message: String, ctx: &mut Context<Self>) {
+        let label = serde_json::to_value(code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        self.state.engine.metrics().protocol_errors.with_label_values(&[label.as_str()]).inc();
+        self.push(&ServerFrame::error(code, message, None), ctx);
+        self.protocol_errors += 1;
+        if self.protocol_errors > self.state.config.websocket.max_protocol_errors {
+            self.close(close::TOO_MANY_ERRORS, "too many invalid frames", ctx);
+        }
+    }
+
+    /// Closes the WebSocket with `code` and stops the actor.
+    fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        tracing::debug!(conn_id = self.id, user_id = %self.user_id, code, reason, "closing connection");
+        let session = self.session.clone();
+        let reason = CloseReason { code: CloseCode::from(code), description: Some(reason.to_string()) };
+        actix::spawn(async move {
+            let _ = session.close(Some(reason)).await;
+        });
+        ctx.stop();
+    }
+
+    fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => frame,
+            Err(error) => {
+                let (code, message) = classify_bad_frame(text, &error);
+                return self.reject(code, message, ctx);
+            }
+        };
+        match frame {
+            ClientFrame::Send { client_msg_id, chat_id, body } => {
+                let engine = self.engine();
+                let user_id = self.user_id;
+                let started = Instant::now();
+                let reply_id = client_msg_id.clone();
+                // One send at a time per connection keeps the client's order.
+                ctx.wait(async move { engine.post(user_id, chat_id, client_msg_id, body).await }.into_actor(self).map(
+                    move |result, conn, ctx| {
+                        let frame = match result {
+                            Ok(posted) => {
+                                conn.state.engine.metrics().send_ack_seconds.observe(started.elapsed().as_secs_f64());
+                                ServerFrame::Ack {
+                                    client_msg_id: reply_id,
+                                    message: posted.message,
+                                    duplicate: posted.duplicate,
+                                }
+                            }
+                            Err(error) => {
+                                let retry_after_ms = match &error {
+                                    engine::EngineError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+                                    _ => None,
+                                };
+                                ServerFrame::Error(ErrorFrame {
+                                    code: frame_code(&error),
+                                    message: error.to_string(),
+                                    client_msg_id: Some(reply_id),
+                                    retry_after_ms,
+                                })
+                            }
+                        };
+                        conn.push(&frame, ctx);
+                    },
+                ));
+            }
+            ClientFrame::Received { chat_id, message_id } => {
+                let engine = self.engine();
+                let user_id = self.user_id;
+                ctx.spawn(
+                    async move { engine.mark_received(user_id, chat_id, message_id).await }.into_actor(self).map(
+                        |result, conn, ctx| {
+                            if let Err(error) = result {
+                                conn.push(&ServerFrame::error(frame_code(&error), error.to_string(), None), ctx);
+                            }
+                        },
+                    ),
+                );
+            }
+            ClientFrame::Sync { after_seq } => self.sync(after_seq, ctx),
+            ClientFrame::Ping {} => self.push(&ServerFrame::Pong {}, ctx),
+        }
+    }
+
+    /// Replays a batch of the update log, waiting for queue room rather
+    /// than dropping (a replay can be larger than the queue).
+    fn sync(&mut self, after_seq: u64, ctx: &mut Context<Self>) {
+        let engine = self.engine();
+        let user_id = self.user_id;
+        let outbound = self.outbound.clone();
+        ctx.wait(
+            async move {
+                let batch = engine.sync(user_id, after_seq, MAX_SYNC_BATCH).await?;
+                let frames = batch
+                    .updates
+                    .into_iter()
+                    .map(|(seq, update)| ServerFrame::Update { seq, update })
+                    .chain(std::iter::once(ServerFrame::Synced { seq: batch.seq, has_more: batch.has_more }));
+                for frame in frames {
+                    let json: Arc<str> = serde_json::to_string(&frame).unwrap_or_default().into();
+                    match tokio::time::timeout(REPLY_QUEUE_TIMEOUT, outbound.send(json)).await {
+                        Ok(Ok(())) => {}
+                        _ => return Ok(false),
+                    }
+                }
+                Ok::<bool, engine::EngineError>(true)
+            }
+            .into_actor(self)
+            .map(|result, conn, ctx| match result {
+                Ok(true) => {}
+                Ok(false) => conn.close(close::SLOW_CONSUMER, "slow consumer", ctx),
+                Err(error) => conn.push(&ServerFrame::error(frame_code(&error), error.to_string(), None), ctx),
+            }),
+        );
+    }
+
+    /// Starts the writer task: `hello` first, then the queue, in order.
+    fn start_writer(&mut self, hello: ServerFrame) {
+        let Some(mut rx) = self.outbound_rx.take() else { return };
+        let mut session = self.session.clone();
+        let hello = serde_json::to_string(&hello).unwrap_or_default();
+        actix::spawn(async move {
+            if session.text(hello).await.is_err() {
+                return;
+            }
+            while let Some(frame) = rx.recv().await {
+                if session.text(&*frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let metrics = self.state.engine.metrics();
+        metrics.connections.inc();
+        metrics.actors.with_label_values(&["connection"]).inc();
+        self.state.connections.insert(self.id, ctx.address().recipient());
+        tracing::info!(conn_id = self.id, user_id = %self.user_id, "connection opened");
+
+        let handle = ConnectionHandle { id: self.id, outbound: self.outbound.clone(), kick: ctx.address().recipient() };
+        let engine = self.engine();
+        let user_id = self.user_id;
+        ctx.wait(async move { engine.attach(user_id, handle).await }.into_actor(self).map(|result, conn, ctx| {
+            match result {
+                Ok(seq) => {
+                    let ws = &conn.state.config.websocket;
+                    conn.start_writer(ServerFrame::Hello {
+                        protocol: protocol::PROTOCOL_VERSION,
+                        user_id: conn.user_id,
+                        session_id: conn.id.to_string(),
+                        seq,
+                        limits: Limits {
+                            max_frame_bytes: MAX_FRAME_BYTES,
+                            max_body_bytes: MAX_BODY_BYTES,
+                            max_client_msg_id_bytes: MAX_CLIENT_MSG_ID_BYTES,
+                            idle_timeout_secs: ws.idle_timeout_secs,
+                        },
+                    });
+                }
+                Err(error) => {
+                    tracing::error!(%error, "attaching a connection failed");
+                    conn.close(close::GOING_AWAY, "server unavailable", ctx);
+                }
+            }
+        }));
+
+        let ws = self.state.config.websocket.clone();
+        ctx.run_interval(Duration::from_secs(ws.heartbeat_secs.max(1)), move |conn, ctx| {
+            if conn.last_heard.elapsed() >= Duration::from_secs(ws.idle_timeout_secs) {
+                conn.close(close::IDLE_TIMEOUT, "idle timeout", ctx);
+                return;
+            }
+            let mut session = conn.session.clone();
+            actix::spawn(async move {
+                let _ = session.ping(b"").await;
+            });
+        });
+        ctx.run_later(self.token_expires_in, |conn, ctx| conn.close(close::TOKEN_EXPIRED, "access token expired", ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        let metrics = self.state.engine.metrics();
+        metrics.connections.dec();
+        metrics.actors.with_label_values(&["connection"]).dec();
+        self.state.connections.remove(self.id);
+        self.state.engine.detach(self.user_id, self.id);
+        tracing::info!(conn_id = self.id, user_id = %self.user_id, "connection closed");
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Connection {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(AggregatedMessage::Text(text)) => self.handle_text(&text, ctx),
+            Ok(AggregatedMessage::Binary(_)) => {
+                self.reject(ErrorCode::BinaryNotSupported, "protocol v1 uses JSON text frames".into(), ctx)
+            }
+            Ok(AggregatedMessage::Ping(bytes)) => {
+                let mut session = self.session.clone();
+                actix::spawn(async move {
+                    let _ = session.pong(&bytes).await;
+                });
+            }
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(_)) => self.close(close::NORMAL, "bye", ctx),
+            Err(ProtocolError::Overflow) => {
+                self.reject(ErrorCode::FrameTooLarge, format!("frames are limited to {MAX_FRAME_BYTES} bytes"), ctx);
+                self.close(close::TOO_BIG, "frame too large", ctx);
+            }
+            Err(ProtocolError::Io(error)) if error.kind() == std::io::ErrorKind::InvalidData => {
+                self.reject(ErrorCode::InvalidUtf8, "text frames must be valid UTF-8".into(), ctx)
+            }
+            Err(error) => {
+                tracing::debug!(conn_id = self.id, %error, "websocket protocol error");
+                self.close(close::PROTOCOL_ERROR, "protocol error", ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Kick> for Connection {
+    type Result = ();
+    fn handle(&mut self, kick: Kick, ctx: &mut Self::Context) {
+        self.close(kick.code, kick.reason, ctx);
+    }
+}
+
+/// Tells a frame of an unknown `type` from a malformed one.
+fn classify_bad_frame(text: &str, error: &serde_json::Error) -> (ErrorCode, String) {
+    let kind = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|value| value.get("type").and_then(|t| t.as_str()).map(str::to_owned));
+    match kind {
+        Some(kind) if !CLIENT_FRAME_TYPES.contains(&kind.as_str()) => {
+            (ErrorCode::UnknownType, format!("unknown frame type {kind:?}"))
+        }
+        _ => (ErrorCode::BadFrame, format!("malformed frame: {error}")),
+    }
+}

@@ -1,0 +1,32 @@
+//! Protocol limits every client can rely on; the server enforces them.
+
+/// Largest message body, in bytes of UTF-8 (not characters).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Largest client WebSocket frame, in bytes. Leaves room for the envelope
+/// around a maximal body (JSON escaping can grow text up to 6x, but a
+/// frame above this size is refused before it is parsed).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Longest client message ID, in bytes.
+pub const MAX_CLIENT_MSG_ID_BYTES: usize = 64;
+
+/// Most updates returned for one `sync` request; the client asks again
+/// while `has_more` is true.
+pub const MAX_SYNC_BATCH: u32 = 500;
+
+/// Largest page of history returned by `GET /chats/{id}/messages`.
+pub const MAX_HISTORY_PAGE: u32 = 200;
+
+/// Default page of history when `limit` is absent.
+pub const DEFAULT_HISTORY_PAGE: u32 = 50;
+
+/// Username length bounds, in characters (`[a-z0-9_.-]`, case-insensitive).
+pub const USERNAME_LEN: std::ops::RangeInclusive<usize> = 3..=32;
+
+/// Display-name length bounds, in characters.
+pub const DISPLAY_NAME_LEN: std::ops::RangeInclusive<usize> = 1..=64;
+
+/// Password length bounds, in characters. The upper bound stops anyone
+/// from making the server hash megabytes.
+pub const PASSWORD_LEN: std::ops::RangeInclusive<usize> = 10..=1024;

@@ -1,0 +1,202 @@
+//! WebSocket frames of protocol v1 (`parley.v1`): JSON text frames tagged by `type`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::ids::{ChatId, MessageId, UserId};
+
+/// A frame the client sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Send a message. Answered by `ack` once the message is durable, or by
+    /// `error` with the same `client_msg_id`.
+    Send {
+        /// Client-chosen, unique per sender (a UUID is fine); a retry with
+        /// the same value returns the same message and stores nothing twice.
+        client_msg_id: String,
+        chat_id: ChatId,
+        body: String,
+    },
+    /// This device has received the chat's messages up to `message_id`.
+    Received { chat_id: ChatId, message_id: MessageId },
+    /// Replay the updates after `after_seq`, then answer `synced`.
+    Sync { after_seq: u64 },
+    /// Application-level keep-alive for clients that cannot send WebSocket
+    /// pings (browsers); answered by `pong`.
+    Ping {},
+}
+
+/// A frame the server sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// First frame of every connection.
+    Hello {
+        /// Protocol version (1).
+        protocol: u32,
+        user_id: UserId,
+        /// Identifies this connection in logs and metrics.
+        session_id: String,
+        /// The user's newest update sequence number; a client whose own
+        /// last seen `seq` is smaller sends `sync`.
+        seq: u64,
+        limits: Limits,
+    },
+    /// A send was made durable.
+    Ack {
+        client_msg_id: String,
+        message: Message,
+        /// True when this was a retry of an already stored send.
+        duplicate: bool,
+    },
+    /// One entry of the user's update log. `seq` counts up by one per user;
+    /// a client that sees a jump has missed updates and sends `sync`.
+    Update { seq: u64, update: Update },
+    /// The replay asked for by `sync` is complete up to `seq`.
+    Synced {
+        seq: u64,
+        /// More updates remain: send `sync` again with `after_seq = seq`.
+        has_more: bool,
+    },
+    /// Answer to `ping`.
+    Pong {},
+    /// A request failed; nothing was changed.
+    Error(ErrorFrame),
+}
+
+/// What happened, as recorded in a user's update log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Update {
+    /// A new message in one of the user's chats (sent by anyone, the user included).
+    Message { message: Message },
+    /// An update kind newer than this client; skip it (its `seq` still counts).
+    #[serde(other)]
+    Unknown,
+}
+
+/// A stored message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Message {
+    /// Server-assigned snowflake; chats are ordered by it.
+    pub id: MessageId,
+    pub chat_id: ChatId,
+    pub sender_id: UserId,
+    /// The sender's own ID for this send.
+    pub client_msg_id: String,
+    pub body: String,
+    /// Milliseconds since the Unix epoch (taken from the message ID).
+    pub sent_at: i64,
+}
+
+/// Limits a client must respect, sent in `hello`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_body_bytes: usize,
+    pub max_client_msg_id_bytes: usize,
+    /// The server closes a connection that sends nothing (no frame, pong or
+    /// ping) for this many seconds.
+    pub idle_timeout_secs: u64,
+}
+
+/// Body of an `error` frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    pub code: ErrorCode,
+    /// Human-readable detail; not stable.
+    pub message: String,
+    /// The `client_msg_id` of the `send` that failed, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_msg_id: Option<String>,
+    /// With `rate_limited`: milliseconds to wait before retrying.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// Stable error codes of `error` frames. Adding a code is compatible;
+/// changing one is not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or not a frame of a known shape (missing or extra fields).
+    BadFrame,
+    /// A `type` this protocol version does not know.
+    UnknownType,
+    /// Binary frames are not part of v1.
+    BinaryNotSupported,
+    /// A frame above `max_frame_bytes`.
+    FrameTooLarge,
+    /// A text frame that is not valid UTF-8.
+    InvalidUtf8,
+    /// A field's value is out of range (empty body, body too long, bad ID…).
+    InvalidField,
+    /// The chat does not exist or the user is not a member of it.
+    ChatNotFound,
+    /// The user may not do this.
+    Forbidden,
+    /// The same `client_msg_id` was already used for a different message.
+    ClientMsgIdConflict,
+    /// Too many requests; slow down.
+    RateLimited,
+    /// The server failed; the request may be retried with the same `client_msg_id`.
+    Internal,
+    /// A code newer than this client; treat as a failure of the request.
+    #[serde(other)]
+    Unknown,
+}
+
+/// WebSocket close codes Parley uses, and whether the client may reconnect.
+pub mod close {
+    /// Normal closure (client asked, or logout). Reconnect only if the user wants to.
+    pub const NORMAL: u16 = 1000;
+    /// Server shutting down or restarting. Reconnect with backoff.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Protocol violation at the WebSocket layer. Do not reconnect blindly.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A frame above `max_frame_bytes`. Reconnect, and send smaller frames.
+    pub const TOO_BIG: u16 = 1009;
+    /// The access token expired during the connection. Refresh, then reconnect.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The client could not keep up with its outbound queue. Reconnect and `sync`.
+    pub const SLOW_CONSUMER: u16 = 4008;
+    /// Nothing heard from the client for `idle_timeout_secs`. Reconnect.
+    pub const IDLE_TIMEOUT: u16 = 4009;
+    /// Too many invalid frames. Fix the client; reconnect after a delay.
+    pub const TOO_MANY_ERRORS: u16 = 4029;
+}
+
+impl ServerFrame {
+    /// Shorthand for an `error` frame.
+    pub fn error(code: ErrorCode, message: impl Into<String>, client_msg_id: Option<String>) -> Self {
+        ServerFrame::Error(ErrorFrame { code, message: message.into(), client_msg_id, retry_after_ms: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_frame_round_trips_with_documented_shape() {
+        let text = r#"{"type":"send","client_msg_id":"c1","chat_id":"12","body":"hi"}"#;
+        let frame: ClientFrame = serde_json::from_str(text).expect("valid frame");
+        assert_eq!(frame, ClientFrame::Send { client_msg_id: "c1".into(), chat_id: ChatId(12), body: "hi".into() });
+    }
+
+    #[test]
+    fn extra_fields_are_refused() {
+        let text = r#"{"type":"sync","after_seq":1,"sneaky":true}"#;
+        assert!(serde_json::from_str::<ClientFrame>(text).is_err());
+    }
+
+    #[test]
+    fn error_frame_is_flat() {
+        let frame = ServerFrame::error(ErrorCode::BadFrame, "nope", None);
+        let json = serde_json::to_value(&frame).expect("serializes");
+        assert_eq!(json["type"], "error");
+        assert_eq!(json["code"], "bad_frame");
+        assert!(json.get("client_msg_id").is_none());
+    }
+}

@@ -1,0 +1,148 @@
+//! Storage traits per aggregate (users, tokens, chats and messages, node
+//! metadata) and the backends behind them, chosen in one place: [`open`].
+//!
+//! Every backend passes the same conformance suite (`tests/conformance.rs`).
+//! Contracts (what is atomic, what is ordered, what may be retried) are in
+//! each trait's docs; a backend that cannot keep one is not a backend.
+
+mod error;
+mod records;
+pub mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use error::{StorageError, StorageResult};
+pub use records::*;
+
+/// Users and their credentials.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Inserts a user. Fails with [`StorageError::Conflict`] if another user
+    /// has the same `username_key`; nothing is written then.
+    async fn create_user(&self, user: NewUser) -> StorageResult<UserRecord>;
+    /// Looks a user up by the case-folded username.
+    async fn user_by_username(&self, username_key: &str) -> StorageResult<Option<UserRecord>>;
+    async fn user_by_id(&self, id: i64) -> StorageResult<Option<UserRecord>>;
+    /// The users among `ids` that exist, in any order.
+    async fn users_by_ids(&self, ids: &[i64]) -> StorageResult<Vec<UserRecord>>;
+}
+
+/// Refresh tokens, grouped in families (one family per login).
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Starts a new family with its first token.
+    async fn create_family(&self, family: NewTokenFamily, first: NewRefreshToken) -> StorageResult<()>;
+    /// Atomically consumes `presented` and stores `next` in its family.
+    ///
+    /// - live, unused, unexpired token in a live family: it is marked used,
+    ///   `next` is stored, [`RotateOutcome::Rotated`];
+    /// - token already used: the whole family is revoked, `next` is not
+    ///   stored, [`RotateOutcome::Reused`] (refresh-token theft detection);
+    /// - family revoked, token expired or unknown: nothing changes.
+    async fn rotate(&self, presented: &TokenHash, next: NewRefreshToken, now_ms: i64) -> StorageResult<RotateOutcome>;
+    /// Revokes the family of `token` (logout). Returns false if the token is unknown.
+    async fn revoke_family_of(&self, token: &TokenHash, now_ms: i64) -> StorageResult<bool>;
+}
+
+/// Chats, their members, messages and each user's update log.
+#[async_trait]
+pub trait ChatStore: Send + Sync + 'static {
+    /// Returns the 1:1 chat of `a` and `b`, creating it with `new_id` if
+    /// there is none. Atomic: two concurrent calls return the same chat.
+    async fn direct_chat(&self, a: i64, b: i64, new_id: i64, now_ms: i64) -> StorageResult<ChatRecord>;
+    async fn chat(&self, chat_id: i64) -> StorageResult<Option<ChatRecord>>;
+    /// The user's chats, most recently active first, each with its newest message.
+    async fn chats_of_user(&self, user_id: i64) -> StorageResult<Vec<ChatOverview>>;
+    /// Stores a message and appends one update to the log of every user in
+    /// `audience`, all in one atomic step.
+    ///
+    /// Idempotent per `(sender_id, client_msg_id)`: if that pair is stored
+    /// already, nothing is written and [`AppendOutcome::Duplicate`] returns
+    /// the stored message (whatever chat or body this call names; the
+    /// caller compares). Callers serialise appends per chat, so message IDs
+    /// of a chat are stored in increasing order.
+    async fn append_message(&self, message: NewMessage, audience: &[i64]) -> StorageResult<AppendOutcome>;
+    /// Up to `limit` messages of the chat with an ID below `before` (all if
+    /// `None`), newest first.
+    async fn messages_before(&self, chat_id: i64, before: Option<i64>, limit: u32)
+    -> StorageResult<Vec<MessageRecord>>;
+    /// Up to `limit` entries of the user's update log with `seq > after`,
+    /// in `seq` order, each resolved to the current state of what it names.
+    async fn updates_after(&self, user_id: i64, after: u64, limit: u32) -> StorageResult<Vec<UpdateRecord>>;
+    /// The newest `seq` of the user's update log (0 if empty).
+    async fn latest_seq(&self, user_id: i64) -> StorageResult<u64>;
+    /// Raises the user's delivered watermark in the chat to `message_id`
+    /// (never lowers it) and returns the watermark now stored. Fails with
+    /// [`StorageError::NotFound`] if the user is not a member.
+    async fn mark_delivered(&self, chat_id: i64, user_id: i64, message_id: i64) -> StorageResult<i64>;
+}
+
+/// Small per-node facts that must survive restarts.
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// The ID clock's persisted high-water mark for `generator`, in
+    /// milliseconds since the ID epoch.
+    async fn clock_high_water(&self, generator: u16) -> StorageResult<Option<u64>>;
+    /// Durably raises the high-water mark (never lowers it).
+    async fn set_clock_high_water(&self, generator: u16, ms: u64) -> StorageResult<()>;
+    /// Cheap round trip proving the store answers (readiness).
+    async fn ping(&self) -> StorageResult<()>;
+}
+
+/// Every store a node needs, as trait objects.
+#[derive(Clone)]
+pub struct Stores {
+    pub users: Arc<dyn UserStore>,
+    pub tokens: Arc<dyn TokenStore>,
+    pub chats: Arc<dyn ChatStore>,
+    pub meta: Arc<dyn MetaStore>,
+}
+
+/// Which backend holds the data, and its settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StorageConfig {
+    /// Embedded SQLite in the node's data directory.
+    Sqlite {
+        /// Database file; relative paths are inside the data directory.
+        #[serde(default = "default_sqlite_path")]
+        path: PathBuf,
+        /// `normal` survives a killed process (WAL); `full` also survives
+        /// power loss at the cost of an fsync per commit.
+        #[serde(default)]
+        synchronous: Synchronous,
+    },
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig::Sqlite { path: default_sqlite_path(), synchronous: Synchronous::default() }
+    }
+}
+
+fn default_sqlite_path() -> PathBuf {
+    PathBuf::from("parley.sqlite3")
+}
+
+/// SQLite's `synchronous` setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    #[default]
+    Normal,
+    Full,
+}
+
+/// Opens the backend `config` names. Relative paths resolve in `data_dir`.
+pub fn open(config: &StorageConfig, data_dir: &std::path::Path) -> StorageResult<Stores> {
+    match config {
+        StorageConfig::Sqlite { path, synchronous } => {
+            let store = Arc::new(sqlite::SqliteStore::open(&data_dir.join(path), *synchronous)?);
+            Ok(Stores { users: store.clone(), tokens: store.clone(), chats: store.clone(), meta: store })
+        }
+    }
+}

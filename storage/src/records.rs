@@ -1,0 +1,133 @@
+//! Plain records passed in and out of the stores; IDs are raw `i64`s here.
+
+/// A user to insert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewUser {
+    pub id: i64,
+    /// As the user typed it (display form).
+    pub username: String,
+    /// Case-folded; unique.
+    pub username_key: String,
+    pub display_name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Version of the server-side pepper used in `password_hash`.
+    pub pepper_version: u32,
+    pub created_at_ms: i64,
+}
+
+/// A stored user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub pepper_version: u32,
+    pub created_at_ms: i64,
+}
+
+/// SHA-256 of a refresh token; the token itself is never stored.
+pub type TokenHash = [u8; 32];
+
+/// A login's token family.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTokenFamily {
+    pub id: i64,
+    pub user_id: i64,
+    pub created_at_ms: i64,
+}
+
+/// A refresh token to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRefreshToken {
+    pub hash: TokenHash,
+    pub expires_at_ms: i64,
+    pub created_at_ms: i64,
+}
+
+/// Result of [`crate::TokenStore::rotate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The presented token was consumed and the next one stored.
+    Rotated {
+        user_id: i64,
+        family_id: i64,
+    },
+    /// The presented token had been used before; its family is now revoked.
+    Reused {
+        user_id: i64,
+        family_id: i64,
+    },
+    /// The family was revoked earlier (logout or reuse).
+    Revoked,
+    Expired,
+    Unknown,
+}
+
+/// Kind of chat, as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChatKind {
+    Direct,
+}
+
+/// A chat and its members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatRecord {
+    pub id: i64,
+    pub kind: ChatKind,
+    /// Member user IDs, ascending.
+    pub members: Vec<i64>,
+    pub created_at_ms: i64,
+}
+
+/// A chat as listed for one user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatOverview {
+    pub chat: ChatRecord,
+    pub last_message: Option<MessageRecord>,
+}
+
+/// A message to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewMessage {
+    pub id: i64,
+    pub chat_id: i64,
+    pub sender_id: i64,
+    pub client_msg_id: String,
+    pub body: String,
+    pub sent_at_ms: i64,
+}
+
+/// A stored message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: i64,
+    pub chat_id: i64,
+    pub sender_id: i64,
+    pub client_msg_id: String,
+    pub body: String,
+    pub sent_at_ms: i64,
+}
+
+/// Result of [`crate::ChatStore::append_message`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored; `seqs` holds the new update-log `seq` of each audience member.
+    Appended { message: MessageRecord, seqs: Vec<(i64, u64)> },
+    /// `(sender_id, client_msg_id)` was stored before; nothing was written.
+    Duplicate { message: MessageRecord },
+}
+
+/// One entry of a user's update log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateRecord {
+    pub seq: u64,
+    pub kind: UpdateKind,
+}
+
+/// What an update-log entry names, resolved to its current state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateKind {
+    Message(MessageRecord),
+}

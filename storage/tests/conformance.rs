@@ -1,0 +1,586 @@
+//! The storage contract, written once and run against every backend.
+//!
+//! Each behaviour is an async function in [`suite`]; [`backend_tests!`]
+//! turns the whole list into `#[tokio::test]`s for one backend. A new
+//! backend adds a [`Harness`] and one `backend_tests!` line.
+
+use storage::{StorageConfig, StorageResult, Stores};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type TestResult = Result<(), Error>;
+
+/// A place where a backend keeps its data. Each test gets a fresh one;
+/// opening it again (after dropping the stores) sees the same data.
+trait Harness: Sized + Send + Sync + 'static {
+    async fn new() -> StorageResult<Self>;
+    async fn open(&self) -> StorageResult<Stores>;
+}
+
+/// SQLite in a temporary data directory.
+struct SqliteHarness {
+    dir: tempfile::TempDir,
+}
+
+impl Harness for SqliteHarness {
+    async fn new() -> StorageResult<Self> {
+        let dir = tempfile::tempdir().map_err(|e| storage::StorageError::Backend(Box::new(e)))?;
+        Ok(SqliteHarness { dir })
+    }
+
+    async fn open(&self) -> StorageResult<Stores> {
+        storage::open(&StorageConfig::default(), self.dir.path())
+    }
+}
+
+/// Instantiates every behaviour of [`suite`] for one backend, as module
+/// `$backend`.
+macro_rules! backend_tests {
+    ($backend:ident, $harness:ty) => {
+        mod $backend {
+            use super::*;
+
+            with_stores!($harness;
+                users_are_created_and_looked_up,
+                username_conflict_writes_nothing,
+                users_by_ids_returns_those_that_exist,
+                rotation_consumes_the_token_and_stores_the_next,
+                reuse_revokes_the_family,
+                expired_token_changes_nothing,
+                unknown_token_changes_nothing,
+                logout_revokes_the_family,
+                direct_chat_is_idempotent_and_symmetric,
+                concurrent_direct_chats_agree,
+                append_assigns_consecutive_seqs_per_user,
+                duplicate_append_returns_the_original_and_writes_nothing,
+                append_to_unknown_chat_is_not_found,
+                messages_page_newest_first_without_gaps,
+                updates_come_in_seq_order_with_limit,
+                chats_are_listed_by_last_activity,
+                mark_delivered_is_monotonic_and_members_only,
+                clock_high_water_never_lowers,
+                ping_answers,
+            );
+            with_harness!($harness;
+                data_survives_reopen,
+                clock_high_water_survives_reopen,
+            );
+        }
+    };
+}
+
+/// Tests that need one open set of stores.
+macro_rules! with_stores {
+    ($harness:ty; $($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() -> TestResult {
+            let harness = <$harness as Harness>::new().await?;
+            let stores = harness.open().await?;
+            suite::$name(&stores).await
+        }
+    )*};
+}
+
+/// Tests that open the backend's data more than once.
+macro_rules! with_harness {
+    ($harness:ty; $($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread")]
+        async fn $name() -> TestResult {
+            let harness = <$harness as Harness>::new().await?;
+            suite::$name(&harness).await
+        }
+    )*};
+}
+
+backend_tests!(sqlite, SqliteHarness);
+
+/// The behaviours every backend must show.
+mod suite {
+    use storage::{
+        AppendOutcome, ChatKind, ChatRecord, MessageRecord, NewMessage, NewRefreshToken, NewTokenFamily, NewUser,
+        RotateOutcome, StorageError, StorageResult, Stores, TokenHash, UpdateKind, UserRecord,
+    };
+
+    use super::{Error, Harness, TestResult};
+
+    // ------------------------------------------------------------ fixtures
+
+    fn new_user(id: i64, username: &str) -> NewUser {
+        NewUser {
+            id,
+            username: username.to_owned(),
+            username_key: username.to_lowercase(),
+            display_name: format!("{username} (display)"),
+            password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$salt{id}$hash{id}"),
+            pepper_version: 3,
+            created_at_ms: 1_000 + id,
+        }
+    }
+
+    fn record(user: &NewUser) -> UserRecord {
+        UserRecord {
+            id: user.id,
+            username: user.username.clone(),
+            display_name: user.display_name.clone(),
+            password_hash: user.password_hash.clone(),
+            pepper_version: user.pepper_version,
+            created_at_ms: user.created_at_ms,
+        }
+    }
+
+    /// Creates users `user1`, `user2`, … for the given IDs.
+    async fn users(stores: &Stores, ids: &[i64]) -> StorageResult<()> {
+        for &id in ids {
+            stores.users.create_user(new_user(id, &format!("user{id}"))).await?;
+        }
+        Ok(())
+    }
+
+    fn hash(n: u8) -> TokenHash {
+        [n; 32]
+    }
+
+    fn token(n: u8, expires_at_ms: i64) -> NewRefreshToken {
+        NewRefreshToken { hash: hash(n), expires_at_ms, created_at_ms: 0 }
+    }
+
+    async fn family(stores: &Stores, id: i64, user_id: i64, first: u8) -> StorageResult<()> {
+        stores.tokens.create_family(NewTokenFamily { id, user_id, created_at_ms: 0 }, token(first, 10_000)).await
+    }
+
+    fn message(id: i64, chat_id: i64, sender_id: i64, client_msg_id: &str) -> NewMessage {
+        NewMessage {
+            id,
+            chat_id,
+            sender_id,
+            client_msg_id: client_msg_id.to_owned(),
+            body: format!("body of {id}"),
+            sent_at_ms: id,
+        }
+    }
+
+    fn stored(message: &NewMessage) -> MessageRecord {
+        MessageRecord {
+            id: message.id,
+            chat_id: message.chat_id,
+            sender_id: message.sender_id,
+            client_msg_id: message.client_msg_id.clone(),
+            body: message.body.clone(),
+            sent_at_ms: message.sent_at_ms,
+        }
+    }
+
+    /// Appends a message that must be new; returns its update seqs.
+    async fn append(stores: &Stores, message: NewMessage, audience: &[i64]) -> Result<Vec<(i64, u64)>, Error> {
+        match stores.chats.append_message(message, audience).await? {
+            AppendOutcome::Appended { seqs, .. } => Ok(seqs),
+            AppendOutcome::Duplicate { message } => Err(format!("unexpected duplicate of {}", message.id).into()),
+        }
+    }
+
+    fn ids(messages: &[MessageRecord]) -> Vec<i64> {
+        messages.iter().map(|m| m.id).collect()
+    }
+
+    // --------------------------------------------------------------- users
+
+    pub async fn users_are_created_and_looked_up(stores: &Stores) -> TestResult {
+        let alice = new_user(1, "Alice");
+        let created = stores.users.create_user(alice.clone()).await?;
+        assert_eq!(created, record(&alice));
+
+        assert_eq!(stores.users.user_by_id(1).await?, Some(record(&alice)));
+        assert_eq!(stores.users.user_by_username("alice").await?, Some(record(&alice)));
+        assert_eq!(stores.users.user_by_username("Alice").await?, None, "lookups use the case-folded key");
+        assert_eq!(stores.users.user_by_username("bob").await?, None);
+        assert_eq!(stores.users.user_by_id(2).await?, None);
+        Ok(())
+    }
+
+    pub async fn username_conflict_writes_nothing(stores: &Stores) -> TestResult {
+        let alice = new_user(1, "alice");
+        stores.users.create_user(alice.clone()).await?;
+
+        let mut impostor = new_user(2, "ALICE");
+        impostor.username_key = "alice".to_owned();
+        let result = stores.users.create_user(impostor).await;
+        assert!(matches!(result, Err(StorageError::Conflict(_))), "{result:?}");
+
+        assert_eq!(stores.users.user_by_id(2).await?, None);
+        assert_eq!(stores.users.user_by_username("alice").await?, Some(record(&alice)));
+        // The key is free for nobody else, but other keys still work.
+        stores.users.create_user(new_user(2, "bob")).await?;
+        Ok(())
+    }
+
+    pub async fn users_by_ids_returns_those_that_exist(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3]).await?;
+        let mut found = stores.users.users_by_ids(&[3, 99, 1]).await?;
+        found.sort_by_key(|u| u.id);
+        assert_eq!(found.iter().map(|u| u.id).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(found[0], record(&new_user(1, "user1")));
+        assert!(stores.users.users_by_ids(&[]).await?.is_empty());
+        assert!(stores.users.users_by_ids(&[42]).await?.is_empty());
+        Ok(())
+    }
+
+    // -------------------------------------------------------------- tokens
+
+    pub async fn rotation_consumes_the_token_and_stores_the_next(stores: &Stores) -> TestResult {
+        users(stores, &[1]).await?;
+        family(stores, 10, 1, 1).await?;
+
+        let rotated = stores.tokens.rotate(&hash(1), token(2, 10_000), 100).await?;
+        assert_eq!(rotated, RotateOutcome::Rotated { user_id: 1, family_id: 10 });
+        let rotated = stores.tokens.rotate(&hash(2), token(3, 10_000), 200).await?;
+        assert_eq!(rotated, RotateOutcome::Rotated { user_id: 1, family_id: 10 }, "the next token is live");
+        Ok(())
+    }
+
+    pub async fn reuse_revokes_the_family(stores: &Stores) -> TestResult {
+        users(stores, &[1]).await?;
+        family(stores, 10, 1, 1).await?;
+        family(stores, 11, 1, 50).await?;
+
+        // The legitimate client rotates 1 → 2.
+        let rotated = stores.tokens.rotate(&hash(1), token(2, 10_000), 100).await?;
+        assert_eq!(rotated, RotateOutcome::Rotated { user_id: 1, family_id: 10 });
+
+        // A thief presents the consumed token 1.
+        let reused = stores.tokens.rotate(&hash(1), token(9, 10_000), 200).await?;
+        assert_eq!(reused, RotateOutcome::Reused { user_id: 1, family_id: 10 });
+
+        // The whole family is dead, including the legitimate client's token…
+        assert_eq!(stores.tokens.rotate(&hash(2), token(3, 10_000), 300).await?, RotateOutcome::Revoked);
+        assert_eq!(stores.tokens.rotate(&hash(1), token(4, 10_000), 300).await?, RotateOutcome::Revoked);
+        // …the thief's next token was never stored…
+        assert_eq!(stores.tokens.rotate(&hash(9), token(5, 10_000), 300).await?, RotateOutcome::Unknown);
+        // …and the user's other logins are untouched.
+        let other = stores.tokens.rotate(&hash(50), token(51, 10_000), 300).await?;
+        assert_eq!(other, RotateOutcome::Rotated { user_id: 1, family_id: 11 });
+        Ok(())
+    }
+
+    pub async fn expired_token_changes_nothing(stores: &Stores) -> TestResult {
+        users(stores, &[1]).await?;
+        stores.tokens.create_family(NewTokenFamily { id: 10, user_id: 1, created_at_ms: 0 }, token(1, 1_000)).await?;
+
+        assert_eq!(stores.tokens.rotate(&hash(1), token(2, 10_000), 5_000).await?, RotateOutcome::Expired);
+        assert_eq!(stores.tokens.rotate(&hash(2), token(3, 10_000), 5_000).await?, RotateOutcome::Unknown);
+        // The expired token was not consumed: seen from before its expiry it still rotates.
+        let rotated = stores.tokens.rotate(&hash(1), token(4, 10_000), 500).await?;
+        assert_eq!(rotated, RotateOutcome::Rotated { user_id: 1, family_id: 10 });
+        Ok(())
+    }
+
+    pub async fn unknown_token_changes_nothing(stores: &Stores) -> TestResult {
+        users(stores, &[1]).await?;
+        family(stores, 10, 1, 1).await?;
+
+        assert_eq!(stores.tokens.rotate(&hash(7), token(8, 10_000), 100).await?, RotateOutcome::Unknown);
+        assert_eq!(stores.tokens.rotate(&hash(8), token(9, 10_000), 100).await?, RotateOutcome::Unknown);
+        assert!(!stores.tokens.revoke_family_of(&hash(7), 100).await?);
+        let rotated = stores.tokens.rotate(&hash(1), token(2, 10_000), 100).await?;
+        assert_eq!(rotated, RotateOutcome::Rotated { user_id: 1, family_id: 10 });
+        Ok(())
+    }
+
+    pub async fn logout_revokes_the_family(stores: &Stores) -> TestResult {
+        users(stores, &[1]).await?;
+        family(stores, 10, 1, 1).await?;
+        family(stores, 11, 1, 50).await?;
+        stores.tokens.rotate(&hash(1), token(2, 10_000), 100).await?;
+
+        // Logging out with the current token revokes the family.
+        assert!(stores.tokens.revoke_family_of(&hash(2), 200).await?);
+        assert_eq!(stores.tokens.rotate(&hash(2), token(3, 10_000), 300).await?, RotateOutcome::Revoked);
+        assert_eq!(stores.tokens.rotate(&hash(3), token(4, 10_000), 300).await?, RotateOutcome::Unknown);
+        // Revoking again is harmless; other families stay live.
+        assert!(stores.tokens.revoke_family_of(&hash(1), 400).await?);
+        let other = stores.tokens.rotate(&hash(50), token(51, 10_000), 300).await?;
+        assert_eq!(other, RotateOutcome::Rotated { user_id: 1, family_id: 11 });
+        Ok(())
+    }
+
+    // --------------------------------------------------------------- chats
+
+    pub async fn direct_chat_is_idempotent_and_symmetric(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3]).await?;
+
+        let chat = stores.chats.direct_chat(2, 1, 100, 5_000).await?;
+        let expected = ChatRecord { id: 100, kind: ChatKind::Direct, members: vec![1, 2], created_at_ms: 5_000 };
+        assert_eq!(chat, expected);
+        assert_eq!(stores.chats.direct_chat(1, 2, 101, 6_000).await?, expected, "the pair's chat, not a new one");
+        assert_eq!(stores.chats.direct_chat(2, 1, 102, 7_000).await?, expected);
+        assert_eq!(stores.chats.chat(100).await?, Some(expected));
+        assert_eq!(stores.chats.chat(101).await?, None, "the unused ID stays free");
+
+        let other = stores.chats.direct_chat(1, 3, 103, 8_000).await?;
+        assert_eq!(other.id, 103);
+        assert_eq!(other.members, [1, 3]);
+        Ok(())
+    }
+
+    pub async fn concurrent_direct_chats_agree(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2]).await?;
+
+        let calls: Vec<_> = (0..16_i64)
+            .map(|i| {
+                let stores = stores.clone();
+                let (a, b) = if i % 2 == 0 { (1, 2) } else { (2, 1) };
+                tokio::spawn(async move { stores.chats.direct_chat(a, b, 100 + i, 5_000 + i).await })
+            })
+            .collect();
+        let mut chats = Vec::new();
+        for call in calls {
+            chats.push(call.await??);
+        }
+        let first = chats[0].clone();
+        assert!(chats.iter().all(|chat| *chat == first), "{chats:?}");
+        assert_eq!(first.members, [1, 2]);
+        assert_eq!(stores.chats.chats_of_user(1).await?.len(), 1);
+        assert_eq!(stores.chats.chats_of_user(2).await?.len(), 1);
+        Ok(())
+    }
+
+    pub async fn append_assigns_consecutive_seqs_per_user(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3]).await?;
+        let ab = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
+        let ac = stores.chats.direct_chat(1, 3, 101, 0).await?.id;
+
+        assert_eq!(append(stores, message(1_000, ab, 1, "c1"), &[1, 2]).await?, [(1, 1), (2, 1)]);
+        assert_eq!(append(stores, message(1_001, ac, 1, "c2"), &[1, 3]).await?, [(1, 2), (3, 1)]);
+        // Seqs come back in audience order.
+        assert_eq!(append(stores, message(1_002, ab, 2, "c1"), &[2, 1]).await?, [(2, 2), (1, 3)]);
+
+        assert_eq!(stores.chats.latest_seq(1).await?, 3);
+        assert_eq!(stores.chats.latest_seq(2).await?, 2);
+        assert_eq!(stores.chats.latest_seq(3).await?, 1);
+        assert_eq!(stores.chats.latest_seq(99).await?, 0, "unknown user");
+
+        let log = stores.chats.updates_after(1, 0, 10).await?;
+        assert_eq!(log.iter().map(|u| u.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        let named: Vec<i64> = log
+            .iter()
+            .map(|u| match &u.kind {
+                UpdateKind::Message(m) => m.id,
+            })
+            .collect();
+        assert_eq!(named, [1_000, 1_001, 1_002]);
+        Ok(())
+    }
+
+    pub async fn duplicate_append_returns_the_original_and_writes_nothing(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3]).await?;
+        let ab = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
+        let ac = stores.chats.direct_chat(1, 3, 101, 0).await?.id;
+        let original = message(1_000, ab, 1, "retry-me");
+        append(stores, original.clone(), &[1, 2]).await?;
+
+        // A retry with a new server ID, another body, even another chat.
+        let mut retry = message(1_001, ac, 1, "retry-me");
+        retry.body = "changed".to_owned();
+        let outcome = stores.chats.append_message(retry, &[1, 3]).await?;
+        assert_eq!(outcome, AppendOutcome::Duplicate { message: stored(&original) });
+
+        assert_eq!(stores.chats.latest_seq(1).await?, 1);
+        assert_eq!(stores.chats.latest_seq(2).await?, 1);
+        assert_eq!(stores.chats.latest_seq(3).await?, 0);
+        assert_eq!(stores.chats.messages_before(ab, None, 10).await?, [stored(&original)]);
+        assert!(stores.chats.messages_before(ac, None, 10).await?.is_empty());
+        let listed = stores.chats.chats_of_user(3).await?;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].last_message, None);
+
+        // The same client ID from another sender is a different message.
+        assert_eq!(append(stores, message(1_002, ab, 2, "retry-me"), &[1, 2]).await?, [(1, 2), (2, 2)]);
+        Ok(())
+    }
+
+    pub async fn append_to_unknown_chat_is_not_found(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2]).await?;
+        let result = stores.chats.append_message(message(1_000, 404, 1, "c1"), &[1, 2]).await;
+        assert!(matches!(result, Err(StorageError::NotFound(_))), "{result:?}");
+        assert_eq!(stores.chats.latest_seq(1).await?, 0);
+        assert!(stores.chats.messages_before(404, None, 10).await?.is_empty());
+        Ok(())
+    }
+
+    pub async fn messages_page_newest_first_without_gaps(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3]).await?;
+        let ab = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
+        let ac = stores.chats.direct_chat(1, 3, 101, 0).await?.id;
+        for i in 0..25 {
+            append(stores, message(1_000 + 2 * i, ab, 1, &format!("ab{i}")), &[1, 2]).await?;
+            append(stores, message(1_001 + 2 * i, ac, 1, &format!("ac{i}")), &[1, 3]).await?;
+        }
+
+        let mut seen = Vec::new();
+        let mut before = None;
+        let mut pages = Vec::new();
+        loop {
+            let page = stores.chats.messages_before(ab, before, 10).await?;
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.iter().all(|m| m.chat_id == ab));
+            pages.push(page.len());
+            before = page.last().map(|m| m.id);
+            seen.extend(ids(&page));
+        }
+        assert_eq!(pages, [10, 10, 5]);
+        let expected: Vec<i64> = (0..25).rev().map(|i| 1_000 + 2 * i).collect();
+        assert_eq!(seen, expected, "newest first, no gaps, no duplicates");
+
+        // `before` is exclusive and need not be a stored ID.
+        assert_eq!(ids(&stores.chats.messages_before(ab, Some(1_010), 2).await?), [1_008, 1_006]);
+        assert_eq!(ids(&stores.chats.messages_before(ab, Some(1_011), 2).await?), [1_010, 1_008]);
+        assert!(stores.chats.messages_before(ab, Some(1_000), 10).await?.is_empty());
+        assert!(stores.chats.messages_before(ab, None, 0).await?.is_empty());
+        let newest = stores.chats.messages_before(ab, None, 1).await?;
+        assert_eq!(newest, [stored(&message(1_048, ab, 1, "ab24"))]);
+        Ok(())
+    }
+
+    pub async fn updates_come_in_seq_order_with_limit(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2]).await?;
+        let ab = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
+        let sent: Vec<NewMessage> = (0..5).map(|i| message(1_000 + i, ab, 1, &format!("c{i}"))).collect();
+        for m in &sent {
+            append(stores, m.clone(), &[1, 2]).await?;
+        }
+
+        let first = stores.chats.updates_after(2, 0, 2).await?;
+        assert_eq!(first.iter().map(|u| u.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(first[0].kind, UpdateKind::Message(stored(&sent[0])));
+        assert_eq!(first[1].kind, UpdateKind::Message(stored(&sent[1])));
+
+        let rest = stores.chats.updates_after(2, 2, 100).await?;
+        assert_eq!(rest.iter().map(|u| u.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        let bodies: Vec<MessageRecord> = rest
+            .into_iter()
+            .map(|u| match u.kind {
+                UpdateKind::Message(m) => m,
+            })
+            .collect();
+        assert_eq!(bodies, sent[2..].iter().map(stored).collect::<Vec<_>>());
+
+        assert!(stores.chats.updates_after(2, 5, 100).await?.is_empty());
+        assert!(stores.chats.updates_after(2, 0, 0).await?.is_empty());
+        assert!(stores.chats.updates_after(99, 0, 100).await?.is_empty());
+        assert!(stores.chats.updates_after(2, u64::MAX, 100).await?.is_empty());
+        Ok(())
+    }
+
+    pub async fn chats_are_listed_by_last_activity(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3, 4, 5]).await?;
+        // IDs and times both grow, as snowflakes do.
+        let a = stores.chats.direct_chat(1, 2, 100, 100).await?.id;
+        let b = stores.chats.direct_chat(3, 1, 200, 200).await?.id;
+        let c = stores.chats.direct_chat(1, 4, 300, 300).await?.id;
+        let order = |list: &[storage::ChatOverview]| list.iter().map(|o| o.chat.id).collect::<Vec<_>>();
+
+        let listed = stores.chats.chats_of_user(1).await?;
+        assert_eq!(order(&listed), [c, b, a], "empty chats by creation");
+        assert!(listed.iter().all(|o| o.last_message.is_none()));
+        assert_eq!(listed[1].chat.members, [1, 3], "members ascending");
+
+        append(stores, message(400, a, 2, "a1"), &[1, 2]).await?;
+        assert_eq!(order(&stores.chats.chats_of_user(1).await?), [a, c, b]);
+
+        append(stores, message(500, b, 1, "b1"), &[1, 3]).await?;
+        append(stores, message(600, a, 1, "a2"), &[1, 2]).await?;
+        append(stores, message(700, b, 3, "b2"), &[1, 3]).await?;
+        let listed = stores.chats.chats_of_user(1).await?;
+        assert_eq!(order(&listed), [b, a, c]);
+        assert_eq!(listed[0].last_message, Some(stored(&message(700, b, 3, "b2"))));
+        assert_eq!(listed[1].last_message, Some(stored(&message(600, a, 1, "a2"))));
+        assert_eq!(listed[2].last_message, None);
+        assert_eq!(
+            listed[0].chat,
+            ChatRecord { id: b, kind: ChatKind::Direct, members: vec![1, 3], created_at_ms: 200 }
+        );
+
+        let of_two = stores.chats.chats_of_user(2).await?;
+        assert_eq!(order(&of_two), [a]);
+        assert_eq!(of_two[0].chat.members, [1, 2]);
+        assert!(stores.chats.chats_of_user(5).await?.is_empty());
+        Ok(())
+    }
+
+    pub async fn mark_delivered_is_monotonic_and_members_only(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3]).await?;
+        let ab = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
+
+        assert_eq!(stores.chats.mark_delivered(ab, 2, 1_050).await?, 1_050);
+        assert_eq!(stores.chats.mark_delivered(ab, 2, 1_030).await?, 1_050, "never lowered");
+        assert_eq!(stores.chats.mark_delivered(ab, 2, 1_070).await?, 1_070);
+        assert_eq!(stores.chats.mark_delivered(ab, 1, 1_010).await?, 1_010, "per member");
+
+        let outsider = stores.chats.mark_delivered(ab, 3, 1_000).await;
+        assert!(matches!(outsider, Err(StorageError::NotFound(_))), "{outsider:?}");
+        let no_chat = stores.chats.mark_delivered(404, 1, 1_000).await;
+        assert!(matches!(no_chat, Err(StorageError::NotFound(_))), "{no_chat:?}");
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- meta
+
+    pub async fn clock_high_water_never_lowers(stores: &Stores) -> TestResult {
+        assert_eq!(stores.meta.clock_high_water(1).await?, None);
+        stores.meta.set_clock_high_water(1, 1_000).await?;
+        assert_eq!(stores.meta.clock_high_water(1).await?, Some(1_000));
+        stores.meta.set_clock_high_water(1, 500).await?;
+        assert_eq!(stores.meta.clock_high_water(1).await?, Some(1_000), "never lowered");
+        stores.meta.set_clock_high_water(1, 2_000).await?;
+        assert_eq!(stores.meta.clock_high_water(1).await?, Some(2_000));
+
+        assert_eq!(stores.meta.clock_high_water(2).await?, None, "per generator");
+        stores.meta.set_clock_high_water(u16::MAX, 7).await?;
+        assert_eq!(stores.meta.clock_high_water(u16::MAX).await?, Some(7));
+        assert_eq!(stores.meta.clock_high_water(1).await?, Some(2_000));
+        Ok(())
+    }
+
+    pub async fn ping_answers(stores: &Stores) -> TestResult {
+        stores.meta.ping().await?;
+        Ok(())
+    }
+
+    // -------------------------------------------------------------- reopen
+
+    pub async fn data_survives_reopen<H: Harness>(harness: &H) -> TestResult {
+        let sent = message(1_000, 100, 1, "c1");
+        {
+            let stores = harness.open().await?;
+            users(&stores, &[1, 2]).await?;
+            family(&stores, 10, 1, 1).await?;
+            stores.chats.direct_chat(1, 2, 100, 50).await?;
+            append(&stores, sent.clone(), &[1, 2]).await?;
+            stores.chats.mark_delivered(100, 2, 1_000).await?;
+        }
+
+        let stores = harness.open().await?;
+        assert_eq!(stores.users.user_by_username("user1").await?, Some(record(&new_user(1, "user1"))));
+        let chat = ChatRecord { id: 100, kind: ChatKind::Direct, members: vec![1, 2], created_at_ms: 50 };
+        assert_eq!(stores.chats.direct_chat(2, 1, 999, 60).await?, chat);
+        assert_eq!(stores.chats.messages_before(100, None, 10).await?, [stored(&sent)]);
+        assert_eq!(stores.chats.latest_seq(2).await?, 1);
+        assert_eq!(append(&stores, message(1_001, 100, 2, "c1"), &[1, 2]).await?, [(1, 2), (2, 2)]);
+        assert_eq!(stores.chats.mark_delivered(100, 2, 900).await?, 1_000);
+        let rotated = stores.tokens.rotate(&hash(1), token(2, 10_000), 100).await?;
+        assert_eq!(rotated, RotateOutcome::Rotated { user_id: 1, family_id: 10 });
+        Ok(())
+    }
+
+    pub async fn clock_high_water_survives_reopen<H: Harness>(harness: &H) -> TestResult {
+        {
+            let stores = harness.open().await?;
+            stores.meta.set_clock_high_water(3, 123_456).await?;
+        }
+        let stores = harness.open().await?;
+        assert_eq!(stores.meta.clock_high_water(3).await?, Some(123_456));
+        stores.meta.set_clock_high_water(3, 100).await?;
+        assert_eq!(stores.meta.clock_high_water(3).await?, Some(123_456), "still never lowered");
+        Ok(())
+    }
+}
