@@ -58,9 +58,7 @@ impl ShardActor {
 impl Actor for ShardActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Deliveries and attachments must never be dropped for a full mailbox.
-        ctx.set_mailbox_capacity(usize::MAX);
+    fn started(&mut self, _ctx: &mut Self::Context) {
         self.core.metrics.actors.with_label_values(&["shard"]).inc();
         tracing::debug!(shard = self.shard.0, "shard actor started");
     }

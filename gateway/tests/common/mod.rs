@@ -1,0 +1,321 @@
+//! Test harness: a real Parley server on 127.0.0.1:0 and real HTTP and
+//! WebSocket clients, so each test reads as a few lines of behaviour.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use awc::ws::{self, Frame};
+use futures_util::{SinkExt, StreamExt};
+use gateway::Server;
+use gateway::config::Config;
+use protocol::rest::{ChatSummary, LoginRequest, OpenDirectChat, RegisterRequest, TokenResponse};
+use protocol::ws::{ClientFrame, Message, ServerFrame, Update};
+use protocol::{ChatId, UserId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tempfile::TempDir;
+
+/// How long a test waits for any single frame or response.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Config for tests: cheap Argon2, generous auth limits, a temp data dir.
+pub fn test_config(dir: &TempDir) -> Config {
+    let mut config = Config::default();
+    config.data_dir = dir.path().to_path_buf();
+    config.auth.argon2_memory_kib = 1024;
+    config.auth.argon2_iterations = 1;
+    config.limits.auth_per_minute_per_ip = 10_000;
+    config.limits.auth_burst_per_ip = 10_000;
+    config.engine.sends_per_second = 10_000;
+    config.engine.send_burst = 10_000;
+    config
+}
+
+/// A running server with its own data directory.
+pub struct TestServer {
+    pub server: Server,
+    pub base: String,
+    pub dir: TempDir,
+    http: awc::Client,
+}
+
+/// A registered, logged-in user.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub username: String,
+    pub password: String,
+    pub id: UserId,
+    pub tokens: TokenResponse,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a server after `tweak` adjusts the test config.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&dir);
+        tweak(&mut config);
+        Self::start_in(dir, config).await
+    }
+
+    pub async fn start_in(dir: TempDir, config: Config) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = Server::start(config, listener).await.unwrap().spawn();
+        let base = format!("http://{}", server.addr());
+        TestServer { server, base, dir, http: awc::Client::builder().timeout(WAIT).finish() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs JSON; returns status and body as JSON (null if empty).
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &impl Serialize) -> (u16, serde_json::Value) {
+        let mut req = self.http.post(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let mut resp = req.send_json(body).await.unwrap();
+        let bytes = resp.body().await.unwrap();
+        (resp.status().as_u16(), serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// POSTs raw bytes with a content type.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: &'static [u8]) -> (u16, serde_json::Value) {
+        let mut resp =
+            self.http.post(self.url(path)).insert_header(("content-type", content_type)).send_body(body).await.unwrap();
+        let bytes = resp.body().await.unwrap();
+        (resp.status().as_u16(), serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// GETs; returns status, content type and body bytes.
+    pub async fn get_raw(&self, path: &str, token: Option<&str>) -> (u16, String, Bytes) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let mut resp = req.send().await.unwrap();
+        let content_type =
+            resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let bytes = resp.body().limit(16 * 1024 * 1024).await.unwrap();
+        (resp.status().as_u16(), content_type, bytes)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let (status, _, bytes) = self.get_raw(path, token).await;
+        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// GETs and decodes a successful JSON response.
+    pub async fn get_ok<T: DeserializeOwned>(&self, path: &str, token: &str) -> T {
+        let (status, body) = self.get(path, Some(token)).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// Registers `username` (password `password-<username>`) and logs in.
+    pub async fn register(&self, username: &str) -> TestUser {
+        let password = format!("password-{username}");
+        let body =
+            RegisterRequest { username: username.into(), password: password.clone(), display_name: username.into() };
+        let (status, body) = self.post("/api/v1/auth/register", None, &body).await;
+        assert_eq!(status, 201, "register {username}: {body}");
+        let tokens = self.login(username, &password).await;
+        TestUser { username: username.into(), password, id: tokens.user_id, tokens }
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> TokenResponse {
+        let body = LoginRequest { username: username.into(), password: password.into() };
+        let (status, body) = self.post("/api/v1/auth/login", None, &body).await;
+        assert_eq!(status, 200, "login {username}: {body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// Opens the 1:1 chat of `user` with `peer`.
+    pub async fn direct_chat(&self, user: &TestUser, peer: &TestUser) -> ChatId {
+        let (status, body) = self
+            .post("/api/v1/chats/direct", Some(&user.tokens.access_token), &OpenDirectChat { user_id: peer.id })
+            .await;
+        assert_eq!(status, 200, "open chat: {body}");
+        serde_json::from_value::<ChatSummary>(body).unwrap().id
+    }
+
+    /// Connects a WebSocket as `user` with a bearer token and reads `hello`.
+    pub async fn connect(&self, user: &TestUser) -> WsClient {
+        WsClient::connect(&self.ws_url(""), Some(&user.tokens.access_token)).await.unwrap()
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        format!("{}/api/v1/ws{query}", self.base.replacen("http", "ws", 1))
+    }
+}
+
+/// Why a WebSocket handshake failed.
+#[derive(Debug)]
+pub struct HandshakeRefused {
+    pub status: u16,
+}
+
+/// A WebSocket client speaking `parley.v1`.
+pub struct WsClient {
+    framed: actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
+    pub hello: ServerFrame,
+    /// Frames read while waiting for something else, in arrival order.
+    backlog: std::collections::VecDeque<ServerFrame>,
+}
+
+impl WsClient {
+    pub async fn connect(url: &str, token: Option<&str>) -> Result<WsClient, HandshakeRefused> {
+        let client = awc::Client::builder().timeout(WAIT).finish();
+        let mut req = client.ws(url).protocols(["parley.v1"]).max_frame_size(1 << 20);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        match req.connect().await {
+            Ok((_resp, framed)) => {
+                let mut client = WsClient { framed, hello: ServerFrame::Pong {}, backlog: Default::default() };
+                client.hello = client.read().await.expect("hello frame");
+                assert!(matches!(client.hello, ServerFrame::Hello { .. }), "first frame: {:?}", client.hello);
+                Ok(client)
+            }
+            Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
+                Err(HandshakeRefused { status: status.as_u16() })
+            }
+            Err(error) => panic!("websocket connect failed: {error}"),
+        }
+    }
+
+    /// The `seq` announced in `hello`.
+    pub fn hello_seq(&self) -> u64 {
+        match &self.hello {
+            ServerFrame::Hello { seq, .. } => *seq,
+            _ => 0,
+        }
+    }
+
+    pub async fn send(&mut self, frame: &ClientFrame) {
+        self.send_text(&serde_json::to_string(frame).unwrap()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.framed.send(ws::Message::Text(text.into())).await.unwrap();
+    }
+
+    pub async fn send_ws(&mut self, message: ws::Message) {
+        self.framed.send(message).await.unwrap();
+    }
+
+    /// Reads the next protocol frame (answering pings); `None` once closed.
+    async fn read(&mut self) -> Option<ServerFrame> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.framed.next()).await.expect("timed out waiting for a frame")?;
+            match frame.ok()? {
+                Frame::Text(bytes) => return Some(serde_json::from_slice(&bytes).expect("server frame is valid JSON")),
+                Frame::Ping(bytes) => {
+                    let _ = self.framed.send(ws::Message::Pong(bytes)).await;
+                }
+                Frame::Close(_) => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// The next frame, from the backlog first.
+    pub async fn next(&mut self) -> ServerFrame {
+        match self.backlog.pop_front() {
+            Some(frame) => frame,
+            None => self.read().await.expect("connection closed"),
+        }
+    }
+
+    /// Waits for the first frame matching `pick`, keeping the others in the backlog.
+    pub async fn wait_for<T>(&mut self, mut pick: impl FnMut(&ServerFrame) -> Option<T>) -> T {
+        if let Some(index) = self.backlog.iter().position(|f| pick(f).is_some()) {
+            let frame = self.backlog.remove(index).unwrap();
+            return pick(&frame).unwrap();
+        }
+        loop {
+            let frame = self.read().await.expect("connection closed while waiting");
+            if let Some(found) = pick(&frame) {
+                return found;
+            }
+            self.backlog.push_back(frame);
+        }
+    }
+
+    /// Sends a message and waits for its ack; returns the ack's message and `duplicate`.
+    pub async fn send_message(&mut self, chat_id: ChatId, client_msg_id: &str, body: &str) -> (Message, bool) {
+        self.send(&ClientFrame::Send { client_msg_id: client_msg_id.into(), chat_id, body: body.into() }).await;
+        let wanted = client_msg_id.to_string();
+        self.wait_for(|frame| match frame {
+            ServerFrame::Ack { client_msg_id, message, duplicate } if *client_msg_id == wanted => {
+                Some((message.clone(), *duplicate))
+            }
+            ServerFrame::Error(error) if error.client_msg_id.as_deref() == Some(wanted.as_str()) => {
+                panic!("send {wanted} failed: {error:?}")
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the next message update; returns its seq and message.
+    pub async fn next_message(&mut self) -> (u64, Message) {
+        self.wait_for(|frame| match frame {
+            ServerFrame::Update { seq, update: Update::Message { message } } => Some((*seq, message.clone())),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the next `error` frame.
+    pub async fn next_error(&mut self) -> protocol::ws::ErrorFrame {
+        self.wait_for(|frame| match frame {
+            ServerFrame::Error(error) => Some(error.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Syncs everything after `after_seq`; returns the updates in order and the final seq.
+    pub async fn sync_all(&mut self, mut after_seq: u64) -> (Vec<(u64, Message)>, u64) {
+        let mut updates = Vec::new();
+        loop {
+            self.send(&ClientFrame::Sync { after_seq }).await;
+            loop {
+                match self.read().await.expect("closed during sync") {
+                    ServerFrame::Update { seq, update: Update::Message { message } } => updates.push((seq, message)),
+                    ServerFrame::Synced { seq, has_more } => {
+                        after_seq = seq;
+                        if !has_more {
+                            return (updates, seq);
+                        }
+                        break;
+                    }
+                    other => self.backlog.push_back(other),
+                }
+            }
+        }
+    }
+
+    /// Waits until the server closes the connection; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.framed.next()).await.expect("timed out waiting for close");
+            match frame {
+                Some(Ok(Frame::Close(reason))) => return reason.map(|r| u16::from(r.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.framed.send(ws::Message::Close(None)).await;
+    }
+}
