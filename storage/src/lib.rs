@@ -29,6 +29,9 @@ pub trait UserStore: Send + Sync + 'static {
     async fn user_by_id(&self, id: i64) -> StorageResult<Option<UserRecord>>;
     /// The users among `ids` that exist, in any order.
     async fn users_by_ids(&self, ids: &[i64]) -> StorageResult<Vec<UserRecord>>;
+    /// Replaces a user's password hash (re-hash under a new pepper or
+    /// parameters). Fails with [`StorageError::NotFound`] for an unknown user.
+    async fn set_password_hash(&self, user_id: i64, password_hash: String, pepper_version: u32) -> StorageResult<()>;
 }
 
 /// Refresh tokens, grouped in families (one family per login).
@@ -58,7 +61,8 @@ pub trait ChatStore: Send + Sync + 'static {
     /// The user's chats, most recently active first, each with its newest message.
     async fn chats_of_user(&self, user_id: i64) -> StorageResult<Vec<ChatOverview>>;
     /// Stores a message and appends one update to the log of every user in
-    /// `audience`, all in one atomic step.
+    /// `audience`, all in one atomic step. Fails with
+    /// [`StorageError::NotFound`] if the chat or an audience user is unknown.
     ///
     /// Idempotent per `(sender_id, client_msg_id)`: if that pair is stored
     /// already, nothing is written and [`AppendOutcome::Duplicate`] returns

@@ -390,6 +390,19 @@ impl UserStore for SqliteStore {
         })
         .await
     }
+
+    async fn set_password_hash(&self, user_id: i64, password_hash: String, pepper_version: u32) -> StorageResult<()> {
+        self.write(move |tx| {
+            let changed = tx
+                .prepare_cached("UPDATE users SET password_hash = ?2, pepper_version = ?3 WHERE id = ?1")?
+                .execute(params![user_id, password_hash, pepper_version])?;
+            if changed == 0 {
+                return Err(StorageError::NotFound(format!("user {user_id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
 }
 
 // --------------------------------------------------------------- tokens

@@ -43,6 +43,7 @@ macro_rules! backend_tests {
                 users_are_created_and_looked_up,
                 username_conflict_writes_nothing,
                 users_by_ids_returns_those_that_exist,
+                password_hashes_are_replaced,
                 rotation_consumes_the_token_and_stores_the_next,
                 reuse_revokes_the_family,
                 expired_token_changes_nothing,
@@ -209,6 +210,18 @@ mod suite {
         assert_eq!(stores.users.user_by_username("alice").await?, Some(record(&alice)));
         // The key is free for nobody else, but other keys still work.
         stores.users.create_user(new_user(2, "bob")).await?;
+        Ok(())
+    }
+
+    pub async fn password_hashes_are_replaced(stores: &Stores) -> TestResult {
+        let alice = new_user(1, "alice");
+        stores.users.create_user(alice.clone()).await?;
+        stores.users.set_password_hash(1, "$argon2id$new".into(), 2).await?;
+        let stored = stores.users.user_by_id(1).await?.ok_or("alice vanished")?;
+        assert_eq!((stored.password_hash.as_str(), stored.pepper_version), ("$argon2id$new", 2));
+        assert_eq!(stored.username, alice.username, "nothing else changes");
+        let missing = stores.users.set_password_hash(9, "$argon2id$x".into(), 2).await;
+        assert!(matches!(missing, Err(StorageError::NotFound(_))), "{missing:?}");
         Ok(())
     }
 

@@ -84,7 +84,7 @@ pub async fn login(
         _ => return Err(ApiError::InvalidCredentials),
     };
     if needs_rehash {
-        tracing::info!(user_id = user.id, "password hash uses an old pepper; it will be upgraded on a later release");
+        rehash(&state, user.id, password).await;
     }
     let family_id = state.engine.next_id().await?;
     let refresh_token = random_token();
@@ -154,6 +154,19 @@ pub async fn ws_ticket(user: AuthUser, state: web::Data<AppState>) -> web::Json<
 #[utoipa::path(get, path = "/api/v1/auth/jwks", tag = "auth", responses((status = 200, description = "JWK Set")))]
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().insert_header(("Cache-Control", "public, max-age=300")).json(state.keys.jwks())
+}
+
+/// Re-hashes a password under the current pepper after a login proved it.
+/// A failure only postpones the upgrade to the next login.
+async fn rehash(state: &web::Data<AppState>, user_id: i64, password: String) {
+    let hashing = state.clone();
+    match web::block(move || hashing.passwords.hash(&password)).await {
+        Ok(Ok((hash, version))) => match state.engine.stores().users.set_password_hash(user_id, hash, version).await {
+            Ok(()) => tracing::info!(user_id, pepper_version = version, "password re-hashed under the current pepper"),
+            Err(error) => tracing::warn!(user_id, %error, "storing a re-hashed password failed"),
+        },
+        _ => tracing::warn!(user_id, "re-hashing a password failed"),
+    }
 }
 
 fn new_refresh(state: &AppState, token: &str, now: i64) -> NewRefreshToken {

@@ -33,11 +33,24 @@ pub fn test_config(dir: &TempDir) -> Config {
     config
 }
 
-/// A running server with its own data directory.
+/// A running in-process server with its own data directory. Derefs to
+/// [`Api`], so `server.register(..)` talks to it.
 pub struct TestServer {
     pub server: Server,
-    pub base: String,
     pub dir: TempDir,
+    api: Api,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+/// A client of one Parley node's HTTP and WebSocket API.
+pub struct Api {
+    pub base: String,
     http: awc::Client,
 }
 
@@ -66,8 +79,15 @@ impl TestServer {
     pub async fn start_in(dir: TempDir, config: Config) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = Server::start(config, listener).await.unwrap().spawn();
-        let base = format!("http://{}", server.addr());
-        TestServer { server, base, dir, http: awc::Client::builder().timeout(WAIT).finish() }
+        let api = Api::new(format!("http://{}", server.addr()));
+        TestServer { server, dir, api }
+    }
+}
+
+impl Api {
+    /// A client of the node at `base` (`http://host:port`).
+    pub fn new(base: String) -> Api {
+        Api { base, http: awc::Client::builder().timeout(WAIT).finish() }
     }
 
     pub fn url(&self, path: &str) -> String {
