@@ -78,7 +78,9 @@ mod tests {
     fn hashing_is_stable_and_spreads_sequential_ids() {
         let map = ShardMap::new(64).expect("valid");
         // Frozen values: changing the hash would re-home every user.
-        assert_eq!(map.shard_of(1), map.shard_of(1));
+        assert_eq!(map.shard_of(1), ShardId(46));
+        assert_eq!(map.shard_of(42), ShardId(8));
+        assert_eq!(map.shard_of(7_263_548_392_017_920_001), ShardId(18));
         let mut counts = [0u32; 64];
         let base = 7_263_548_392_017_920_000_i64;
         for i in 0..64_000 {

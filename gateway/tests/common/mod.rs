@@ -175,6 +175,105 @@ impl Api {
     }
 }
 
+/// A response with its headers, for checks beyond status and body.
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: Bytes,
+}
+
+impl RawResponse {
+    /// A header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.header("content-type").unwrap_or_default()
+    }
+
+    /// The body as JSON (null if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Asserts an RFC 9457 problem with `status` and `code`; returns the body.
+    pub fn assert_problem(&self, status: u16, code: &str) -> serde_json::Value {
+        let body = self.json();
+        assert_eq!(self.status, status, "status; body: {body}");
+        assert_eq!(self.content_type(), "application/problem+json", "content type; body: {body}");
+        assert_eq!(body["code"], code, "code; body: {body}");
+        assert_eq!(body["status"], status, "status field; body: {body}");
+        assert_eq!(body["type"], format!("https://parley.chat/problems/{code}"), "type; body: {body}");
+        assert!(body["title"].is_string(), "title; body: {body}");
+        body
+    }
+}
+
+impl TestServer {
+    /// The HTTP client the harness uses.
+    pub fn http(&self) -> &awc::Client {
+        &self.http
+    }
+
+    /// Sends any request with extra headers and a raw body; returns status, headers and body.
+    pub async fn request(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> RawResponse {
+        let mut req = self.http.request(method, self.url(path));
+        for (name, value) in headers {
+            req = req.insert_header((*name, *value));
+        }
+        let mut resp = req.send_body(body.into()).await.unwrap();
+        let body = resp.body().limit(16 * 1024 * 1024).await.unwrap();
+        RawResponse { status: resp.status().as_u16(), headers: resp.headers().clone(), body }
+    }
+
+    /// GETs with an optional bearer token; returns status, headers and body.
+    pub async fn get_full(&self, path: &str, token: Option<&str>) -> RawResponse {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        self.request(awc::http::Method::GET, path, &headers, Bytes::new()).await
+    }
+
+    /// The status of a GET, or `None` if no response came (the server is gone).
+    pub async fn try_status(&self, path: &str) -> Option<u16> {
+        let client = awc::Client::builder().timeout(Duration::from_secs(2)).finish();
+        let resp = client.get(self.url(path)).send().await.ok()?;
+        Some(resp.status().as_u16())
+    }
+
+    /// A WebSocket handshake sent as a plain request, so the refusal's body can be read.
+    pub async fn ws_handshake(&self, query: &str, headers: &[(&str, &str)]) -> RawResponse {
+        let mut all = vec![
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        all.extend_from_slice(headers);
+        self.request(awc::http::Method::GET, &format!("/api/v1/ws{query}"), &all, Bytes::new()).await
+    }
+
+    /// The value of one metric line (`name` including labels) in `GET /metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (status, _, body) = self.get_raw("/metrics", None).await;
+        assert_eq!(status, 200);
+        metric_value(std::str::from_utf8(&body).unwrap(), name)
+    }
+}
+
+/// The value of the sample `name` (with its labels, if any) in Prometheus text.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Why a WebSocket handshake failed.
 #[derive(Debug)]
 pub struct HandshakeRefused {
@@ -321,6 +420,17 @@ impl WsClient {
                 }
             }
         }
+    }
+
+    /// Sends an application `ping` and waits for its `pong`: the connection still works.
+    pub async fn ping_pong(&mut self) {
+        self.send(&ClientFrame::Ping {}).await;
+        self.wait_for(|frame| matches!(frame, ServerFrame::Pong {}).then_some(())).await;
+    }
+
+    /// Frames received so far but not yet consumed.
+    pub fn backlog(&self) -> &std::collections::VecDeque<ServerFrame> {
+        &self.backlog
     }
 
     /// Waits until the server closes the connection; returns the close code.
