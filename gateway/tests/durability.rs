@@ -14,37 +14,59 @@ use protocol::MessageId;
 use protocol::rest::MessagePage;
 use protocol::ws::ClientFrame;
 
+/// A `parley` process, killed if the test ends without stopping it.
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Node {
+    /// `kill -9`, and reap.
+    fn kill_9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
 /// Starts `parley serve` on a free loopback port with its data in `dir`,
 /// configured through environment variables, and waits until it is ready.
-async fn spawn_node(dir: &Path) -> (Child, Api) {
+async fn spawn_node(dir: &Path) -> (Node, Api) {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("parley.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_parley"))
-        .args(["serve", "--data-dir"])
-        .arg(dir)
-        .env("PARLEY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("PARLEY_LOG_FORMAT", "json")
-        .env("PARLEY_AUTH__ARGON2_MEMORY_KIB", "1024")
-        .env("PARLEY_AUTH__ARGON2_ITERATIONS", "1")
-        .env("PARLEY_ENGINE__SEND_BURST", "10000")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let node = Node(
+        Command::new(env!("CARGO_BIN_EXE_parley"))
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .env("PARLEY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PARLEY_LOG_FORMAT", "json")
+            .env("PARLEY_AUTH__ARGON2_MEMORY_KIB", "1024")
+            .env("PARLEY_AUTH__ARGON2_ITERATIONS", "1")
+            .env("PARLEY_ENGINE__SEND_BURST", "10000")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let api = Api::new(format!("http://127.0.0.1:{port}"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = awc::Client::new().get(api.url("/readyz")).send().await.map(|r| r.status().as_u16() == 200);
         if ready.unwrap_or(false) {
-            return (child, api);
+            return (node, api);
         }
         assert!(Instant::now() < deadline, "parley did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill").args(["-s", name, &child.id().to_string()]).status().unwrap();
+fn signal(node: &Node, name: &str) {
+    let status = Command::new("kill").args(["-s", name, &node.0.id().to_string()]).status().unwrap();
     assert!(status.success());
 }
 
@@ -66,8 +88,7 @@ async fn acknowledged_messages_survive_kill_9_and_a_restart() {
     for i in 0..120 {
         acked.push(a.send_message(chat, &format!("k{i}"), &format!("durable {i}")).await.0.id);
     }
-    node.kill().unwrap(); // SIGKILL: no shutdown hooks, no flush.
-    node.wait().unwrap();
+    node.kill_9(); // SIGKILL: no shutdown hooks, no flush.
 
     let (mut node, api) = spawn_node(dir.path()).await;
     // Signing keys survived: the old access token still works.
@@ -89,8 +110,7 @@ async fn acknowledged_messages_survive_kill_9_and_a_restart() {
     assert_eq!(retry.id, acked[0]);
     let (fresh, _) = a.send_message(chat, "after-restart", "hello again").await;
     assert!(stored.iter().all(|id| fresh.id > *id), "a new ID is above every ID issued before the crash");
-    node.kill().unwrap();
-    node.wait().unwrap();
+    node.kill_9();
 }
 
 #[actix_web::test]
@@ -103,7 +123,7 @@ async fn sigterm_closes_clients_with_going_away_and_exits_cleanly() {
     assert_eq!(a.closed().await, Some(protocol::ws::close::GOING_AWAY));
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = node.try_wait().unwrap() {
+        if let Some(status) = node.0.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "parley did not exit after SIGTERM");

@@ -784,7 +784,9 @@ impl ChatStore for SqliteStore {
         self.write(move |tx| {
             let watermark: Option<i64> = tx
                 .prepare_cached(
-                    "UPDATE chat_members SET delivered_up_to = MAX(delivered_up_to, ?3)
+                    "UPDATE chat_members
+                     SET delivered_up_to = MAX(delivered_up_to,
+                         MIN(?3, COALESCE((SELECT last_message_id FROM chats WHERE id = ?1), 0)))
                      WHERE chat_id = ?1 AND user_id = ?2
                      RETURNING delivered_up_to",
                 )?

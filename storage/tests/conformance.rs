@@ -523,11 +523,14 @@ mod suite {
     pub async fn mark_delivered_is_monotonic_and_members_only(stores: &Stores) -> TestResult {
         users(stores, &[1, 2, 3]).await?;
         let ab = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
+        assert_eq!(stores.chats.mark_delivered(ab, 2, 1_050).await?, 0, "nothing to have received in an empty chat");
+        append(stores, message(1_100, ab, 1, "newest"), &[1, 2]).await?;
 
         assert_eq!(stores.chats.mark_delivered(ab, 2, 1_050).await?, 1_050);
         assert_eq!(stores.chats.mark_delivered(ab, 2, 1_030).await?, 1_050, "never lowered");
         assert_eq!(stores.chats.mark_delivered(ab, 2, 1_070).await?, 1_070);
         assert_eq!(stores.chats.mark_delivered(ab, 1, 1_010).await?, 1_010, "per member");
+        assert_eq!(stores.chats.mark_delivered(ab, 2, 9_999).await?, 1_100, "capped at the newest message");
 
         let outsider = stores.chats.mark_delivered(ab, 3, 1_000).await;
         assert!(matches!(outsider, Err(StorageError::NotFound(_))), "{outsider:?}");

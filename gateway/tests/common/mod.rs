@@ -22,8 +22,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Config for tests: cheap Argon2, generous auth limits, a temp data dir.
 pub fn test_config(dir: &TempDir) -> Config {
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.auth.argon2_memory_kib = 1024;
     config.auth.argon2_iterations = 1;
     config.limits.auth_per_minute_per_ip = 10_000;
@@ -426,6 +425,23 @@ impl WsClient {
     pub async fn ping_pong(&mut self) {
         self.send(&ClientFrame::Ping {}).await;
         self.wait_for(|frame| matches!(frame, ServerFrame::Pong {}).then_some(())).await;
+    }
+
+    /// Reads every frame until the server closes the connection; returns
+    /// the protocol frames read (backlog first) and the close code.
+    pub async fn frames_until_close(&mut self) -> (Vec<ServerFrame>, Option<u16>) {
+        let mut frames: Vec<ServerFrame> = self.backlog.drain(..).collect();
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.framed.next()).await.expect("timed out waiting for close");
+            match frame {
+                Some(Ok(Frame::Text(bytes))) => {
+                    frames.push(serde_json::from_slice(&bytes).expect("server frame is valid JSON"))
+                }
+                Some(Ok(Frame::Close(reason))) => return (frames, reason.map(|r| u16::from(r.code))),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (frames, None),
+            }
+        }
     }
 
     /// Frames received so far but not yet consumed.

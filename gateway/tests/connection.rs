@@ -1,0 +1,101 @@
+//! Connection lifecycle: hello, heartbeats, idle timeout, keep-alive.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use protocol::ws::{ClientFrame, ServerFrame, close};
+
+#[actix_web::test]
+async fn hello_announces_the_user_protocol_and_limits() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let a = server.connect(&alice).await;
+    match &a.hello {
+        ServerFrame::Hello { protocol, user_id, seq, limits, .. } => {
+            assert_eq!(*protocol, 1);
+            assert_eq!(*user_id, alice.id);
+            assert_eq!(*seq, 0);
+            assert_eq!(limits.max_body_bytes, protocol::limits::MAX_BODY_BYTES);
+            assert_eq!(limits.max_frame_bytes, protocol::limits::MAX_FRAME_BYTES);
+            assert_eq!(limits.idle_timeout_secs, 60);
+        }
+        other => panic!("expected hello, got {other:?}"),
+    }
+}
+
+#[actix_web::test]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let server = TestServer::start_with(|c| {
+        c.websocket.heartbeat_secs = 1;
+        c.websocket.idle_timeout_secs = 2;
+    })
+    .await;
+    let alice = server.register("alice").await;
+    let mut a = server.connect(&alice).await;
+    // Read nothing and answer no pings.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(a.closed().await, Some(close::IDLE_TIMEOUT));
+}
+
+#[actix_web::test]
+async fn a_client_that_keeps_talking_stays_connected() {
+    let server = TestServer::start_with(|c| {
+        c.websocket.heartbeat_secs = 1;
+        c.websocket.idle_timeout_secs = 2;
+    })
+    .await;
+    let alice = server.register("alice").await;
+    let mut a = server.connect(&alice).await;
+    for _ in 0..8 {
+        a.send(&ClientFrame::Ping {}).await;
+        a.wait_for(|f| matches!(f, ServerFrame::Pong {}).then_some(())).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Four seconds in, twice the idle timeout: still served.
+    let bob = server.register("bob").await;
+    let chat = server.direct_chat(&alice, &bob).await;
+    a.send_message(chat, "still-here", "still connected").await;
+}
+
+#[actix_web::test]
+async fn one_user_may_hold_many_connections_and_closing_one_leaves_the_others() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let chat = server.direct_chat(&alice, &bob).await;
+    let mut devices = Vec::new();
+    for _ in 0..5 {
+        devices.push(server.connect(&alice).await);
+    }
+    devices.remove(0).close().await;
+    devices.remove(0).close().await;
+    let mut b = server.connect(&bob).await;
+    let (sent, _) = b.send_message(chat, "fan", "to three devices").await;
+    for device in &mut devices {
+        assert_eq!(device.next_message().await.1, sent);
+    }
+}
+
+#[actix_web::test]
+async fn receipts_are_accepted_from_members_and_refused_for_other_chats() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let carol = server.register("carol").await;
+    let chat = server.direct_chat(&alice, &bob).await;
+    let mut a = server.connect(&alice).await;
+    let mut b = server.connect(&bob).await;
+    let (sent, _) = a.send_message(chat, "r1", "did you get this?").await;
+    b.next_message().await;
+    b.send(&ClientFrame::Received { chat_id: chat, message_id: sent.id }).await;
+    // A receipt has no answer; the next frame is the pong of this ping.
+    b.send(&ClientFrame::Ping {}).await;
+    assert_eq!(b.next().await, ServerFrame::Pong {});
+
+    let mut c = server.connect(&carol).await;
+    c.send(&ClientFrame::Received { chat_id: chat, message_id: sent.id }).await;
+    assert_eq!(c.next_error().await.code, protocol::ws::ErrorCode::ChatNotFound);
+}
