@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::future::{Ready, ready};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use actix::Recipient;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
@@ -22,7 +22,9 @@ pub struct AppState {
     pub engine: Engine,
     pub config: Config,
     pub keys: TokenKeys,
-    pub passwords: Passwords,
+    passwords: Arc<Passwords>,
+    /// Bounds concurrent Argon2 work (each hash holds ~19 MiB for tens of ms).
+    hash_permits: tokio::sync::Semaphore,
     pub tickets: Tickets,
     pub connections: Connections,
     auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
@@ -36,13 +38,38 @@ impl AppState {
         AppState {
             engine,
             keys,
-            passwords,
+            passwords: Arc::new(passwords),
+            hash_permits: tokio::sync::Semaphore::new(hash_concurrency()),
             tickets: Tickets::default(),
             connections: Connections::default(),
             auth_limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
             shutting_down: AtomicBool::new(false),
             config,
         }
+    }
+
+    /// Hashes a password under the current pepper, off the async threads.
+    pub async fn hash_password(&self, password: String) -> Result<(String, u32), ApiError> {
+        let _permit = self.hash_permits.acquire().await.map_err(ApiError::internal)?;
+        let passwords = self.passwords.clone();
+        web::block(move || passwords.hash(&password)).await.map_err(ApiError::internal)?.map_err(ApiError::internal)
+    }
+
+    /// Verifies a password against a stored `(hash, pepper version)`, or
+    /// against a decoy when there is none (same cost). Returns whether it
+    /// matched and whether the hash should be upgraded.
+    pub async fn verify_password(
+        &self,
+        password: String,
+        stored: Option<(String, u32)>,
+    ) -> Result<(bool, bool), ApiError> {
+        let _permit = self.hash_permits.acquire().await.map_err(ApiError::internal)?;
+        let passwords = self.passwords.clone();
+        web::block(move || {
+            passwords.verify(&password, stored.as_ref().map(|(hash, version)| (hash.as_str(), *version)))
+        })
+        .await
+        .map_err(ApiError::internal)
     }
 
     /// Counts an auth request from `req`'s peer against its IP's budget.
@@ -70,6 +97,11 @@ impl AppState {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.connections.kick_all(Kick { code: protocol::ws::close::GOING_AWAY, reason: "server shutting down" });
     }
+}
+
+/// Argon2 computations allowed at once: two per CPU.
+fn hash_concurrency() -> usize {
+    std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4)
 }
 
 /// The live WebSocket connections of this node, to close them on shutdown.
@@ -119,12 +151,15 @@ impl AuthUser {
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
         let token = header
             .to_str()
             .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
-        Self::from_claims(state.keys.verify(token.trim()))
+        Self::from_claims(state.keys.verify(token))
     }
 
     /// Accepts verified claims.

@@ -32,11 +32,7 @@ pub async fn register(
     if users.user_by_username(&username_key).await?.is_some() {
         return Err(ApiError::UsernameTaken);
     }
-    let hashing = state.clone();
-    let (password_hash, pepper_version) = web::block(move || hashing.passwords.hash(&password))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let (password_hash, pepper_version) = state.hash_password(password).await?;
     let user = NewUser {
         id: state.engine.next_id().await?,
         username: username.clone(),
@@ -71,14 +67,8 @@ pub async fn login(
     // Unknown users still pay for one Argon2 verification, so the response
     // time does not tell whether a username exists.
     let user = users.user_by_username(&username.to_ascii_lowercase()).await?;
-    let checking = state.clone();
     let stored = user.as_ref().map(|u| (u.password_hash.clone(), u.pepper_version));
-    let candidate = password.clone();
-    let (matched, needs_rehash) = web::block(move || {
-        checking.passwords.verify(&candidate, stored.as_ref().map(|(hash, version)| (hash.as_str(), *version)))
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    let (matched, needs_rehash) = state.verify_password(password.clone(), stored).await?;
     let user = match user {
         Some(user) if matched => user,
         _ => return Err(ApiError::InvalidCredentials),
@@ -159,13 +149,15 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 /// Re-hashes a password under the current pepper after a login proved it.
 /// A failure only postpones the upgrade to the next login.
 async fn rehash(state: &web::Data<AppState>, user_id: i64, password: String) {
-    let hashing = state.clone();
-    match web::block(move || hashing.passwords.hash(&password)).await {
-        Ok(Ok((hash, version))) => match state.engine.stores().users.set_password_hash(user_id, hash, version).await {
-            Ok(()) => tracing::info!(user_id, pepper_version = version, "password re-hashed under the current pepper"),
-            Err(error) => tracing::warn!(user_id, %error, "storing a re-hashed password failed"),
-        },
-        _ => tracing::warn!(user_id, "re-hashing a password failed"),
+    let stored = match state.hash_password(password).await {
+        Ok((hash, version)) => {
+            state.engine.stores().users.set_password_hash(user_id, hash, version).await.map_err(ApiError::from)
+        }
+        Err(error) => Err(error),
+    };
+    match stored {
+        Ok(()) => tracing::info!(user_id, "password re-hashed under the current pepper"),
+        Err(error) => tracing::warn!(user_id, %error, "storing a re-hashed password failed"),
     }
 }
 
