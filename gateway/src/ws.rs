@@ -13,7 +13,7 @@ use protocol::limits::{MAX_BODY_BYTES, MAX_CLIENT_MSG_ID_BYTES, MAX_FRAME_BYTES,
 use protocol::ws::{ClientFrame, ErrorCode, ErrorFrame, Limits, ServerFrame, close};
 use protocol::{UserId, WS_SUBPROTOCOL};
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::{ApiError, frame_code};
 use crate::state::{AppState, AuthUser};
@@ -21,6 +21,9 @@ use crate::state::{AppState, AuthUser};
 /// How long a reply may wait for room in a full outbound queue before the
 /// client is treated as a slow consumer.
 const REPLY_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a closing connection may spend writing frames still queued.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Frame `type`s of protocol v1, to tell `unknown_type` from `bad_frame`.
 const CLIENT_FRAME_TYPES: [&str; 4] = ["send", "received", "sync", "ping"];
@@ -78,6 +81,8 @@ pub struct Connection {
     last_heard: Instant,
     protocol_errors: u32,
     token_expires_in: Duration,
+    /// Tells the writer task to flush and close; `None` before it starts.
+    writer_close: Option<oneshot::Sender<CloseReason>>,
     closing: bool,
 }
 
@@ -94,6 +99,7 @@ impl Connection {
             last_heard: Instant::now(),
             protocol_errors: 0,
             token_expires_in,
+            writer_close: None,
             closing: false,
         }
     }
@@ -129,11 +135,21 @@ impl Connection {
         }
         self.closing = true;
         tracing::debug!(conn_id = self.id, user_id = %self.user_id, code, reason, "closing connection");
-        let session = self.session.clone();
         let reason = CloseReason { code: CloseCode::from(code), description: Some(reason.to_string()) };
-        actix::spawn(async move {
-            let _ = session.close(Some(reason)).await;
-        });
+        // A client that cannot keep up gets no more frames; anyone else gets
+        // what is already queued before the close frame.
+        let flush = code != close::SLOW_CONSUMER;
+        match self.writer_close.take() {
+            Some(writer) if flush => {
+                let _ = writer.send(reason);
+            }
+            _ => {
+                let session = self.session.clone();
+                actix::spawn(async move {
+                    let _ = session.close(Some(reason)).await;
+                });
+            }
+        }
         ctx.stop();
     }
 
@@ -231,19 +247,39 @@ impl Connection {
     }
 
     /// Starts the writer task: `hello` first, then the queue, in order.
+    /// Told to close, it writes what is queued (for at most
+    /// [`CLOSE_FLUSH_TIMEOUT`]) and then the close frame.
     fn start_writer(&mut self, hello: ServerFrame) {
         let Some(mut rx) = self.outbound_rx.take() else { return };
+        let (close_tx, mut close_rx) = oneshot::channel::<CloseReason>();
+        self.writer_close = Some(close_tx);
         let mut session = self.session.clone();
         let hello = serde_json::to_string(&hello).unwrap_or_default();
         actix::spawn(async move {
             if session.text(hello).await.is_err() {
                 return;
             }
-            while let Some(frame) = rx.recv().await {
-                if session.text(&*frame).await.is_err() {
-                    break;
+            let reason = loop {
+                // The close signal first: it is sent before the queue's
+                // senders go away, so a closed queue never hides it.
+                tokio::select! {
+                    biased;
+                    reason = &mut close_rx => break reason.ok(),
+                    frame = rx.recv() => match frame {
+                        Some(frame) if session.text(&*frame).await.is_ok() => {}
+                        _ => return,
+                    },
                 }
-            }
+            };
+            let flush = async {
+                while let Ok(frame) = rx.try_recv() {
+                    if session.text(&*frame).await.is_err() {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, flush).await;
+            let _ = session.close(reason).await;
         });
     }
 }
