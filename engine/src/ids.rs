@@ -8,10 +8,14 @@
 //! it hands out, and restarts from that mark.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use storage::{MetaStore, StorageError};
 use tokio::sync::Mutex;
+
+/// A clock more than this far behind the last ID handed out is taken to
+/// have stepped back: IDs continue from the last one instead of waiting.
+pub const STEP_BACK_TOLERANCE_MS: u64 = 1_000;
 
 /// The ID epoch: 2025-01-01T00:00:00Z, in Unix milliseconds. 41 bits of
 /// milliseconds last about 69 years from it.
@@ -126,17 +130,25 @@ impl IdGenerator {
     /// Returns the next ID, strictly greater than every earlier one.
     pub async fn next_id(&self) -> Result<i64, IdError> {
         let mut state = self.state.lock().await;
-        let now = self.clock.now_unix_ms().saturating_sub(EPOCH_MS);
-        let (ms, sequence) = if now > state.last_ms {
-            (now, 0)
-        } else if state.sequence < MAX_SEQUENCE {
-            // Same millisecond, or the clock is behind the last ID (stepped
-            // back, or restarted behind the high-water mark): stay on the
-            // last millisecond.
-            (state.last_ms, state.sequence + 1)
-        } else {
-            // Sequence exhausted: borrow the next millisecond.
-            (state.last_ms + 1, 0)
+        let (ms, sequence) = loop {
+            let now = self.clock.now_unix_ms().saturating_sub(EPOCH_MS);
+            if now > state.last_ms {
+                break (now, 0);
+            }
+            if state.sequence < MAX_SEQUENCE {
+                // Same millisecond, or the clock is behind the last ID
+                // (stepped back, or restarted behind the high-water mark):
+                // stay on the last millisecond.
+                break (state.last_ms, state.sequence + 1);
+            }
+            if state.last_ms >= now + STEP_BACK_TOLERANCE_MS {
+                // Sequence exhausted and the clock far behind: continue on
+                // the next millisecond rather than wait for the clock.
+                break (state.last_ms + 1, 0);
+            }
+            // Sequence exhausted near real time: wait for the next millisecond,
+            // so IDs never run ahead of the clock under load.
+            tokio::time::sleep(Duration::from_micros(250)).await;
         };
         if ms > MAX_TIMESTAMP {
             return Err(IdError::Exhausted);
@@ -201,17 +213,40 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn sequence_overflow_borrows_the_next_millisecond() {
+    async fn sequence_overflow_waits_for_the_clock() {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Arc::new(ManualClock(AtomicU64::new(EPOCH_MS + 1_000)));
         let ids = generator(&clock, &meta(&dir)).await;
+        let mut last = 0;
+        for _ in 0..=MAX_SEQUENCE {
+            last = ids.next_id().await.expect("id");
+        }
+        assert_eq!(decompose(last).sequence as u64, MAX_SEQUENCE);
+        // The millisecond is used up: the next ID waits until the clock moves.
+        let ticker = clock.clone();
+        actix_rt::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            ticker.0.store(EPOCH_MS + 1_001, Ordering::SeqCst);
+        });
+        let next = ids.next_id().await.expect("id");
+        assert!(next > last);
+        assert_eq!(decompose(next), SnowflakeParts { unix_ms: EPOCH_MS + 1_001, generator: 7, sequence: 0 });
+    }
+
+    #[actix_rt::test]
+    async fn sequence_overflow_with_a_clock_far_behind_continues_without_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock(AtomicU64::new(EPOCH_MS + 100_000)));
+        let ids = generator(&clock, &meta(&dir)).await;
+        ids.next_id().await.expect("id");
+        clock.0.store(EPOCH_MS + 100_000 - 3_600_000, Ordering::SeqCst);
         let mut last = 0;
         for _ in 0..=MAX_SEQUENCE + 10 {
             let id = ids.next_id().await.expect("id");
             assert!(id > last);
             last = id;
         }
-        assert_eq!(decompose(last).unix_ms, EPOCH_MS + 1_001);
+        assert_eq!(decompose(last).unix_ms, EPOCH_MS + 100_001);
     }
 
     #[actix_rt::test]
