@@ -5,6 +5,8 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 /// Every metric Parley exports. Cheap to update from any thread.
 pub struct Metrics {
     registry: Registry,
+    /// CPU, memory and file descriptors of this process.
+    process: Registry,
     /// Open WebSocket connections.
     pub connections: IntGauge,
     /// Live actors by kind (`connection`, `user`, `chat`, `shard`).
@@ -55,10 +57,14 @@ impl Metrics {
         registry.register(Box::new(protocol_errors.clone()))?;
         registry.register(Box::new(bus_records.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
+        // Process metrics keep their standard names (`process_*`), which
+        // stock dashboards expect, so they live in an unprefixed registry.
+        let process = Registry::new();
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        process.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Metrics {
             registry,
+            process,
             connections,
             actors,
             messages_sent,
@@ -71,14 +77,11 @@ impl Metrics {
         })
     }
 
-    /// The registry to render at `/metrics`.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
         let encoder = prometheus::TextEncoder::new();
-        encoder.encode_to_string(&self.registry.gather()).unwrap_or_default()
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
+        encoder.encode_to_string(&families).unwrap_or_default()
     }
 }

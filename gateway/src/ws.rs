@@ -69,6 +69,13 @@ pub async fn connect(
     Ok(response)
 }
 
+/// How the writer task is to end the connection.
+struct WriterClose {
+    reason: CloseReason,
+    /// Write the frames still queued before the close frame.
+    flush: bool,
+}
+
 /// One client connection.
 pub struct Connection {
     id: u64,
@@ -81,8 +88,8 @@ pub struct Connection {
     last_heard: Instant,
     protocol_errors: u32,
     token_expires_in: Duration,
-    /// Tells the writer task to flush and close; `None` before it starts.
-    writer_close: Option<oneshot::Sender<CloseReason>>,
+    /// Tells the writer task to close; `None` before it starts.
+    writer_close: Option<oneshot::Sender<WriterClose>>,
     closing: bool,
 }
 
@@ -140,10 +147,10 @@ impl Connection {
         // what is already queued before the close frame.
         let flush = code != close::SLOW_CONSUMER;
         match self.writer_close.take() {
-            Some(writer) if flush => {
-                let _ = writer.send(reason);
+            Some(writer) => {
+                let _ = writer.send(WriterClose { reason, flush });
             }
-            _ => {
+            None => {
                 let session = self.session.clone();
                 actix::spawn(async move {
                     let _ = session.close(Some(reason)).await;
@@ -251,7 +258,7 @@ impl Connection {
     /// [`CLOSE_FLUSH_TIMEOUT`]) and then the close frame.
     fn start_writer(&mut self, hello: ServerFrame) {
         let Some(mut rx) = self.outbound_rx.take() else { return };
-        let (close_tx, mut close_rx) = oneshot::channel::<CloseReason>();
+        let (close_tx, mut close_rx) = oneshot::channel::<WriterClose>();
         self.writer_close = Some(close_tx);
         let mut session = self.session.clone();
         let hello = serde_json::to_string(&hello).unwrap_or_default();
@@ -259,27 +266,30 @@ impl Connection {
             if session.text(hello).await.is_err() {
                 return;
             }
-            let reason = loop {
+            let WriterClose { reason, flush } = loop {
                 // The close signal first: it is sent before the queue's
                 // senders go away, so a closed queue never hides it.
                 tokio::select! {
                     biased;
-                    reason = &mut close_rx => break reason.ok(),
+                    // The actor is gone without a word: the client left.
+                    close = &mut close_rx => break close.unwrap_or(WriterClose { reason: CloseReason::from(CloseCode::Normal), flush: false }),
                     frame = rx.recv() => match frame {
                         Some(frame) if session.text(&*frame).await.is_ok() => {}
                         _ => return,
                     },
                 }
             };
-            let flush = async {
-                while let Ok(frame) = rx.try_recv() {
-                    if session.text(&*frame).await.is_err() {
-                        return;
+            if flush {
+                let drain = async {
+                    while let Ok(frame) = rx.try_recv() {
+                        if session.text(&*frame).await.is_err() {
+                            return;
+                        }
                     }
-                }
-            };
-            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, flush).await;
-            let _ = session.close(reason).await;
+                };
+                let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, drain).await;
+            }
+            let _ = session.close(Some(reason)).await;
         });
     }
 }
@@ -293,6 +303,12 @@ impl Actor for Connection {
         metrics.actors.with_label_values(&["connection"]).inc();
         self.state.connections.insert(self.id, ctx.address().recipient());
         tracing::info!(conn_id = self.id, user_id = %self.user_id, "connection opened");
+        // The shutdown flag is set before connections are kicked: either the
+        // kick saw this connection, or this connection sees the flag.
+        if self.state.is_shutting_down() {
+            self.close(close::GOING_AWAY, "server shutting down", ctx);
+            return;
+        }
 
         let handle = ConnectionHandle { id: self.id, outbound: self.outbound.clone(), kick: ctx.address().recipient() };
         let engine = self.engine();

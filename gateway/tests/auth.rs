@@ -18,7 +18,9 @@ fn register_body(username: &str, password: &str, display_name: &str) -> Register
 }
 
 async fn login_raw(server: &TestServer, username: &str, password: &str) -> (u16, serde_json::Value) {
-    server.post("/api/v1/auth/login", None, &LoginRequest { username: username.into(), password: password.into() }).await
+    server
+        .post("/api/v1/auth/login", None, &LoginRequest { username: username.into(), password: password.into() })
+        .await
 }
 
 async fn refresh(server: &TestServer, refresh_token: &str) -> (u16, serde_json::Value) {
@@ -200,6 +202,9 @@ async fn only_genuine_access_tokens_are_accepted() {
     let token = &alice.tokens.access_token;
     let me: UserView = server.get_ok("/api/v1/me", token).await;
     assert_eq!(me.id, alice.id);
+    // The auth scheme is case-insensitive (RFC 9110 §11.1).
+    let resp = me_with_header(&server, Some(&format!("bearer {token}"))).await;
+    assert_eq!(resp.status, 200, "lowercase scheme: {:?}", resp.json());
 
     assert_unauthorized(&me_with_header(&server, None).await, "no Authorization header");
     assert_unauthorized(&me_with_header(&server, Some("Bearer not-a-jwt")).await, "garbage token");
@@ -491,8 +496,8 @@ async fn too_many_auth_requests_from_one_address_are_rate_limited() {
         c.limits.auth_burst_per_ip = 5;
     })
     .await;
-    let body = serde_json::to_vec(&LoginRequest { username: "mallory".into(), password: "guess guess".into() })
-        .unwrap();
+    let body =
+        serde_json::to_vec(&LoginRequest { username: "mallory".into(), password: "guess guess".into() }).unwrap();
     let login = || {
         server.request(
             awc::http::Method::POST,
@@ -513,9 +518,8 @@ async fn too_many_auth_requests_from_one_address_are_rate_limited() {
     assert_eq!(resp.header("retry-after"), Some(retry_after.to_string().as_str()), "header and body agree");
 
     // Registration from the same address shares the budget.
-    let (status, body) = server
-        .post("/api/v1/auth/register", None, &register_body("mallory", "long enough password", "Mallory"))
-        .await;
+    let (status, body) =
+        server.post("/api/v1/auth/register", None, &register_body("mallory", "long enough password", "Mallory")).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["code"], "rate_limited");
 }

@@ -26,13 +26,18 @@ async fn hello_announces_the_user_protocol_and_limits() {
     }
 }
 
-#[actix_web::test]
-async fn a_silent_client_is_closed_after_the_idle_timeout() {
-    let server = TestServer::start_with(|c| {
+/// A server that pings every second and drops clients silent for two.
+async fn fast_heartbeat_server() -> TestServer {
+    TestServer::start_with(|c| {
         c.websocket.heartbeat_secs = 1;
         c.websocket.idle_timeout_secs = 2;
     })
-    .await;
+    .await
+}
+
+#[actix_web::test]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let server = fast_heartbeat_server().await;
     let alice = server.register("alice").await;
     let mut a = server.connect(&alice).await;
     // Read nothing and answer no pings.
@@ -42,11 +47,7 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
 
 #[actix_web::test]
 async fn a_client_that_keeps_talking_stays_connected() {
-    let server = TestServer::start_with(|c| {
-        c.websocket.heartbeat_secs = 1;
-        c.websocket.idle_timeout_secs = 2;
-    })
-    .await;
+    let server = fast_heartbeat_server().await;
     let alice = server.register("alice").await;
     let mut a = server.connect(&alice).await;
     for _ in 0..8 {
@@ -63,9 +64,7 @@ async fn a_client_that_keeps_talking_stays_connected() {
 #[actix_web::test]
 async fn one_user_may_hold_many_connections_and_closing_one_leaves_the_others() {
     let server = TestServer::start().await;
-    let alice = server.register("alice").await;
-    let bob = server.register("bob").await;
-    let chat = server.direct_chat(&alice, &bob).await;
+    let (alice, bob, chat) = server.alice_and_bob().await;
     let mut devices = Vec::new();
     for _ in 0..5 {
         devices.push(server.connect(&alice).await);

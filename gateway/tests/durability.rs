@@ -74,9 +74,7 @@ fn signal(node: &Node, name: &str) {
 async fn acknowledged_messages_survive_kill_9_and_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (mut node, api) = spawn_node(dir.path()).await;
-    let alice = api.register("alice").await;
-    let bob = api.register("bob").await;
-    let chat = api.direct_chat(&alice, &bob).await;
+    let (alice, bob, chat) = api.alice_and_bob().await;
     let mut a = api.connect(&alice).await;
 
     // Pipeline sends, then keep every ack that arrives before the kill.

@@ -12,9 +12,7 @@ use protocol::ws::ClientFrame;
 #[actix_web::test]
 async fn two_users_exchange_messages_both_ways() {
     let server = TestServer::start().await;
-    let alice = server.register("alice").await;
-    let bob = server.register("bob").await;
-    let chat = server.direct_chat(&alice, &bob).await;
+    let (alice, bob, chat) = server.alice_and_bob().await;
     let mut a = server.connect(&alice).await;
     let mut b = server.connect(&bob).await;
 
@@ -35,9 +33,7 @@ async fn two_users_exchange_messages_both_ways() {
 #[actix_web::test]
 async fn every_device_of_a_user_receives_and_sees_its_own_sends() {
     let server = TestServer::start().await;
-    let alice = server.register("alice").await;
-    let bob = server.register("bob").await;
-    let chat = server.direct_chat(&alice, &bob).await;
+    let (alice, bob, chat) = server.alice_and_bob().await;
     let mut phone = server.connect(&alice).await;
     let mut laptop = server.connect(&alice).await;
     let mut b = server.connect(&bob).await;
@@ -55,9 +51,7 @@ async fn every_device_of_a_user_receives_and_sees_its_own_sends() {
 #[actix_web::test]
 async fn a_retried_send_returns_the_same_message_and_stores_nothing_twice() {
     let server = TestServer::start().await;
-    let alice = server.register("alice").await;
-    let bob = server.register("bob").await;
-    let chat = server.direct_chat(&alice, &bob).await;
+    let (alice, bob, chat) = server.alice_and_bob().await;
     let mut a = server.connect(&alice).await;
     let mut b = server.connect(&bob).await;
 
@@ -86,9 +80,7 @@ async fn a_retried_send_returns_the_same_message_and_stores_nothing_twice() {
 #[actix_web::test]
 async fn reusing_a_client_msg_id_for_different_content_is_refused() {
     let server = TestServer::start().await;
-    let alice = server.register("alice").await;
-    let bob = server.register("bob").await;
-    let chat = server.direct_chat(&alice, &bob).await;
+    let (alice, _bob, chat) = server.alice_and_bob().await;
     let mut a = server.connect(&alice).await;
     a.send_message(chat, "same-id", "original").await;
     a.send(&ClientFrame::Send { client_msg_id: "same-id".into(), chat_id: chat, body: "different".into() }).await;
@@ -102,9 +94,7 @@ async fn reusing_a_client_msg_id_for_different_content_is_refused() {
 #[actix_web::test]
 async fn an_offline_user_catches_up_with_no_gap_and_no_duplicate() {
     let server = TestServer::start().await;
-    let alice = server.register("alice").await;
-    let bob = server.register("bob").await;
-    let chat = server.direct_chat(&alice, &bob).await;
+    let (alice, bob, chat) = server.alice_and_bob().await;
     let mut a = server.connect(&alice).await;
     let mut b = server.connect(&bob).await;
 
@@ -131,9 +121,7 @@ async fn an_offline_user_catches_up_with_no_gap_and_no_duplicate() {
 #[actix_web::test]
 async fn a_client_can_detect_a_gap_and_fill_it() {
     let server = TestServer::start().await;
-    let alice = server.register("alice").await;
-    let bob = server.register("bob").await;
-    let chat = server.direct_chat(&alice, &bob).await;
+    let (alice, bob, chat) = server.alice_and_bob().await;
     let mut a = server.connect(&alice).await;
     a.send_message(chat, "x-1", "one").await;
     a.send_message(chat, "x-2", "two").await;
@@ -154,9 +142,7 @@ async fn a_client_can_detect_a_gap_and_fill_it() {
 #[actix_web::test]
 async fn both_members_see_the_same_order_under_concurrent_sends() {
     let server = TestServer::start().await;
-    let alice = server.register("alice").await;
-    let bob = server.register("bob").await;
-    let chat = server.direct_chat(&alice, &bob).await;
+    let (alice, bob, chat) = server.alice_and_bob().await;
     let mut a = server.connect(&alice).await;
     let mut b = server.connect(&bob).await;
     const EACH: usize = 30;

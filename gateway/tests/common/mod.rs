@@ -155,6 +155,14 @@ impl Api {
         serde_json::from_value(body).unwrap()
     }
 
+    /// Registers `alice` and `bob` and opens their 1:1 chat.
+    pub async fn alice_and_bob(&self) -> (TestUser, TestUser, ChatId) {
+        let alice = self.register("alice").await;
+        let bob = self.register("bob").await;
+        let chat = self.direct_chat(&alice, &bob).await;
+        (alice, bob, chat)
+    }
+
     /// Opens the 1:1 chat of `user` with `peer`.
     pub async fn direct_chat(&self, user: &TestUser, peer: &TestUser) -> ChatId {
         let (status, body) = self
