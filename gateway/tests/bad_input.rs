@@ -290,7 +290,7 @@ async fn sends_over_the_rate_limit_are_refused_and_not_stored() {
         c.engine.send_burst = 3;
     })
     .await;
-    let (alice, bob, chat) = server.alice_and_bob().await;
+    let (alice, _bob, chat) = server.alice_and_bob().await;
     let mut ws = server.connect(&alice).await;
 
     for i in 1..=5 {
@@ -399,7 +399,7 @@ async fn an_oversized_json_body_is_refused_with_a_problem() {
 #[actix_web::test]
 async fn bad_path_and_query_values_are_refused() {
     let server = TestServer::start().await;
-    let (alice, bob, chat) = server.alice_and_bob().await;
+    let (alice, _bob, chat) = server.alice_and_bob().await;
     let token = Some(alice.tokens.access_token.as_str());
     for (path, status, code) in [
         ("/api/v1/chats/abc/messages".to_string(), 400, "bad_request"),
