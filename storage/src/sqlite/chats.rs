@@ -1,0 +1,317 @@
+//! Chats, members, messages and update logs in SQLite.
+
+use super::*;
+
+const MESSAGE_COLUMNS: &str = "chat_id, id, sender_id, client_msg_id, body, sent_at_ms";
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
+    message_at(row, 0)
+}
+
+/// Reads the six [`MESSAGE_COLUMNS`] starting at column `first`.
+fn message_at(row: &Row<'_>, first: usize) -> rusqlite::Result<MessageRecord> {
+    Ok(MessageRecord {
+        chat_id: row.get(first)?,
+        id: row.get(first + 1)?,
+        sender_id: row.get(first + 2)?,
+        client_msg_id: row.get(first + 3)?,
+        body: row.get(first + 4)?,
+        sent_at_ms: row.get(first + 5)?,
+    })
+}
+
+/// Like [`message_at`], for a LEFT JOIN that may have found no message.
+fn optional_message_at(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<MessageRecord>> {
+    match row.get::<_, Option<i64>>(first + 1)? {
+        Some(_) => message_at(row, first).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn chat_kind(kind: &str) -> StorageResult<ChatKind> {
+    match kind {
+        KIND_DIRECT => Ok(ChatKind::Direct),
+        other => Err(backend(format!("unknown chat kind {other:?} in sqlite store"))),
+    }
+}
+
+/// The chat with its members, if it exists.
+fn load_chat(conn: &Connection, chat_id: i64) -> StorageResult<Option<ChatRecord>> {
+    let chat = conn
+        .prepare_cached("SELECT kind, created_at_ms FROM chats WHERE id = ?1")?
+        .query_row([chat_id], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+        .optional()?;
+    let Some((kind, created_at_ms)) = chat else {
+        return Ok(None);
+    };
+    let members = conn
+        .prepare_cached("SELECT user_id FROM chat_members WHERE chat_id = ?1 ORDER BY user_id")?
+        .query_map([chat_id], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    Ok(Some(ChatRecord { id: chat_id, kind: chat_kind(&kind)?, members, created_at_ms }))
+}
+
+/// The 1:1 chat of the ordered pair `lo <= hi`, if it exists.
+fn load_direct_chat(conn: &Connection, lo: i64, hi: i64) -> StorageResult<Option<ChatRecord>> {
+    let chat_id: Option<i64> = conn
+        .prepare_cached("SELECT chat_id FROM direct_chats WHERE user_lo = ?1 AND user_hi = ?2")?
+        .query_row([lo, hi], |row| row.get(0))
+        .optional()?;
+    match chat_id {
+        Some(chat_id) => load_chat(conn, chat_id),
+        None => Ok(None),
+    }
+}
+
+#[async_trait]
+impl ChatStore for SqliteStore {
+    async fn direct_chat(&self, a: i64, b: i64, new_id: i64, now_ms: i64) -> StorageResult<ChatRecord> {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        // Most calls find the chat: answer those from a reader.
+        if let Some(chat) = self.read(move |tx| load_direct_chat(tx, lo, hi)).await? {
+            return Ok(chat);
+        }
+        self.write(move |tx| {
+            if let Some(chat) = load_direct_chat(tx, lo, hi)? {
+                return Ok(chat);
+            }
+            tx.prepare_cached("INSERT INTO chats (id, kind, created_at_ms) VALUES (?1, ?2, ?3)")?.execute(params![
+                new_id,
+                KIND_DIRECT,
+                now_ms
+            ])?;
+            tx.prepare_cached("INSERT INTO direct_chats (user_lo, user_hi, chat_id) VALUES (?1, ?2, ?3)")?
+                .execute(params![lo, hi, new_id])?;
+            // A user's chat with themselves has one member.
+            let members = if lo == hi { vec![lo] } else { vec![lo, hi] };
+            let mut add_member = tx.prepare_cached("INSERT INTO chat_members (chat_id, user_id) VALUES (?1, ?2)")?;
+            for &user_id in &members {
+                add_member.execute([new_id, user_id])?;
+            }
+            Ok(ChatRecord { id: new_id, kind: ChatKind::Direct, members, created_at_ms: now_ms })
+        })
+        .await
+    }
+
+    async fn chat(&self, chat_id: i64) -> StorageResult<Option<ChatRecord>> {
+        self.read(move |tx| load_chat(tx, chat_id)).await
+    }
+
+    async fn chats_of_user(&self, user_id: i64) -> StorageResult<Vec<ChatOverview>> {
+        self.read(move |tx| {
+            // Two queries for any number of chats: every member of the
+            // user's chats, then the chats with their newest message.
+            let mut members: HashMap<i64, Vec<i64>> = HashMap::new();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT other.chat_id, other.user_id
+                     FROM chat_members mine JOIN chat_members other ON other.chat_id = mine.chat_id
+                     WHERE mine.user_id = ?1
+                     ORDER BY other.chat_id, other.user_id",
+                )?;
+                let mut rows = stmt.query([user_id])?;
+                while let Some(row) = rows.next()? {
+                    members.entry(row.get(0)?).or_default().push(row.get(1)?);
+                }
+            }
+
+            // Last activity: the newest message's time, or the chat's
+            // creation for a chat without messages; IDs break ties.
+            let sql = format!(
+                "SELECT c.id, c.kind, c.created_at_ms, {}
+                 FROM chat_members mine
+                 JOIN chats c ON c.id = mine.chat_id
+                 LEFT JOIN messages m ON m.chat_id = c.id AND m.id = c.last_message_id
+                 WHERE mine.user_id = ?1
+                 ORDER BY COALESCE(m.sent_at_ms, c.created_at_ms) DESC, COALESCE(m.id, c.id) DESC",
+                prefixed("m", MESSAGE_COLUMNS)
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut rows = stmt.query([user_id])?;
+            let mut chats = Vec::new();
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let kind: String = row.get(1)?;
+                chats.push(ChatOverview {
+                    chat: ChatRecord {
+                        id,
+                        kind: chat_kind(&kind)?,
+                        members: members.remove(&id).unwrap_or_default(),
+                        created_at_ms: row.get(2)?,
+                    },
+                    last_message: optional_message_at(row, 3)?,
+                });
+            }
+            Ok(chats)
+        })
+        .await
+    }
+
+    async fn append_message(&self, message: NewMessage, audience: &[i64]) -> StorageResult<AppendOutcome> {
+        // One update per user, even if the caller names someone twice.
+        let mut recipients: Vec<i64> = Vec::with_capacity(audience.len());
+        for &user_id in audience {
+            if !recipients.contains(&user_id) {
+                recipients.push(user_id);
+            }
+        }
+        self.write(move |tx| {
+            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ?1 AND client_msg_id = ?2");
+            let stored = tx
+                .prepare_cached(&sql)?
+                .query_row(params![message.sender_id, message.client_msg_id], message_from_row)
+                .optional()?;
+            if let Some(stored) = stored {
+                return Ok(AppendOutcome::Duplicate { message: stored });
+            }
+
+            let chats = tx
+                .prepare_cached(
+                    "UPDATE chats SET last_message_id = MAX(COALESCE(last_message_id, ?2), ?2) WHERE id = ?1",
+                )?
+                .execute([message.chat_id, message.id])?;
+            if chats == 0 {
+                return Err(StorageError::NotFound(format!("chat {}", message.chat_id)));
+            }
+            let sql = format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+            tx.prepare_cached(&sql)?.execute(params![
+                message.chat_id,
+                message.id,
+                message.sender_id,
+                message.client_msg_id,
+                message.body,
+                message.sent_at_ms
+            ])?;
+
+            let mut next_seq =
+                tx.prepare_cached("UPDATE users SET update_seq = update_seq + 1 WHERE id = ?1 RETURNING update_seq")?;
+            let mut log = tx.prepare_cached(
+                "INSERT INTO user_updates (user_id, seq, kind, chat_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut seqs = Vec::with_capacity(recipients.len());
+            for user_id in recipients {
+                let seq: Option<i64> = next_seq.query_row([user_id], |row| row.get(0)).optional()?;
+                let seq = seq.ok_or_else(|| StorageError::NotFound(format!("user {user_id}")))?;
+                log.execute(params![user_id, seq, UPDATE_MESSAGE, message.chat_id, message.id])?;
+                let seq = u64::try_from(seq).map_err(|_| backend(format!("negative update seq of user {user_id}")))?;
+                seqs.push((user_id, seq));
+            }
+
+            let message = MessageRecord {
+                id: message.id,
+                chat_id: message.chat_id,
+                sender_id: message.sender_id,
+                client_msg_id: message.client_msg_id,
+                body: message.body,
+                sent_at_ms: message.sent_at_ms,
+            };
+            Ok(AppendOutcome::Appended { message, seqs })
+        })
+        .await
+    }
+
+    async fn messages_before(
+        &self,
+        chat_id: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StorageResult<Vec<MessageRecord>> {
+        self.read(move |tx| {
+            let messages = match before {
+                Some(before) => {
+                    let sql = format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+                    );
+                    tx.prepare_cached(&sql)?
+                        .query_map(params![chat_id, before, limit], message_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                }
+                None => {
+                    let sql =
+                        format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 ORDER BY id DESC LIMIT ?2");
+                    tx.prepare_cached(&sql)?
+                        .query_map(params![chat_id, limit], message_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                }
+            };
+            Ok(messages)
+        })
+        .await
+    }
+
+    async fn updates_after(&self, user_id: i64, after: u64, limit: u32) -> StorageResult<Vec<UpdateRecord>> {
+        // Seqs are stored as i64; nothing lies beyond i64::MAX.
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        self.read(move |tx| {
+            let sql = format!(
+                "SELECT u.seq, u.kind, {}
+                 FROM user_updates u
+                 LEFT JOIN messages m ON m.chat_id = u.chat_id AND m.id = u.message_id
+                 WHERE u.user_id = ?1 AND u.seq > ?2
+                 ORDER BY u.seq
+                 LIMIT ?3",
+                prefixed("m", MESSAGE_COLUMNS)
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![user_id, after, limit])?;
+            let mut updates = Vec::new();
+            while let Some(row) = rows.next()? {
+                let seq: u64 = row.get(0)?;
+                let kind: String = row.get(1)?;
+                let kind = match (kind.as_str(), optional_message_at(row, 2)?) {
+                    (UPDATE_MESSAGE, Some(message)) => UpdateKind::Message(message),
+                    (UPDATE_MESSAGE, None) => {
+                        return Err(backend(format!("update {seq} of user {user_id} names a missing message")));
+                    }
+                    (other, _) => {
+                        return Err(backend(format!("unknown update kind {other:?} in sqlite store")));
+                    }
+                };
+                updates.push(UpdateRecord { seq, kind });
+            }
+            Ok(updates)
+        })
+        .await
+    }
+
+    async fn latest_seq(&self, user_id: i64) -> StorageResult<u64> {
+        self.read(move |tx| {
+            let seq: Option<u64> = tx
+                .prepare_cached("SELECT update_seq FROM users WHERE id = ?1")?
+                .query_row([user_id], |row| row.get(0))
+                .optional()?;
+            Ok(seq.unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn mark_delivered(&self, chat_id: i64, user_id: i64, message_id: i64) -> StorageResult<i64> {
+        self.write(move |tx| {
+            let watermark: Option<i64> = tx
+                .prepare_cached(
+                    "UPDATE chat_members
+                     SET delivered_up_to = MAX(delivered_up_to,
+                         MIN(?3, COALESCE((SELECT last_message_id FROM chats WHERE id = ?1), 0)))
+                     WHERE chat_id = ?1 AND user_id = ?2
+                     RETURNING delivered_up_to",
+                )?
+                .query_row([chat_id, user_id, message_id], |row| row.get(0))
+                .optional()?;
+            watermark.ok_or_else(|| StorageError::NotFound(format!("user {user_id} in chat {chat_id}")))
+        })
+        .await
+    }
+}
+
+/// `"a, b"` with `prefix` `t` becomes `"t.a, t.b"`.
+fn prefixed(prefix: &str, columns: &str) -> String {
+    columns.split(", ").map(|column| format!("{prefix}.{column}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefixes_columns() {
+        assert_eq!(super::prefixed("m", "a, b, c"), "m.a, m.b, m.c");
+    }
+}

@@ -1,0 +1,433 @@
+//! Embedded SQLite backend (WAL): one writer connection, a pool of readers.
+//!
+//! Every call runs on tokio's blocking pool. Writes take the single writer
+//! connection and run in one `BEGIN IMMEDIATE` transaction; reads take a
+//! read-only connection and run in one deferred transaction, so each call
+//! sees a consistent snapshot. In WAL mode readers never block the writer.
+//!
+//! The schema is versioned with `PRAGMA user_version`: `MIGRATIONS` holds
+//! one SQL batch per version, applied in order on open. Append new
+//! migrations; never edit one that has shipped.
+
+mod chats;
+mod meta;
+mod tokens;
+mod users;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, ffi, params};
+
+use crate::{
+    AppendOutcome, ChatKind, ChatOverview, ChatRecord, ChatStore, MessageRecord, MetaStore, NewMessage,
+    NewRefreshToken, NewTokenFamily, NewUser, RotateOutcome, StorageError, StorageResult, Synchronous, TokenHash,
+    TokenStore, UpdateKind, UpdateRecord, UserRecord, UserStore,
+};
+
+/// Read-only connections opened next to the writer. Reads beyond this many
+/// at once wait for a free connection (on the blocking pool, never on the
+/// async runtime).
+pub const READER_POOL_SIZE: usize = 4;
+
+/// How long a statement waits for a lock held by another connection (a WAL
+/// checkpoint, another process on the same file) before failing with
+/// `SQLITE_BUSY`.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements each connection keeps compiled.
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+
+const _: () = assert!(READER_POOL_SIZE > 0, "the reader pool needs at least one connection");
+
+/// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// Version 1: users, token families, 1:1 chats, messages, update logs and
+/// the ID clock's high-water marks.
+const MIGRATION_1: &str = r#"
+CREATE TABLE users (
+    id             INTEGER PRIMARY KEY,
+    username       TEXT    NOT NULL,
+    username_key   TEXT    NOT NULL UNIQUE,
+    display_name   TEXT    NOT NULL,
+    password_hash  TEXT    NOT NULL,
+    pepper_version INTEGER NOT NULL,
+    created_at_ms  INTEGER NOT NULL,
+    -- newest seq of the user's update log (user_updates)
+    update_seq     INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+CREATE TABLE token_families (
+    id            INTEGER PRIMARY KEY,
+    user_id       INTEGER NOT NULL REFERENCES users (id),
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+) STRICT;
+CREATE INDEX token_families_by_user ON token_families (user_id);
+
+CREATE TABLE refresh_tokens (
+    hash          BLOB    PRIMARY KEY CHECK (length(hash) = 32),
+    family_id     INTEGER NOT NULL REFERENCES token_families (id),
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    used_at_ms    INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family_id);
+
+CREATE TABLE chats (
+    id              INTEGER PRIMARY KEY,
+    kind            TEXT    NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    -- highest message ID stored in the chat
+    last_message_id INTEGER
+) STRICT;
+
+-- the 1:1 chat of a pair of users, keyed by the ordered pair
+CREATE TABLE direct_chats (
+    user_lo INTEGER NOT NULL,
+    user_hi INTEGER NOT NULL,
+    chat_id INTEGER NOT NULL UNIQUE REFERENCES chats (id),
+    PRIMARY KEY (user_lo, user_hi),
+    CHECK (user_lo <= user_hi)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE chat_members (
+    chat_id         INTEGER NOT NULL REFERENCES chats (id),
+    user_id         INTEGER NOT NULL REFERENCES users (id),
+    delivered_up_to INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (chat_id, user_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX chat_members_by_user ON chat_members (user_id, chat_id);
+
+CREATE TABLE messages (
+    chat_id       INTEGER NOT NULL REFERENCES chats (id),
+    id            INTEGER NOT NULL,
+    sender_id     INTEGER NOT NULL REFERENCES users (id),
+    client_msg_id TEXT    NOT NULL,
+    body          TEXT    NOT NULL,
+    sent_at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (chat_id, id),
+    UNIQUE (sender_id, client_msg_id)
+) STRICT, WITHOUT ROWID;
+
+-- each user's update log; kind says which of the other columns it uses
+CREATE TABLE user_updates (
+    user_id    INTEGER NOT NULL REFERENCES users (id),
+    seq        INTEGER NOT NULL,
+    kind       TEXT    NOT NULL,
+    chat_id    INTEGER,
+    message_id INTEGER,
+    PRIMARY KEY (user_id, seq),
+    FOREIGN KEY (chat_id, message_id) REFERENCES messages (chat_id, id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE meta_clock (
+    generator     INTEGER PRIMARY KEY,
+    high_water_ms INTEGER NOT NULL
+) STRICT;
+"#;
+
+/// `chats.kind` of a 1:1 chat.
+const KIND_DIRECT: &str = "direct";
+/// `user_updates.kind` of an entry naming a message.
+const UPDATE_MESSAGE: &str = "message";
+
+/// The SQLite store; implements every storage trait. Cheap to share behind
+/// an `Arc`.
+#[derive(Debug)]
+pub struct SqliteStore {
+    inner: Arc<Connections>,
+}
+
+#[derive(Debug)]
+struct Connections {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+/// Classifies SQLite failures: a violated uniqueness rule is a
+/// [`StorageError::Conflict`], a missing row a foreign key points at is a
+/// [`StorageError::NotFound`], anything else a [`StorageError::Backend`].
+impl From<rusqlite::Error> for StorageError {
+    fn from(error: rusqlite::Error) -> Self {
+        match error.sqlite_error().map(|e| e.extended_code) {
+            Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => {
+                StorageError::Conflict(error.to_string())
+            }
+            Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => StorageError::NotFound(error.to_string()),
+            _ => StorageError::Backend(Box::new(error)),
+        }
+    }
+}
+
+fn backend(message: impl Into<String>) -> StorageError {
+    StorageError::Backend(message.into().into())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, brings its schema
+    /// up to date and opens the reader pool.
+    pub fn open(path: &Path, synchronous: Synchronous) -> StorageResult<SqliteStore> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| StorageError::Backend(Box::new(e)))?;
+        }
+
+        let mut writer = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&writer)?;
+        let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(backend(format!("sqlite refused WAL mode for {} (journal_mode={mode})", path.display())));
+        }
+        let synchronous = match synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        writer.pragma_update(None, "synchronous", synchronous)?;
+        writer.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut writer)?;
+
+        let readers = (0..READER_POOL_SIZE)
+            .map(|_| {
+                let reader = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                configure(&reader)?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<StorageResult<Vec<_>>>()?;
+
+        tracing::info!(path = %path.display(), synchronous, readers = READER_POOL_SIZE, "sqlite store opened");
+        Ok(SqliteStore {
+            inner: Arc::new(Connections {
+                path: path.to_owned(),
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Runs `f` in a deferred (snapshot) transaction on a reader, off the
+    /// async runtime.
+    async fn read<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StorageResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let mut conn = inner.reader()?;
+            let tx = conn.transaction()?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs `f` in an immediate transaction on the writer, off the async
+    /// runtime. Commits if `f` returns `Ok`, rolls back otherwise.
+    async fn write<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StorageResult<T> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let mut conn = inner.writer.lock().map_err(|_| poisoned(&inner.path))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+impl Connections {
+    /// A free reader, trying each once round-robin before waiting for one.
+    fn reader(&self) -> StorageResult<MutexGuard<'_, Connection>> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        let n = self.readers.len();
+        for i in 0..n {
+            match self.readers[(start + i) % n].try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(TryLockError::WouldBlock) => continue,
+                Err(TryLockError::Poisoned(_)) => return Err(poisoned(&self.path)),
+            }
+        }
+        self.readers[start % n].lock().map_err(|_| poisoned(&self.path))
+    }
+}
+
+fn poisoned(path: &Path) -> StorageError {
+    backend(format!("sqlite connection to {} poisoned by a panic", path.display()))
+}
+
+async fn blocking<T, F>(f: F) -> StorageResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> StorageResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| StorageError::Backend(Box::new(e)))?
+}
+
+/// Settings every connection needs.
+fn configure(conn: &Connection) -> StorageResult<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
+    Ok(())
+}
+
+/// Applies the migrations the database has not seen yet, all in one
+/// transaction.
+fn migrate(conn: &mut Connection) -> StorageResult<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let applied = usize::try_from(version).map_err(|_| backend(format!("bad sqlite schema version {version}")))?;
+    if applied > MIGRATIONS.len() {
+        return Err(backend(format!(
+            "sqlite schema version {applied} is newer than this build supports ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let version = index + 1;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tracing::info!(version, "sqlite schema migrated");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn user_version(store: &SqliteStore) -> Result<i64, Box<dyn std::error::Error>> {
+        let conn = store.inner.writer.lock().map_err(|_| "poisoned")?;
+        Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
+    }
+
+    #[test]
+    fn migrations_are_idempotent_on_reopen() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("nested/dir/db.sqlite3");
+        let store = SqliteStore::open(&path, Synchronous::Normal)?;
+        assert_eq!(user_version(&store)?, i64::try_from(MIGRATIONS.len())?);
+        drop(store);
+        let store = SqliteStore::open(&path, Synchronous::Full)?;
+        assert_eq!(user_version(&store)?, i64::try_from(MIGRATIONS.len())?);
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_a_schema_newer_than_it_knows() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db.sqlite3");
+        drop(SqliteStore::open(&path, Synchronous::Normal)?);
+        Connection::open(&path)?.pragma_update(None, "user_version", MIGRATIONS.len() + 1)?;
+        match SqliteStore::open(&path, Synchronous::Normal) {
+            Err(StorageError::Backend(error)) => {
+                assert!(error.to_string().contains("newer"), "{error}")
+            }
+            other => panic!("expected a backend error, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn connections_are_configured() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(&dir.path().join("db.sqlite3"), Synchronous::Full)?;
+        let writer = store.inner.writer.lock().map_err(|_| "poisoned")?;
+        let mode: String = writer.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+        assert_eq!(mode, "wal");
+        let foreign_keys: i64 = writer.query_row("PRAGMA foreign_keys", [], |row| row.get(0))?;
+        assert_eq!(foreign_keys, 1);
+        let synchronous: i64 = writer.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+        assert_eq!(synchronous, 2, "FULL");
+        assert_eq!(store.inner.readers.len(), READER_POOL_SIZE);
+        let reader = store.inner.reader()?;
+        assert!(reader.execute_batch("CREATE TABLE nope (x INTEGER)").is_err(), "readers are read-only");
+        Ok(())
+    }
+
+    #[test]
+    fn constraint_violations_are_classified() -> TestResult {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE parent (id INTEGER PRIMARY KEY, key TEXT UNIQUE);
+             CREATE TABLE child (parent_id INTEGER REFERENCES parent (id));
+             INSERT INTO parent VALUES (1, 'a');",
+        )?;
+        let unique = conn.execute("INSERT INTO parent VALUES (2, 'a')", []).map_err(StorageError::from);
+        assert!(matches!(unique, Err(StorageError::Conflict(_))), "{unique:?}");
+        let primary = conn.execute("INSERT INTO parent VALUES (1, 'b')", []).map_err(StorageError::from);
+        assert!(matches!(primary, Err(StorageError::Conflict(_))), "{primary:?}");
+        let foreign = conn.execute("INSERT INTO child VALUES (9)", []).map_err(StorageError::from);
+        assert!(matches!(foreign, Err(StorageError::NotFound(_))), "{foreign:?}");
+        let syntax = conn.execute("NOT SQL", []).map_err(StorageError::from);
+        assert!(matches!(syntax, Err(StorageError::Backend(_))), "{syntax:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn failed_append_writes_nothing() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(&dir.path().join("db.sqlite3"), Synchronous::Normal)?;
+        for id in [1, 2] {
+            let name = format!("user{id}");
+            store
+                .create_user(NewUser {
+                    id,
+                    username: name.clone(),
+                    username_key: name,
+                    display_name: String::new(),
+                    password_hash: String::new(),
+                    pepper_version: 1,
+                    created_at_ms: 0,
+                })
+                .await?;
+        }
+        let chat = store.direct_chat(1, 2, 100, 0).await?;
+        let message = NewMessage {
+            id: 1_000,
+            chat_id: chat.id,
+            sender_id: 1,
+            client_msg_id: "c1".to_owned(),
+            body: "hi".to_owned(),
+            sent_at_ms: 1,
+        };
+
+        // The second audience member does not exist: the whole append rolls back.
+        let result = store.append_message(message.clone(), &[1, 999]).await;
+        assert!(matches!(result, Err(StorageError::NotFound(_))), "{result:?}");
+        assert_eq!(store.latest_seq(1).await?, 0);
+        assert!(store.messages_before(chat.id, None, 10).await?.is_empty());
+        assert_eq!(store.chats_of_user(1).await?[0].last_message, None);
+
+        // The same message goes through once the audience is right.
+        let outcome = store.append_message(message, &[1, 2, 1]).await?;
+        assert!(
+            matches!(&outcome, AppendOutcome::Appended { seqs, .. } if seqs == &[(1, 1), (2, 1)]),
+            "one update per user: {outcome:?}"
+        );
+        Ok(())
+    }
+}

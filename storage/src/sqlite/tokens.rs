@@ -1,0 +1,91 @@
+//! Refresh-token families in SQLite.
+
+use super::*;
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn create_family(&self, family: NewTokenFamily, first: NewRefreshToken) -> StorageResult<()> {
+        self.write(move |tx| {
+            tx.prepare_cached("INSERT INTO token_families (id, user_id, created_at_ms) VALUES (?1, ?2, ?3)")?
+                .execute(params![family.id, family.user_id, family.created_at_ms])?;
+            insert_token(tx, family.id, &first)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rotate(&self, presented: &TokenHash, next: NewRefreshToken, now_ms: i64) -> StorageResult<RotateOutcome> {
+        let presented = *presented;
+        self.write(move |tx| {
+            let found = tx
+                .prepare_cached(
+                    "SELECT t.family_id, f.user_id, t.expires_at_ms,
+                            t.used_at_ms IS NOT NULL, f.revoked_at_ms IS NOT NULL
+                     FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id
+                     WHERE t.hash = ?1",
+                )?
+                .query_row([presented], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, i64>(2)?,
+                        row.get::<_, bool>(3)?,
+                        row.get::<_, bool>(4)?,
+                    ))
+                })
+                .optional()?;
+            let Some((family_id, user_id, expires_at_ms, used, revoked)) = found else {
+                return Ok(RotateOutcome::Unknown);
+            };
+            if revoked {
+                return Ok(RotateOutcome::Revoked);
+            }
+            if used {
+                revoke_family(tx, family_id, now_ms)?;
+                tracing::warn!(user_id, family_id, "refresh token reused; family revoked");
+                return Ok(RotateOutcome::Reused { user_id, family_id });
+            }
+            if now_ms >= expires_at_ms {
+                return Ok(RotateOutcome::Expired);
+            }
+            tx.prepare_cached("UPDATE refresh_tokens SET used_at_ms = ?2 WHERE hash = ?1")?
+                .execute(params![presented, now_ms])?;
+            insert_token(tx, family_id, &next)?;
+            Ok(RotateOutcome::Rotated { user_id, family_id })
+        })
+        .await
+    }
+
+    async fn revoke_family_of(&self, token: &TokenHash, now_ms: i64) -> StorageResult<bool> {
+        let token = *token;
+        self.write(move |tx| {
+            let family: Option<i64> = tx
+                .prepare_cached("SELECT family_id FROM refresh_tokens WHERE hash = ?1")?
+                .query_row([token], |row| row.get(0))
+                .optional()?;
+            match family {
+                Some(family_id) => {
+                    revoke_family(tx, family_id, now_ms)?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        })
+        .await
+    }
+}
+
+fn insert_token(tx: &Transaction<'_>, family_id: i64, token: &NewRefreshToken) -> StorageResult<()> {
+    tx.prepare_cached(
+        "INSERT INTO refresh_tokens (hash, family_id, created_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![token.hash, family_id, token.created_at_ms, token.expires_at_ms])?;
+    Ok(())
+}
+
+/// Marks the family revoked, keeping the first revocation time.
+fn revoke_family(tx: &Transaction<'_>, family_id: i64, now_ms: i64) -> StorageResult<()> {
+    tx.prepare_cached("UPDATE token_families SET revoked_at_ms = COALESCE(revoked_at_ms, ?2) WHERE id = ?1")?
+        .execute(params![family_id, now_ms])?;
+    Ok(())
+}
