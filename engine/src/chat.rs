@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message, WrapFuture};
-use storage::{AppendOutcome, ChatRecord, NewMessage};
+use storage::{AppendOutcome, ChatKind, ChatRecord, NewMessage};
 
 use crate::bus::Delivery;
-use crate::{Core, EngineError, Posted, ids, message_view};
+use crate::{Core, EngineError, Posted, ids, message_view, policy};
 
 /// Posts a message to the chat.
 #[derive(Message)]
@@ -83,10 +83,14 @@ impl Handler<PostMessage> for ChatActor {
         };
         let core = self.core.clone();
         let chat_id = self.chat_id;
+        let peer = self.chat.as_ref().and_then(|chat| direct_peer(chat, msg.sender_id));
         // Atomic: the next post waits until this one is stored and published,
         // so IDs, update seqs and bus records of a chat share one order.
         AtomicResponse::new(Box::pin(
             async move {
+                if let Some(peer) = peer {
+                    policy::may_message(core.stores.relations.relation(msg.sender_id, peer).await?)?;
+                }
                 let id = core.ids.next_id().await?;
                 let message = NewMessage {
                     id,
@@ -100,7 +104,8 @@ impl Handler<PostMessage> for ChatActor {
                     AppendOutcome::Appended { message, seqs } => {
                         core.metrics.messages_sent.inc();
                         let view = message_view(&message);
-                        publish(&core, &view, seqs).await;
+                        let update = protocol::ws::Update::Message { message: view.clone() };
+                        publish(&core, &update, seqs).await;
                         Ok(Posted { message: view, duplicate: false })
                     }
                     AppendOutcome::Duplicate { message: stored } => {
@@ -117,11 +122,11 @@ impl Handler<PostMessage> for ChatActor {
     }
 }
 
-/// Publishes one delivery per destination shard. The message is durable
-/// already: a failed publish only delays delivery until the recipients sync.
-async fn publish(core: &Core, message: &protocol::ws::Message, seqs: Vec<(i64, u64)>) {
-    let update = protocol::ws::Update::Message { message: message.clone() };
-    let update_json: Arc<str> = match serde_json::to_string(&update) {
+/// Publishes one update to its recipients: one delivery per destination
+/// shard, the update serialized once. The update is durable already: a
+/// failed publish only delays delivery until the recipients sync.
+pub(crate) async fn publish(core: &Core, update: &protocol::ws::Update, seqs: Vec<(i64, u64)>) {
+    let update_json: Arc<str> = match serde_json::to_string(update) {
         Ok(json) => json.into(),
         Err(error) => {
             tracing::error!(%error, "serializing an update failed");
@@ -138,5 +143,12 @@ async fn publish(core: &Core, message: &protocol::ws::Message, seqs: Vec<(i64, u
             Ok(()) => core.metrics.bus_records.inc(),
             Err(error) => tracing::warn!(%error, shard = shard.0, "publishing a delivery failed"),
         }
+    }
+}
+
+/// The other member of a 1:1 chat, seen from `sender`.
+fn direct_peer(chat: &ChatRecord, sender: i64) -> Option<i64> {
+    match chat.kind {
+        ChatKind::Direct => chat.members.iter().copied().find(|member| *member != sender),
     }
 }

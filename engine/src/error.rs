@@ -15,6 +15,8 @@ pub enum EngineError {
     ClientMsgIdConflict,
     #[error("rate limited; retry in {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
+    #[error(transparent)]
+    Relation(#[from] storage::IllegalTransition),
     #[error("engine unavailable")]
     Unavailable,
     #[error("bad configuration: {0}")]

@@ -20,9 +20,13 @@ use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter, ArbiterHandle};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use protocol::rest::RelationState;
 use protocol::ws::{Message, Update};
 use protocol::{ChatId, MessageId, UserId};
-use storage::{ChatOverview, ChatRecord, MessageRecord, Stores, UpdateKind};
+use storage::{
+    ChatOverview, ChatRecord, MessageRecord, Relation, RelationAction, RelationEntry, RelationView, Stores, UpdateKind,
+    UserRecord, UserSearch,
+};
 
 pub use bus::{Bus, BusError, Delivery, InProcessBus};
 pub use config::EngineConfig;
@@ -176,8 +180,14 @@ impl Engine {
         };
         let updates = records
             .into_iter()
-            .map(|record| match record.kind {
-                UpdateKind::Message(message) => (record.seq, Update::Message { message: message_view(&message) }),
+            .map(|record| {
+                let update = match record.kind {
+                    UpdateKind::Message(message) => Update::Message { message: message_view(&message) },
+                    UpdateKind::Relation { other, relation } => {
+                        Update::Relation { user_id: UserId(other), relation: relation_state(relation) }
+                    }
+                };
+                (record.seq, update)
             })
             .collect();
         Ok(SyncBatch { updates, seq, has_more })
@@ -202,7 +212,8 @@ impl Engine {
         let users = &self.core.stores.users;
         let me = users.user_by_id(user_id.0).await?.ok_or(EngineError::UserNotFound)?;
         let peer = users.user_by_id(peer_id.0).await?.ok_or(EngineError::UserNotFound)?;
-        policy::may_open_direct(&me, &peer)?;
+        let view = self.core.stores.relations.relation(me.id, peer.id).await?;
+        policy::may_open_direct(&me, &peer, view)?;
         let new_id = self.next_id().await?;
         Ok(self.core.stores.chats.direct_chat(me.id, peer.id, new_id, now_ms()).await?)
     }
@@ -228,6 +239,67 @@ impl Engine {
         Ok(self.core.stores.chats.messages_before(chat_id.0, before.map(|id| id.0), limit).await?)
     }
 
+    /// How `user_id` stands with `other`.
+    pub async fn relation(&self, user_id: UserId, other: UserId) -> Result<RelationView, EngineError> {
+        Ok(self.core.stores.relations.relation(user_id.0, other.0).await?)
+    }
+
+    /// Applies a friendship or block action of `user_id` toward `other`,
+    /// then tells every device of both users whose relation changed.
+    pub async fn relate(
+        &self,
+        user_id: UserId,
+        other: UserId,
+        action: RelationAction,
+    ) -> Result<RelationView, EngineError> {
+        let change = match self.core.stores.relations.apply(user_id.0, other.0, action, now_ms()).await {
+            Ok(change) => change?,
+            Err(storage::StorageError::NotFound(_)) => return Err(EngineError::UserNotFound),
+            Err(error) => return Err(error.into()),
+        };
+        for (side, seq, relation) in change.updates {
+            let peer = if side == user_id.0 { other } else { user_id };
+            let update = Update::Relation { user_id: peer, relation: relation_state(relation) };
+            chat::publish(&self.core, &update, vec![(side, seq)]).await;
+        }
+        tracing::info!(user_id = %user_id, other = %other, ?action, "relation changed");
+        Ok(change.view)
+    }
+
+    /// A page of the users `user_id` has `relation` with, or blocks (`None`).
+    pub async fn related_users(
+        &self,
+        user_id: UserId,
+        relation: Option<Relation>,
+        after: Option<RelationEntry>,
+        limit: u32,
+    ) -> Result<Vec<RelationEntry>, EngineError> {
+        let relations = &self.core.stores.relations;
+        let limit = limit.clamp(1, protocol::limits::MAX_RELATION_PAGE);
+        Ok(match relation {
+            Some(relation) => relations.relations(user_id.0, relation, after, limit).await?,
+            None => relations.blocked(user_id.0, after, limit).await?,
+        })
+    }
+
+    /// Users matching `query` for `searcher`, best first; people who block
+    /// the searcher never appear.
+    pub async fn search_users(
+        &self,
+        searcher: UserId,
+        query: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<UserRecord>, EngineError> {
+        let search = UserSearch {
+            key: storage::search_key(query),
+            searcher: searcher.0,
+            limit: limit.clamp(1, protocol::limits::MAX_SEARCH_PAGE),
+            offset: offset.min(protocol::limits::MAX_SEARCH_OFFSET),
+        };
+        Ok(self.core.stores.users.search_users(search).await?)
+    }
+
     /// Forgets rate-limit state of users idle for a while; call periodically.
     pub fn prune_rate_limits(&self) {
         self.send_limiter.retain_recent();
@@ -250,6 +322,16 @@ pub fn message_view(record: &MessageRecord) -> Message {
         client_msg_id: record.client_msg_id.clone(),
         body: record.body.clone(),
         sent_at: record.sent_at_ms,
+    }
+}
+
+/// The wire form of a stored relation.
+pub fn relation_state(relation: Relation) -> RelationState {
+    match relation {
+        Relation::None => RelationState::None,
+        Relation::Friends => RelationState::Friends,
+        Relation::RequestSent => RelationState::RequestSent,
+        Relation::RequestReceived => RelationState::RequestReceived,
     }
 }
 

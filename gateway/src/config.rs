@@ -27,6 +27,12 @@ pub struct Config {
     pub auth: AuthConfig,
     pub websocket: WebSocketConfig,
     pub limits: LimitsConfig,
+    /// Outgoing mail; unset: email goes to the local outbox in `data_dir`.
+    pub smtp: Option<SmtpConfig>,
+    /// Delivery of text messages (phone confirmation codes).
+    pub sms: SmsConfig,
+    /// Email and phone changes: code lifetime, attempts, rate limits.
+    pub contacts: ContactsConfig,
 }
 
 impl Default for Config {
@@ -40,6 +46,9 @@ impl Default for Config {
             auth: AuthConfig::default(),
             websocket: WebSocketConfig::default(),
             limits: LimitsConfig::default(),
+            smtp: None,
+            sms: SmsConfig::default(),
+            contacts: ContactsConfig::default(),
         }
     }
 }
@@ -120,11 +129,121 @@ pub struct LimitsConfig {
     pub auth_burst_per_ip: u32,
     /// Largest JSON request body, bytes.
     pub max_json_body_bytes: usize,
+    /// User searches per second per user, sustained.
+    pub searches_per_second: u32,
+    /// User searches allowed in a burst per user.
+    pub search_burst: u32,
+    /// Media uploads (avatars) per minute per user, sustained.
+    pub uploads_per_minute: u32,
+    /// Media uploads allowed in a burst per user.
+    pub upload_burst: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { auth_per_minute_per_ip: 30, auth_burst_per_ip: 20, max_json_body_bytes: 16 * 1024 }
+        LimitsConfig {
+            auth_per_minute_per_ip: 30,
+            auth_burst_per_ip: 20,
+            max_json_body_bytes: 16 * 1024,
+            searches_per_second: 5,
+            search_burst: 20,
+            uploads_per_minute: 6,
+            upload_burst: 10,
+        }
+    }
+}
+
+/// Outgoing mail through an SMTP server (`[smtp]`). Without this section,
+/// email goes to the local outbox (`<data_dir>/outbox/`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Host name of the SMTP server.
+    pub host: String,
+    /// Port; unset: 25 for `none`, 587 for `starttls`, 465 for `tls`.
+    pub port: Option<u16>,
+    /// `none` (plain text, only for a server on the same host), `starttls`
+    /// (upgrade required) or `tls` (implicit TLS).
+    pub tls: SmtpTls,
+    /// User name for SMTP AUTH; unset: no authentication.
+    pub username: Option<String>,
+    /// Password for SMTP AUTH.
+    pub password: Option<Secret>,
+    /// The sender, e.g. `Parley <noreply@example.com>`.
+    pub from: String,
+    /// Seconds to wait for the server before a send fails.
+    pub timeout_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: "localhost".into(),
+            port: None,
+            tls: SmtpTls::default(),
+            username: None,
+            password: None,
+            from: "Parley <noreply@localhost>".into(),
+            timeout_secs: 10,
+        }
+    }
+}
+
+/// Transport security of the SMTP connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// No encryption: for a relay on loopback or a trusted local network.
+    None,
+    /// Plain connection upgraded with STARTTLS; refused if the server cannot.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+}
+
+/// How text messages (phone confirmation codes) are delivered (`[sms]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SmsConfig {
+    /// Written to the local outbox (`<data_dir>/outbox/`) for an operator
+    /// to read; no message leaves the node.
+    #[default]
+    Outbox,
+    /// POSTed as JSON `{"to": "+15551234567", "text": "..."}` to `url`
+    /// (an SMS provider's API or a relay in front of one); any 2xx is success.
+    Webhook {
+        /// `http://` or `https://` URL.
+        url: String,
+        /// Sent as `Authorization: Bearer <token>` if set.
+        #[serde(default)]
+        bearer_token: Option<Secret>,
+        /// Seconds to wait for the webhook before a send fails.
+        #[serde(default = "default_webhook_timeout_secs")]
+        timeout_secs: u64,
+    },
+}
+
+fn default_webhook_timeout_secs() -> u64 {
+    10
+}
+
+/// Changing an email address or phone number (`[contacts]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContactsConfig {
+    /// Lifetime of a confirmation code, seconds.
+    pub code_ttl_secs: u64,
+    /// Wrong codes accepted per code before it locks (a new code is needed).
+    pub max_attempts: u32,
+    /// Codes a user may request per hour on one channel; the same limit
+    /// applies to codes sent to one address, whoever asks.
+    pub codes_per_hour: u32,
+}
+
+impl Default for ContactsConfig {
+    fn default() -> Self {
+        ContactsConfig { code_ttl_secs: 10 * 60, max_attempts: 5, codes_per_hour: 5 }
     }
 }
 
@@ -138,6 +257,28 @@ impl fmt::Debug for Secret {
         f.write_str("***")
     }
 }
+
+/// Settings whose defaults leave them out: `[smtp]` (unset: email goes to
+/// the outbox) and the SMS webhook, shown commented out in the example.
+const COMMENTED_EXAMPLES: &str = "
+# Outgoing mail. Without this section, email goes to <data_dir>/outbox/.
+# [smtp]
+# host = \"smtp.example.com\"
+# port = 587                  # default: 25 (none), 587 (starttls), 465 (tls)
+# tls = \"starttls\"            # \"none\" | \"starttls\" | \"tls\"
+# username = \"parley\"
+# password = \"...\"
+# from = \"Parley <noreply@example.com>\"
+# timeout_secs = 10
+
+# Text messages through an HTTP webhook instead of the outbox: POSTs JSON
+# {\"to\": \"+15551234567\", \"text\": \"...\"}; any 2xx is success.
+# [sms]
+# backend = \"webhook\"
+# url = \"https://sms-relay.example.com/send\"
+# bearer_token = \"...\"
+# timeout_secs = 10
+";
 
 impl Config {
     /// Loads defaults, then `file` (if any), then `PARLEY_*` variables.
@@ -155,7 +296,7 @@ impl Config {
         format!(
             "# Parley node configuration: every key with its default value.\n\
              # Generated from gateway/src/config.rs (`parley example-config`).\n\
-             # Any key can be set as PARLEY_<SECTION>__<KEY>, e.g. PARLEY_AUTH__PEPPER.\n\n{body}"
+             # Any key can be set as PARLEY_<SECTION>__<KEY>, e.g. PARLEY_AUTH__PEPPER.\n\n{body}{COMMENTED_EXAMPLES}"
         )
     }
 }

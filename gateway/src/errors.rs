@@ -14,6 +14,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     InvalidField(String),
+    /// An upload that is not a decodable PNG, JPEG, WebP or GIF within the limits.
+    #[error("{0}")]
+    InvalidImage(String),
+    /// A request body over its documented limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("username is taken")]
     UsernameTaken,
     #[error("wrong username or password")]
@@ -28,6 +34,8 @@ pub enum ApiError {
     UnsupportedProtocol,
     #[error("{0}")]
     Forbidden(String),
+    #[error(transparent)]
+    Relation(#[from] storage::IllegalTransition),
     #[error("no such resource")]
     NotFound,
     #[error("user not found")]
@@ -36,6 +44,20 @@ pub enum ApiError {
     ChatNotFound,
     #[error("too many requests")]
     RateLimited { retry_after_secs: u64 },
+    /// A contact-change code did not match.
+    #[error("wrong code; {attempts_left} attempt(s) left")]
+    InvalidCode { attempts_left: u32 },
+    #[error("the code has expired; request a new one")]
+    CodeExpired,
+    #[error("too many wrong codes; request a new one")]
+    TooManyAttempts,
+    #[error("no change is pending; request a code first")]
+    NoPendingChange,
+    #[error("this address is confirmed on another account")]
+    ContactTaken,
+    /// A notifier (SMTP, SMS webhook, outbox) failed; the cause is logged.
+    #[error("the code could not be delivered; try again later")]
+    DeliveryFailed,
     #[error("the server is not ready")]
     Unavailable,
     #[error("internal error")]
@@ -48,6 +70,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidField(_) => "invalid_field",
+            ApiError::InvalidImage(_) => "invalid_image",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UsernameTaken => "username_taken",
             ApiError::InvalidCredentials => "invalid_credentials",
             ApiError::Unauthorized(_) => "unauthorized",
@@ -55,10 +79,17 @@ impl ApiError {
             ApiError::RefreshTokenReused => "refresh_token_reused",
             ApiError::UnsupportedProtocol => "unsupported_protocol",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::Relation(illegal) => relation_code(illegal),
             ApiError::NotFound => "not_found",
             ApiError::UserNotFound => "user_not_found",
             ApiError::ChatNotFound => "chat_not_found",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::InvalidCode { .. } => "invalid_code",
+            ApiError::CodeExpired => "code_expired",
+            ApiError::TooManyAttempts => "too_many_attempts",
+            ApiError::NoPendingChange => "no_pending_change",
+            ApiError::ContactTaken => "contact_taken",
+            ApiError::DeliveryFailed => "delivery_failed",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -76,14 +107,24 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::UnsupportedProtocol => StatusCode::BAD_REQUEST,
             ApiError::InvalidField(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidImage(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UsernameTaken => StatusCode::CONFLICT,
             ApiError::InvalidCredentials
             | ApiError::Unauthorized(_)
             | ApiError::RefreshTokenInvalid
             | ApiError::RefreshTokenReused => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Relation(storage::IllegalTransition::Yourself) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Relation(storage::IllegalTransition::BlockedByOther) => StatusCode::FORBIDDEN,
+            ApiError::Relation(_) => StatusCode::CONFLICT,
             ApiError::NotFound | ApiError::UserNotFound | ApiError::ChatNotFound => StatusCode::NOT_FOUND,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::InvalidCode { .. } | ApiError::TooManyAttempts => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::CodeExpired => StatusCode::GONE,
+            ApiError::NoPendingChange => StatusCode::NOT_FOUND,
+            ApiError::ContactTaken => StatusCode::CONFLICT,
+            ApiError::DeliveryFailed => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -127,6 +168,7 @@ impl From<EngineError> for ApiError {
             EngineError::Forbidden(why) => ApiError::Forbidden(why),
             EngineError::InvalidField(why) => ApiError::InvalidField(why),
             EngineError::ClientMsgIdConflict => ApiError::InvalidField(error.to_string()),
+            EngineError::Relation(illegal) => ApiError::Relation(illegal),
             EngineError::RateLimited { retry_after_ms } => {
                 ApiError::RateLimited { retry_after_secs: retry_after_ms.div_ceil(1000) }
             }
@@ -141,11 +183,29 @@ impl From<storage::StorageError> for ApiError {
     }
 }
 
+/// The stable code of an illegal friendship or block transition.
+fn relation_code(illegal: &storage::IllegalTransition) -> &'static str {
+    use storage::IllegalTransition::*;
+    match illegal {
+        Yourself => "relation_with_yourself",
+        AlreadyFriends => "already_friends",
+        AlreadyRequested => "already_requested",
+        NoRequestToAnswer => "no_request_to_answer",
+        OwnRequest => "own_request",
+        NoRequestToCancel => "no_request_to_cancel",
+        NotFriends => "not_friends",
+        BlockedByOther => "blocked_by_user",
+        YouBlock => "you_block_user",
+        AlreadyBlocked => "already_blocked",
+        NotBlocked => "not_blocked",
+    }
+}
+
 /// The `error` frame code of an engine failure.
 pub fn frame_code(error: &EngineError) -> ErrorCode {
     match error {
         EngineError::ChatNotFound | EngineError::UserNotFound => ErrorCode::ChatNotFound,
-        EngineError::Forbidden(_) => ErrorCode::Forbidden,
+        EngineError::Forbidden(_) | EngineError::Relation(_) => ErrorCode::Forbidden,
         EngineError::InvalidField(_) => ErrorCode::InvalidField,
         EngineError::ClientMsgIdConflict => ErrorCode::ClientMsgIdConflict,
         EngineError::RateLimited { .. } => ErrorCode::RateLimited,

@@ -5,8 +5,10 @@
 //! on `127.0.0.1:0`; the `parley` binary only parses arguments and calls it.
 
 pub mod auth;
+pub mod avatars;
 pub mod config;
 pub mod errors;
+pub mod notify;
 pub mod openapi;
 mod routes;
 pub mod state;
@@ -53,12 +55,17 @@ impl Server {
         let keys = TokenKeys::load_or_create(&keys_dir)?;
         let passwords = Passwords::new(&config.auth, &keys_dir)?;
         let json_limit = config.limits.max_json_body_bytes;
+        let contacts = web::Data::new(routes::contacts::ContactChanges::new(&config).context("configuring notifiers")?);
+        let pruning_contacts = contacts.clone();
         let state = web::Data::new(AppState::new(engine, config, keys, passwords));
 
+        let avatar_permits = web::Data::new(avatars::AvatarPermits::new());
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(contacts.clone())
+                .app_data(avatar_permits.clone())
                 .app_data(web::JsonConfig::default().limit(json_limit).error_handler(errors::json_error))
                 .app_data(web::QueryConfig::default().error_handler(errors::query_error))
                 .app_data(web::PathConfig::default().error_handler(errors::path_error))
@@ -77,6 +84,7 @@ impl Server {
             loop {
                 tick.tick().await;
                 pruning.prune_rate_limits();
+                pruning_contacts.prune_rate_limits();
             }
         });
         tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "parley listening");
@@ -122,7 +130,7 @@ impl Server {
 
 /// Every route of the node.
 fn routes_config(cfg: &mut web::ServiceConfig) {
-    use routes::{auth, chats, ops, users};
+    use routes::{auth, chats, friends, ops, users};
     cfg.route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
@@ -136,7 +144,29 @@ fn routes_config(cfg: &mut web::ServiceConfig) {
                 .route("/auth/ws-ticket", web::post().to(auth::ws_ticket))
                 .route("/auth/jwks", web::get().to(auth::jwks))
                 .route("/me", web::get().to(users::me))
+                .route("/me/avatar", web::put().to(routes::avatars::put_avatar))
+                .route("/me/avatar", web::delete().to(routes::avatars::delete_avatar))
+                .route("/media/{key:.*}", web::get().to(routes::avatars::media))
+                .route("/me", web::patch().to(users::update_me))
+                .route("/me/email", web::post().to(routes::contacts::request_email))
+                .route("/me/email", web::delete().to(routes::contacts::delete_email))
+                .route("/me/email/confirm", web::post().to(routes::contacts::confirm_email))
+                .route("/me/phone", web::post().to(routes::contacts::request_phone))
+                .route("/me/phone", web::delete().to(routes::contacts::delete_phone))
+                .route("/me/phone/confirm", web::post().to(routes::contacts::confirm_phone))
+                .route("/users/search", web::get().to(users::search))
                 .route("/users/{user_id}", web::get().to(users::user))
+                .route("/friends", web::get().to(friends::friends))
+                .route("/friends/requests", web::post().to(friends::request))
+                .route("/friends/requests/incoming", web::get().to(friends::incoming))
+                .route("/friends/requests/outgoing", web::get().to(friends::outgoing))
+                .route("/friends/requests/{user_id}", web::delete().to(friends::cancel))
+                .route("/friends/requests/{user_id}/accept", web::post().to(friends::accept))
+                .route("/friends/requests/{user_id}/decline", web::post().to(friends::decline))
+                .route("/friends/{user_id}", web::delete().to(friends::remove))
+                .route("/blocks", web::get().to(friends::blocked))
+                .route("/blocks/{user_id}", web::put().to(friends::block))
+                .route("/blocks/{user_id}", web::delete().to(friends::unblock))
                 .route("/chats", web::get().to(chats::list))
                 .route("/chats/direct", web::post().to(chats::open_direct))
                 .route("/chats/{chat_id}/messages", web::get().to(chats::history))

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, chats, users};
+use crate::routes::{auth, chats, friends, users};
 
 /// Parley's REST API, version 1.
 #[derive(OpenApi)]
@@ -11,17 +11,28 @@ use crate::routes::{auth, chats, users};
     info(title = "Parley API", version = "1", description = "REST API of Parley. Errors are RFC 9457 problem+json bodies with a stable `code`; the WebSocket protocol is described in docs/protocol.md."),
     paths(
         auth::register, auth::login, auth::refresh, auth::logout, auth::ws_ticket, auth::jwks,
-        users::me, users::user,
+        users::me, users::update_me, users::user, users::search,
+        friends::request, friends::cancel, friends::accept, friends::decline, friends::remove,
+        friends::block, friends::unblock, friends::friends, friends::incoming, friends::outgoing, friends::blocked,
         chats::list, chats::open_direct, chats::history,
+        crate::routes::avatars::put_avatar, crate::routes::avatars::delete_avatar, crate::routes::avatars::media,
+        crate::routes::contacts::request_email, crate::routes::contacts::confirm_email, crate::routes::contacts::delete_email,
+        crate::routes::contacts::request_phone, crate::routes::contacts::confirm_phone, crate::routes::contacts::delete_phone,
     ),
     components(schemas(
         protocol::rest::RegisterRequest, protocol::rest::LoginRequest, protocol::rest::RefreshRequest,
         protocol::rest::TokenResponse, protocol::rest::WsTicketResponse, protocol::rest::UserView,
         protocol::rest::OpenDirectChat, protocol::rest::ChatKind, protocol::rest::ChatSummary,
         protocol::rest::ChatList, protocol::rest::MessagePage, protocol::rest::Problem, protocol::ws::Message,
+        protocol::rest::AvatarUrls,
+        crate::routes::contacts::EmailChange, crate::routes::contacts::PhoneChange, crate::routes::contacts::ConfirmCode,
+        crate::routes::contacts::PendingChange, crate::routes::contacts::ConfirmedContact,
+        protocol::rest::OwnProfile, protocol::rest::ProfilePatch, protocol::rest::RelationState,
+        protocol::rest::FriendRequest, protocol::rest::RelationStatus, protocol::rest::RelatedUser,
+        protocol::rest::RelatedUserPage, protocol::rest::SearchHit, protocol::rest::SearchResults,
     )),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "users"), (name = "chats"))
+    tags((name = "auth"), (name = "users"), (name = "friends"), (name = "chats"))
 )]
 pub struct ApiDoc;
 

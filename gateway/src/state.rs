@@ -28,13 +28,17 @@ pub struct AppState {
     pub tickets: Tickets,
     pub connections: Connections,
     auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// User searches per user.
+    pub searches: UserLimit,
+    /// Media uploads (avatars) per user.
+    pub uploads: UserLimit,
     shutting_down: AtomicBool,
 }
 
 impl AppState {
     pub fn new(engine: Engine, config: Config, keys: TokenKeys, passwords: Passwords) -> Self {
-        let per_minute = NonZeroU32::new(config.limits.auth_per_minute_per_ip).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(config.limits.auth_burst_per_ip).unwrap_or(NonZeroU32::MIN);
+        let per_minute = nonzero(config.limits.auth_per_minute_per_ip);
+        let burst = nonzero(config.limits.auth_burst_per_ip);
         AppState {
             engine,
             keys,
@@ -43,6 +47,16 @@ impl AppState {
             tickets: Tickets::default(),
             connections: Connections::default(),
             auth_limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+            searches: UserLimit::new(
+                "search",
+                Quota::per_second(nonzero(config.limits.searches_per_second))
+                    .allow_burst(nonzero(config.limits.search_burst)),
+            ),
+            uploads: UserLimit::new(
+                "upload",
+                Quota::per_minute(nonzero(config.limits.uploads_per_minute))
+                    .allow_burst(nonzero(config.limits.upload_burst)),
+            ),
             shutting_down: AtomicBool::new(false),
             config,
         }
@@ -82,9 +96,20 @@ impl AppState {
         })
     }
 
+    /// Counts one request of `user_id` against `limit`.
+    pub fn check_user_rate(&self, limit: &UserLimit, user_id: UserId) -> Result<(), ApiError> {
+        limit.limiter.check_key(&user_id.0).map_err(|not_until| {
+            self.engine.metrics().rate_limited.with_label_values(&[limit.name]).inc();
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            ApiError::RateLimited { retry_after_secs: wait.as_secs().max(1) }
+        })
+    }
+
     /// Forgets rate-limit state that has refilled; called periodically.
     pub fn prune_rate_limits(&self) {
         self.auth_limiter.retain_recent();
+        self.searches.limiter.retain_recent();
+        self.uploads.limiter.retain_recent();
         self.engine.prune_rate_limits();
     }
 
@@ -97,6 +122,22 @@ impl AppState {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.connections.kick_all(Kick { code: protocol::ws::close::GOING_AWAY, reason: "server shutting down" });
     }
+}
+
+/// A per-user rate limit, named in the `rate_limited_total` metric.
+pub struct UserLimit {
+    name: &'static str,
+    limiter: DefaultKeyedRateLimiter<i64>,
+}
+
+impl UserLimit {
+    fn new(name: &'static str, quota: Quota) -> Self {
+        UserLimit { name, limiter: RateLimiter::keyed(quota) }
+    }
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
 /// Argon2 computations allowed at once: two per CPU.

@@ -98,9 +98,9 @@ async fn acknowledged_messages_survive_kill_9_and_a_restart() {
     }
     // The update log is intact and gap-free for what was stored.
     let mut b = api.connect(&bob).await;
-    let (updates, seq) = b.sync_all(0).await;
-    assert_eq!(seq as usize, stored.len());
-    assert_eq!(updates.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=seq).collect::<Vec<_>>());
+    let log = b.sync_all(0).await;
+    assert_eq!(log.messages().len(), stored.len());
+    assert_eq!(log.seqs(), (1..=log.seq).collect::<Vec<_>>());
     // IDs keep growing after the restart, and retries of acked sends are recognised.
     let mut a = api.connect(&alice).await;
     let (retry, duplicate) = a.send_message(chat, "k0", "durable 0").await;

@@ -74,7 +74,8 @@ async fn a_retried_send_returns_the_same_message_and_stores_nothing_twice() {
     assert_eq!(b.next_message().await.1.id, first.id);
     let (next, _) = a.send_message(chat, "after", "next").await;
     assert_eq!(b.next_message().await.1.id, next.id);
-    assert_eq!(b.hello_seq(), 0);
+    let log = server.connect(&bob).await.sync_all(0).await;
+    assert_eq!(log.messages().len(), 2, "one update per stored message: {:?}", log.seqs());
 }
 
 #[actix_web::test]
@@ -110,11 +111,10 @@ async fn an_offline_user_catches_up_with_no_gap_and_no_duplicate() {
 
     let mut b = server.connect(&bob).await;
     assert_eq!(b.hello_seq(), last_seq + 25, "hello tells how far behind the device is");
-    let (updates, synced) = b.sync_all(last_seq).await;
-    assert_eq!(synced, last_seq + 25);
-    let seqs: Vec<u64> = updates.iter().map(|(seq, _)| *seq).collect();
-    assert_eq!(seqs, ((last_seq + 1)..=(last_seq + 25)).collect::<Vec<_>>(), "consecutive seqs: no gap");
-    let got: Vec<MessageId> = updates.iter().map(|(_, m)| m.id).collect();
+    let synced = b.sync_all(last_seq).await;
+    assert_eq!(synced.seq, last_seq + 25);
+    assert_eq!(synced.seqs(), ((last_seq + 1)..=(last_seq + 25)).collect::<Vec<_>>(), "consecutive seqs: no gap");
+    let got: Vec<MessageId> = synced.messages().iter().map(|(_, m)| m.id).collect();
     assert_eq!(got, missed.iter().map(|m| m.id).collect::<Vec<_>>(), "exactly what was missed, in order");
 }
 
@@ -122,21 +122,23 @@ async fn an_offline_user_catches_up_with_no_gap_and_no_duplicate() {
 async fn a_client_can_detect_a_gap_and_fill_it() {
     let server = TestServer::start().await;
     let (alice, bob, chat) = server.alice_and_bob().await;
+    // Bob's log so far: becoming friends with Alice.
+    let base = server.connect(&bob).await.hello_seq();
     let mut a = server.connect(&alice).await;
     a.send_message(chat, "x-1", "one").await;
     a.send_message(chat, "x-2", "two").await;
     let (three, _) = a.send_message(chat, "x-3", "three").await;
 
-    // Bob's device last processed seq 1; his live stream starts later.
+    // Bob's device last processed the first message; his live stream starts later.
     let mut b = server.connect(&bob).await;
-    let (filled, seq) = b.sync_all(1).await;
-    assert_eq!(filled.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [2, 3]);
-    assert_eq!(filled[1].1.id, three.id);
-    assert_eq!(seq, 3);
+    let filled = b.sync_all(base + 1).await;
+    assert_eq!(filled.seqs(), [base + 2, base + 3]);
+    assert_eq!(filled.messages()[1].1.id, three.id);
+    assert_eq!(filled.seq, base + 3);
     // A sync past the end returns nothing and the current seq.
-    let (nothing, seq) = b.sync_all(3).await;
-    assert!(nothing.is_empty());
-    assert_eq!(seq, 3);
+    let nothing = b.sync_all(base + 3).await;
+    assert!(nothing.updates.is_empty());
+    assert_eq!(nothing.seq, base + 3);
 }
 
 #[actix_web::test]

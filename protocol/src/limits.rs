@@ -30,3 +30,24 @@ pub const DISPLAY_NAME_LEN: std::ops::RangeInclusive<usize> = 1..=64;
 /// Password length bounds, in characters. The upper bound stops anyone
 /// from making the server hash megabytes.
 pub const PASSWORD_LEN: std::ops::RangeInclusive<usize> = 10..=1024;
+
+/// Longest bio, in characters.
+pub const MAX_BIO_CHARS: usize = 280;
+
+/// Longest search query, in characters.
+pub const MAX_SEARCH_CHARS: usize = 64;
+
+/// Largest page of search results.
+pub const MAX_SEARCH_PAGE: u32 = 50;
+
+/// Default page of search results.
+pub const DEFAULT_SEARCH_PAGE: u32 = 20;
+
+/// Deepest a search may page (`offset`), so no query walks the whole table.
+pub const MAX_SEARCH_OFFSET: u32 = 1_000;
+
+/// Largest page of a friends, requests or blocks list.
+pub const MAX_RELATION_PAGE: u32 = 100;
+
+/// Default page of a friends, requests or blocks list.
+pub const DEFAULT_RELATION_PAGE: u32 = 50;

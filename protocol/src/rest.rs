@@ -63,8 +63,115 @@ pub struct UserView {
     pub id: UserId,
     pub username: String,
     pub display_name: String,
+    /// Short self-description; empty if unset.
+    #[serde(default)]
+    pub bio: String,
+    /// The avatar's image URLs; `null` if the user has none.
+    #[serde(default)]
+    pub avatar: Option<AvatarUrls>,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
+}
+
+/// The caller's own profile: the public view plus private contact details.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OwnProfile {
+    #[serde(flatten)]
+    pub user: UserView,
+    /// Confirmed email address, visible only to its owner.
+    pub email: Option<String>,
+    /// Confirmed phone number (E.164), visible only to its owner.
+    pub phone: Option<String>,
+}
+
+/// `PATCH /me`: absent fields stay as they are.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilePatch {
+    /// 1–64 characters.
+    pub display_name: Option<String>,
+    /// Up to 280 characters; empty clears it.
+    pub bio: Option<String>,
+}
+
+/// How the caller stands with another user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RelationState {
+    /// Strangers (or a request was declined, cancelled, or a friend removed).
+    None,
+    Friends,
+    /// The caller asked the other user to be friends.
+    RequestSent,
+    /// The other user asked the caller.
+    RequestReceived,
+}
+
+/// `POST /friends/requests`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FriendRequest {
+    pub user_id: UserId,
+}
+
+/// The caller's relation with a user after a change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RelationStatus {
+    pub user_id: UserId,
+    pub relation: RelationState,
+    /// The caller blocks this user.
+    pub blocking: bool,
+}
+
+/// An entry of a friends, requests or blocks list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RelatedUser {
+    pub user: UserView,
+    /// Since when (milliseconds since the Unix epoch).
+    pub since: i64,
+}
+
+/// A page of a friends, requests or blocks list, newest first.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RelatedUserPage {
+    pub users: Vec<RelatedUser>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    pub next_after: Option<String>,
+}
+
+/// Query of the list endpoints.
+#[derive(Clone, Debug, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Cursor from the previous page's `next_after`.
+    pub after: Option<String>,
+    /// 1–100, default 50.
+    pub limit: Option<u32>,
+}
+
+/// Query of `GET /users/search`.
+#[derive(Clone, Debug, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// What to look for in usernames and display names (case- and accent-insensitive).
+    pub q: String,
+    /// 1–50, default 20.
+    pub limit: Option<u32>,
+    /// Results to skip (paging), at most 1,000.
+    pub offset: Option<u32>,
+}
+
+/// One search result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SearchHit {
+    pub user: UserView,
+    pub relation: RelationState,
+}
+
+/// `GET /users/search`: best matches first (exact, then prefix, then substring).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct SearchResults {
+    pub users: Vec<SearchHit>,
 }
 
 /// `POST /chats/direct`: open (or find) the 1:1 chat with a user.
@@ -132,4 +239,15 @@ pub struct Problem {
     /// Seconds to wait before retrying (rate limits).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+}
+
+/// URLs of a user's avatar thumbnails (square PNGs), relative to the node:
+/// `GET` them without authentication. Each upload gets new URLs, so they
+/// may be cached forever.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AvatarUrls {
+    /// 64×64 pixels.
+    pub small: String,
+    /// 256×256 pixels.
+    pub large: String,
 }

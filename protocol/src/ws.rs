@@ -71,6 +71,9 @@ pub enum ServerFrame {
 pub enum Update {
     /// A new message in one of the user's chats (sent by anyone, the user included).
     Message { message: Message },
+    /// The user's relation with `user_id` changed (a request sent or
+    /// received, accepted, declined, cancelled; a friend removed).
+    Relation { user_id: UserId, relation: crate::rest::RelationState },
     /// An update kind newer than this client; skip it (its `seq` still counts).
     #[serde(other)]
     Unknown,

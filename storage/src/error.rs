@@ -9,6 +9,10 @@ pub enum StorageError {
     /// The record the call depends on does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// An argument breaks the store's rules (a malformed media key); nothing
+    /// was read or written. Retrying the same call fails the same way.
+    #[error("invalid: {0}")]
+    Invalid(String),
     /// The backend failed (I/O, corruption, unreachable). May be retried.
     #[error("backend failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

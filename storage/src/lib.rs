@@ -5,8 +5,12 @@
 //! Contracts (what is atomic, what is ordered, what may be retried) are in
 //! each trait's docs; a backend that cannot keep one is not a backend.
 
+mod contacts;
 mod error;
+mod media;
 mod records;
+pub mod relation;
+mod search;
 pub mod sqlite;
 
 use std::path::PathBuf;
@@ -15,8 +19,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use contacts::*;
 pub use error::{StorageError, StorageResult};
+pub use media::*;
 pub use records::*;
+pub use relation::IllegalTransition;
+pub use search::search_key;
 
 /// Users and their credentials.
 #[async_trait]
@@ -32,6 +40,49 @@ pub trait UserStore: Send + Sync + 'static {
     /// Replaces a user's password hash (re-hash under a new pepper or
     /// parameters). Fails with [`StorageError::NotFound`] for an unknown user.
     async fn set_password_hash(&self, user_id: i64, password_hash: String, pepper_version: u32) -> StorageResult<()>;
+    /// Applies a profile change and returns the user as now stored; the
+    /// display name's search key follows it. [`StorageError::NotFound`] for
+    /// an unknown user.
+    async fn update_profile(&self, user_id: i64, update: ProfileUpdate) -> StorageResult<UserRecord>;
+    /// Sets (or clears) the avatar's media key; returns the previous key so
+    /// the caller can delete its files. [`StorageError::NotFound`] for an unknown user.
+    async fn set_avatar(&self, user_id: i64, avatar: Option<String>) -> StorageResult<Option<String>>;
+    /// Users whose username or display name contains `search.key` (both
+    /// folded with [`search_key`]), ranked: exact match first, then prefix
+    /// (of the name or of a word in it), then substring; ties by username.
+    /// Excludes the searcher and everyone who blocks the searcher.
+    async fn search_users(&self, search: UserSearch) -> StorageResult<Vec<UserRecord>>;
+}
+
+/// Friendships, friend requests and blocks between pairs of users.
+#[async_trait]
+pub trait RelationStore: Send + Sync + 'static {
+    /// How `user` stands with `other` (`RelationView::default()` for strangers).
+    async fn relation(&self, user: i64, other: i64) -> StorageResult<RelationView>;
+    /// Atomically applies `action` by `user` toward `other` with
+    /// [`relation::transition`], writes both sides, and appends a relation
+    /// update to the log of each side whose [`Relation`] changed. An illegal
+    /// transition changes nothing and comes back as the inner `Err`.
+    /// [`StorageError::NotFound`] if either user is unknown.
+    async fn apply(
+        &self,
+        user: i64,
+        other: i64,
+        action: RelationAction,
+        now_ms: i64,
+    ) -> StorageResult<Result<RelationChange, IllegalTransition>>;
+    /// The users `user` has `relation` with (not `Relation::None`), newest
+    /// first, paged by `(since_ms, other)`: pass the last entry of a page as
+    /// `after` to get the next.
+    async fn relations(
+        &self,
+        user: i64,
+        relation: Relation,
+        after: Option<RelationEntry>,
+        limit: u32,
+    ) -> StorageResult<Vec<RelationEntry>>;
+    /// The users `user` blocks, paged like [`RelationStore::relations`].
+    async fn blocked(&self, user: i64, after: Option<RelationEntry>, limit: u32) -> StorageResult<Vec<RelationEntry>>;
 }
 
 /// Refresh tokens, grouped in families (one family per login).
@@ -104,7 +155,12 @@ pub struct Stores {
     pub users: Arc<dyn UserStore>,
     pub tokens: Arc<dyn TokenStore>,
     pub chats: Arc<dyn ChatStore>,
+    pub relations: Arc<dyn RelationStore>,
     pub meta: Arc<dyn MetaStore>,
+    /// Confirmed email and phone addresses and their pending changes.
+    pub contacts: Arc<dyn ContactStore>,
+    /// Avatar images and other media, in `<data_dir>/media` for every backend.
+    pub media: Arc<dyn MediaStore>,
 }
 
 /// Which backend holds the data, and its settings.
@@ -142,12 +198,24 @@ pub enum Synchronous {
     Full,
 }
 
+/// Directory of [`LocalMediaStore`], inside the data directory.
+pub const MEDIA_DIR: &str = "media";
+
 /// Opens the backend `config` names. Relative paths resolve in `data_dir`.
 pub fn open(config: &StorageConfig, data_dir: &std::path::Path) -> StorageResult<Stores> {
     match config {
         StorageConfig::Sqlite { path, synchronous } => {
             let store = Arc::new(sqlite::SqliteStore::open(&data_dir.join(path), *synchronous)?);
-            Ok(Stores { users: store.clone(), tokens: store.clone(), chats: store.clone(), meta: store })
+            let media = Arc::new(LocalMediaStore::open(&data_dir.join(MEDIA_DIR))?);
+            Ok(Stores {
+                users: store.clone(),
+                tokens: store.clone(),
+                chats: store.clone(),
+                relations: store.clone(),
+                contacts: store.clone(),
+                meta: store,
+                media,
+            })
         }
     }
 }

@@ -25,6 +25,89 @@ pub struct UserRecord {
     pub password_hash: String,
     pub pepper_version: u32,
     pub created_at_ms: i64,
+    /// Short self-description; empty if unset.
+    pub bio: String,
+    /// Media key of the avatar image set, if any.
+    pub avatar: Option<String>,
+    /// Confirmed email address (private to the user).
+    pub email: Option<String>,
+    /// Confirmed phone number in E.164 form (private to the user).
+    pub phone: Option<String>,
+}
+
+/// Changes to a profile; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProfileUpdate {
+    pub display_name: Option<String>,
+    pub bio: Option<String>,
+}
+
+/// A user search: `key` is [`crate::search_key`] of what was typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserSearch {
+    pub key: String,
+    /// Who searches: excluded from the results, and so is everyone who blocked them.
+    pub searcher: i64,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// How a user stands with another, seen from the first user's side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Relation {
+    #[default]
+    None,
+    Friends,
+    /// This user asked the other to be friends.
+    RequestSent,
+    /// The other user asked this one.
+    RequestReceived,
+}
+
+/// The full state of a pair, from one side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelationView {
+    pub relation: Relation,
+    /// This user blocks the other.
+    pub blocking: bool,
+    /// The other user blocks this one.
+    pub blocked_by: bool,
+}
+
+/// What a user does to a relation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelationAction {
+    Request,
+    Cancel,
+    Accept,
+    Decline,
+    Remove,
+    Block,
+    Unblock,
+}
+
+/// Result of [`crate::RelationStore::apply`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelationChange {
+    /// The actor's view after the change.
+    pub view: RelationView,
+    /// For each side whose relation changed: user, new update-log seq, and
+    /// the relation as that user now sees it.
+    pub updates: Vec<(i64, u64, Relation)>,
+}
+
+/// One entry of a relation list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelationEntry {
+    pub other: i64,
+    pub since_ms: i64,
+}
+
+/// Contact channels that need confirming.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ContactChannel {
+    Email,
+    Phone,
 }
 
 /// SHA-256 of a refresh token; the token itself is never stored.
@@ -130,4 +213,9 @@ pub struct UpdateRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpdateKind {
     Message(MessageRecord),
+    /// The user's relation with `other` became `relation`.
+    Relation {
+        other: i64,
+        relation: Relation,
+    },
 }

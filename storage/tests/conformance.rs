@@ -60,6 +60,11 @@ macro_rules! backend_tests {
                 mark_delivered_is_monotonic_and_members_only,
                 clock_high_water_never_lowers,
                 ping_answers,
+                contact_change_takes_effect_on_confirm_and_only_once,
+                wrong_codes_count_until_the_challenge_locks,
+                expired_challenges_are_deleted,
+                confirmed_contacts_are_unique_per_channel,
+                contacts_are_cleared_and_unknown_users_refused,
             );
             with_harness!($harness;
                 data_survives_reopen,
@@ -125,6 +130,10 @@ mod suite {
             password_hash: user.password_hash.clone(),
             pepper_version: user.pepper_version,
             created_at_ms: user.created_at_ms,
+            bio: String::new(),
+            avatar: None,
+            email: None,
+            phone: None,
         }
     }
 
@@ -374,8 +383,9 @@ mod suite {
         assert_eq!(log.iter().map(|u| u.seq).collect::<Vec<_>>(), [1, 2, 3]);
         let named: Vec<i64> = log
             .iter()
-            .map(|u| match &u.kind {
-                UpdateKind::Message(m) => m.id,
+            .filter_map(|u| match &u.kind {
+                UpdateKind::Message(m) => Some(m.id),
+                _ => None,
             })
             .collect();
         assert_eq!(named, [1_000, 1_001, 1_002]);
@@ -471,8 +481,9 @@ mod suite {
         assert_eq!(rest.iter().map(|u| u.seq).collect::<Vec<_>>(), [3, 4, 5]);
         let bodies: Vec<MessageRecord> = rest
             .into_iter()
-            .map(|u| match u.kind {
-                UpdateKind::Message(m) => m,
+            .filter_map(|u| match u.kind {
+                UpdateKind::Message(m) => Some(m),
+                _ => None,
             })
             .collect();
         assert_eq!(bodies, sent[2..].iter().map(stored).collect::<Vec<_>>());
@@ -597,6 +608,144 @@ mod suite {
         assert_eq!(stores.meta.clock_high_water(3).await?, Some(123_456));
         stores.meta.set_clock_high_water(3, 100).await?;
         assert_eq!(stores.meta.clock_high_water(3).await?, Some(123_456), "still never lowered");
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ contacts
+
+    use storage::{ChallengeRecord, CodeHash, ConfirmOutcome, ContactChannel, NewChallenge};
+
+    fn challenge(user_id: i64, channel: ContactChannel, value: &str, code: u8, expires_at_ms: i64) -> NewChallenge {
+        NewChallenge {
+            user_id,
+            channel,
+            value: value.to_owned(),
+            code_hash: code_hash(code),
+            expires_at_ms,
+            created_at_ms: 100,
+        }
+    }
+
+    fn code_hash(n: u8) -> CodeHash {
+        [n; 32]
+    }
+
+    async fn email_of(stores: &Stores, user_id: i64) -> Result<Option<String>, Error> {
+        Ok(stores.users.user_by_id(user_id).await?.ok_or("user missing")?.email)
+    }
+
+    pub async fn contact_change_takes_effect_on_confirm_and_only_once(stores: &Stores) -> TestResult {
+        users(stores, &[1]).await?;
+        let contacts = &stores.contacts;
+        contacts.put_challenge(challenge(1, ContactChannel::Email, "old@example.com", 1, 10_000)).await?;
+        let confirmed = contacts.confirm(1, ContactChannel::Email, &code_hash(1), 5, 200).await?;
+        assert_eq!(confirmed, ConfirmOutcome::Confirmed { value: "old@example.com".into() });
+
+        contacts.put_challenge(challenge(1, ContactChannel::Email, "new@example.com", 2, 10_000)).await?;
+        assert_eq!(
+            contacts.challenge(1, ContactChannel::Email).await?,
+            Some(ChallengeRecord {
+                user_id: 1,
+                channel: ContactChannel::Email,
+                value: "new@example.com".into(),
+                attempts: 0,
+                expires_at_ms: 10_000,
+                created_at_ms: 100,
+            })
+        );
+        assert_eq!(email_of(stores, 1).await?.as_deref(), Some("old@example.com"), "old address until confirmed");
+        assert_eq!(contacts.challenge(1, ContactChannel::Phone).await?, None, "channels are separate");
+
+        let confirmed = contacts.confirm(1, ContactChannel::Email, &code_hash(2), 5, 300).await?;
+        assert_eq!(confirmed, ConfirmOutcome::Confirmed { value: "new@example.com".into() });
+        assert_eq!(email_of(stores, 1).await?.as_deref(), Some("new@example.com"));
+        assert_eq!(contacts.challenge(1, ContactChannel::Email).await?, None);
+        let again = contacts.confirm(1, ContactChannel::Email, &code_hash(2), 5, 300).await?;
+        assert_eq!(again, ConfirmOutcome::NoChallenge, "a code works once");
+
+        contacts.put_challenge(challenge(1, ContactChannel::Phone, "+15550001111", 3, 10_000)).await?;
+        contacts.confirm(1, ContactChannel::Phone, &code_hash(3), 5, 300).await?;
+        let user = stores.users.user_by_id(1).await?.ok_or("user missing")?;
+        assert_eq!((user.email.as_deref(), user.phone.as_deref()), (Some("new@example.com"), Some("+15550001111")));
+        Ok(())
+    }
+
+    pub async fn wrong_codes_count_until_the_challenge_locks(stores: &Stores) -> TestResult {
+        users(stores, &[1]).await?;
+        let contacts = &stores.contacts;
+        contacts.put_challenge(challenge(1, ContactChannel::Phone, "+15550001111", 7, 10_000)).await?;
+        for left in [2, 1, 0] {
+            let outcome = contacts.confirm(1, ContactChannel::Phone, &code_hash(8), 3, 200).await?;
+            assert_eq!(outcome, ConfirmOutcome::WrongCode { attempts_left: left });
+        }
+        let locked = contacts.confirm(1, ContactChannel::Phone, &code_hash(7), 3, 200).await?;
+        assert_eq!(locked, ConfirmOutcome::TooManyAttempts, "even the right code is refused once locked");
+        assert_eq!(contacts.challenge(1, ContactChannel::Phone).await?.map(|c| c.attempts), Some(3));
+        assert_eq!(stores.users.user_by_id(1).await?.ok_or("user missing")?.phone, None);
+
+        // A new challenge replaces the locked one and starts from zero attempts.
+        contacts.put_challenge(challenge(1, ContactChannel::Phone, "+15550002222", 9, 10_000)).await?;
+        let stale = contacts.confirm(1, ContactChannel::Phone, &code_hash(7), 3, 200).await?;
+        assert_eq!(stale, ConfirmOutcome::WrongCode { attempts_left: 2 }, "the replaced code no longer works");
+        let confirmed = contacts.confirm(1, ContactChannel::Phone, &code_hash(9), 3, 200).await?;
+        assert_eq!(confirmed, ConfirmOutcome::Confirmed { value: "+15550002222".into() });
+        Ok(())
+    }
+
+    pub async fn expired_challenges_are_deleted(stores: &Stores) -> TestResult {
+        users(stores, &[1]).await?;
+        let contacts = &stores.contacts;
+        contacts.put_challenge(challenge(1, ContactChannel::Email, "a@example.com", 1, 1_000)).await?;
+        let early = contacts.confirm(1, ContactChannel::Email, &code_hash(2), 5, 999).await?;
+        assert_eq!(early, ConfirmOutcome::WrongCode { attempts_left: 4 });
+        let late = contacts.confirm(1, ContactChannel::Email, &code_hash(1), 5, 1_000).await?;
+        assert_eq!(late, ConfirmOutcome::Expired, "expiry is checked before the code");
+        assert_eq!(contacts.challenge(1, ContactChannel::Email).await?, None);
+        assert_eq!(
+            contacts.confirm(1, ContactChannel::Email, &code_hash(1), 5, 1_000).await?,
+            ConfirmOutcome::NoChallenge
+        );
+        assert_eq!(email_of(stores, 1).await?, None);
+        Ok(())
+    }
+
+    pub async fn confirmed_contacts_are_unique_per_channel(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2]).await?;
+        let contacts = &stores.contacts;
+        contacts.put_challenge(challenge(1, ContactChannel::Email, "shared@example.com", 1, 10_000)).await?;
+        // Asking for a code does not reveal that someone else has the address.
+        contacts.put_challenge(challenge(2, ContactChannel::Email, "Shared@Example.com", 2, 10_000)).await?;
+        contacts.confirm(1, ContactChannel::Email, &code_hash(1), 5, 200).await?;
+
+        let taken = contacts.confirm(2, ContactChannel::Email, &code_hash(2), 5, 200).await;
+        assert!(matches!(taken, Err(StorageError::Conflict(_))), "{taken:?}");
+        assert_eq!(email_of(stores, 2).await?, None, "nothing changed");
+        assert!(contacts.challenge(2, ContactChannel::Email).await?.is_some());
+
+        // Once the first user lets go of it, the second may confirm it.
+        assert!(contacts.clear_contact(1, ContactChannel::Email).await?);
+        let confirmed = contacts.confirm(2, ContactChannel::Email, &code_hash(2), 5, 200).await?;
+        assert_eq!(confirmed, ConfirmOutcome::Confirmed { value: "Shared@Example.com".into() });
+        Ok(())
+    }
+
+    pub async fn contacts_are_cleared_and_unknown_users_refused(stores: &Stores) -> TestResult {
+        users(stores, &[1]).await?;
+        let contacts = &stores.contacts;
+        contacts.put_challenge(challenge(1, ContactChannel::Email, "a@example.com", 1, 10_000)).await?;
+        contacts.confirm(1, ContactChannel::Email, &code_hash(1), 5, 200).await?;
+        contacts.put_challenge(challenge(1, ContactChannel::Email, "b@example.com", 2, 10_000)).await?;
+
+        assert!(contacts.clear_contact(1, ContactChannel::Email).await?);
+        assert_eq!(email_of(stores, 1).await?, None);
+        assert!(!contacts.clear_contact(1, ContactChannel::Email).await?, "nothing left to clear");
+        assert!(contacts.challenge(1, ContactChannel::Email).await?.is_some(), "the pending change stays");
+
+        let unknown = contacts.put_challenge(challenge(9, ContactChannel::Email, "c@example.com", 3, 10_000)).await;
+        assert!(matches!(unknown, Err(StorageError::NotFound(_))), "{unknown:?}");
+        let unknown = contacts.clear_contact(9, ContactChannel::Phone).await;
+        assert!(matches!(unknown, Err(StorageError::NotFound(_))), "{unknown:?}");
+        assert_eq!(contacts.confirm(9, ContactChannel::Phone, &code_hash(3), 5, 0).await?, ConfirmOutcome::NoChallenge);
         Ok(())
     }
 }

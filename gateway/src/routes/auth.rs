@@ -197,7 +197,7 @@ fn validate_username(username: &str) -> Result<String, ApiError> {
     Ok(username.to_ascii_lowercase())
 }
 
-fn validate_display_name(display_name: &str) -> Result<String, ApiError> {
+pub(crate) fn validate_display_name(display_name: &str) -> Result<String, ApiError> {
     let trimmed = display_name.trim();
     let len = trimmed.chars().count();
     if !DISPLAY_NAME_LEN.contains(&len) || trimmed.chars().any(char::is_control) {

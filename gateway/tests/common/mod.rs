@@ -29,6 +29,10 @@ pub fn test_config(dir: &TempDir) -> Config {
     config.limits.auth_burst_per_ip = 10_000;
     config.engine.sends_per_second = 10_000;
     config.engine.send_burst = 10_000;
+    config.limits.searches_per_second = 10_000;
+    config.limits.search_burst = 10_000;
+    config.limits.uploads_per_minute = 10_000;
+    config.limits.upload_burst = 10_000;
     config
 }
 
@@ -163,8 +167,22 @@ impl Api {
         (alice, bob, chat)
     }
 
-    /// Opens the 1:1 chat of `user` with `peer`.
+    /// Makes `user` and `peer` friends (request, then accept); a no-op for friends.
+    pub async fn befriend(&self, user: &TestUser, peer: &TestUser) {
+        let request = protocol::rest::FriendRequest { user_id: peer.id };
+        let (status, body) = self.post("/api/v1/friends/requests", Some(&user.tokens.access_token), &request).await;
+        let pending = body["relation"] == "request_sent" || body["code"] == "already_requested";
+        assert!(status == 200 || pending || body["code"] == "already_friends", "friend request: {status} {body}");
+        if pending {
+            let path = format!("/api/v1/friends/requests/{}/accept", user.id);
+            let (status, body) = self.post(&path, Some(&peer.tokens.access_token), &()).await;
+            assert_eq!(status, 200, "accept: {body}");
+        }
+    }
+
+    /// Opens the 1:1 chat of `user` with `peer`, befriending them first.
     pub async fn direct_chat(&self, user: &TestUser, peer: &TestUser) -> ChatId {
+        self.befriend(user, peer).await;
         let (status, body) = self
             .post("/api/v1/chats/direct", Some(&user.tokens.access_token), &OpenDirectChat { user_id: peer.id })
             .await;
@@ -240,6 +258,23 @@ impl TestServer {
         RawResponse { status: resp.status().as_u16(), headers: resp.headers().clone(), body }
     }
 
+    /// Sends `method path` with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> RawResponse {
+        let auth = token.map(|token| format!("Bearer {token}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
+        let body = body.map(|body| serde_json::to_vec(&body).unwrap()).unwrap_or_default();
+        self.request(method.parse().unwrap(), path, &headers, body).await
+    }
+
     /// GETs with an optional bearer token; returns status, headers and body.
     pub async fn get_full(&self, path: &str, token: Option<&str>) -> RawResponse {
         let auth = token.map(|t| format!("Bearer {t}"));
@@ -279,6 +314,32 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The result of a full sync.
+pub struct Synced {
+    /// Every replayed update with its seq, in order.
+    pub updates: Vec<(u64, Update)>,
+    /// The seq the replay is complete up to.
+    pub seq: u64,
+}
+
+impl Synced {
+    /// The seqs of every replayed update.
+    pub fn seqs(&self) -> Vec<u64> {
+        self.updates.iter().map(|(seq, _)| *seq).collect()
+    }
+
+    /// The replayed message updates.
+    pub fn messages(&self) -> Vec<(u64, Message)> {
+        self.updates
+            .iter()
+            .filter_map(|(seq, update)| match update {
+                Update::Message { message } => Some((*seq, message.clone())),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// Why a WebSocket handshake failed.
@@ -408,18 +469,18 @@ impl WsClient {
         .await
     }
 
-    /// Syncs everything after `after_seq`; returns the updates in order and the final seq.
-    pub async fn sync_all(&mut self, mut after_seq: u64) -> (Vec<(u64, Message)>, u64) {
+    /// Syncs everything after `after_seq`: every update in order and the final seq.
+    pub async fn sync_all(&mut self, mut after_seq: u64) -> Synced {
         let mut updates = Vec::new();
         loop {
             self.send(&ClientFrame::Sync { after_seq }).await;
             loop {
                 match self.read().await.expect("closed during sync") {
-                    ServerFrame::Update { seq, update: Update::Message { message } } => updates.push((seq, message)),
+                    ServerFrame::Update { seq, update } => updates.push((seq, update)),
                     ServerFrame::Synced { seq, has_more } => {
                         after_seq = seq;
                         if !has_more {
-                            return (updates, seq);
+                            return Synced { updates, seq };
                         }
                         break;
                     }

@@ -183,17 +183,13 @@ impl ChatStore for SqliteStore {
                 message.sent_at_ms
             ])?;
 
-            let mut next_seq =
-                tx.prepare_cached("UPDATE users SET update_seq = update_seq + 1 WHERE id = ?1 RETURNING update_seq")?;
             let mut log = tx.prepare_cached(
                 "INSERT INTO user_updates (user_id, seq, kind, chat_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut seqs = Vec::with_capacity(recipients.len());
             for user_id in recipients {
-                let seq: Option<i64> = next_seq.query_row([user_id], |row| row.get(0)).optional()?;
-                let seq = seq.ok_or_else(|| StorageError::NotFound(format!("user {user_id}")))?;
-                log.execute(params![user_id, seq, UPDATE_MESSAGE, message.chat_id, message.id])?;
-                let seq = u64::try_from(seq).map_err(|_| backend(format!("negative update seq of user {user_id}")))?;
+                let seq = next_seq(tx, user_id)?;
+                log.execute(params![user_id, seq as i64, UPDATE_MESSAGE, message.chat_id, message.id])?;
                 seqs.push((user_id, seq));
             }
 
@@ -244,7 +240,7 @@ impl ChatStore for SqliteStore {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         self.read(move |tx| {
             let sql = format!(
-                "SELECT u.seq, u.kind, {}
+                "SELECT u.seq, u.kind, u.other_id, u.relation, {}
                  FROM user_updates u
                  LEFT JOIN messages m ON m.chat_id = u.chat_id AND m.id = u.message_id
                  WHERE u.user_id = ?1 AND u.seq > ?2
@@ -258,8 +254,12 @@ impl ChatStore for SqliteStore {
             while let Some(row) = rows.next()? {
                 let seq: u64 = row.get(0)?;
                 let kind: String = row.get(1)?;
-                let kind = match (kind.as_str(), optional_message_at(row, 2)?) {
+                let kind = match (kind.as_str(), optional_message_at(row, 4)?) {
                     (UPDATE_MESSAGE, Some(message)) => UpdateKind::Message(message),
+                    (UPDATE_RELATION, _) => UpdateKind::Relation {
+                        other: row.get(2)?,
+                        relation: super::relations::parse_relation(&row.get::<_, String>(3)?)?,
+                    },
                     (UPDATE_MESSAGE, None) => {
                         return Err(backend(format!("update {seq} of user {user_id} names a missing message")));
                     }

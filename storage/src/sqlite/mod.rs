@@ -10,7 +10,9 @@
 //! migrations; never edit one that has shipped.
 
 mod chats;
+mod contacts;
 mod meta;
+mod relations;
 mod tokens;
 mod users;
 
@@ -23,11 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, ffi, params};
 
-use crate::{
-    AppendOutcome, ChatKind, ChatOverview, ChatRecord, ChatStore, MessageRecord, MetaStore, NewMessage,
-    NewRefreshToken, NewTokenFamily, NewUser, RotateOutcome, StorageError, StorageResult, Synchronous, TokenHash,
-    TokenStore, UpdateKind, UpdateRecord, UserRecord, UserStore,
-};
+use crate::*;
 
 /// Read-only connections opened next to the writer. Reads beyond this many
 /// at once wait for a free connection (on the blocking pool, never on the
@@ -45,7 +43,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 const _: () = assert!(READER_POOL_SIZE > 0, "the reader pool needs at least one connection");
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// Version 1: users, token families, 1:1 chats, messages, update logs and
 /// the ID clock's high-water marks.
@@ -132,10 +130,88 @@ CREATE TABLE meta_clock (
 ) STRICT;
 "#;
 
+/// Version 2: profiles (bio, avatar, confirmed email and phone), user
+/// search (folded display name, trigram index), friendships and blocks,
+/// relation entries in update logs, contact-change challenges.
+const MIGRATION_2: &str = r#"
+ALTER TABLE users ADD COLUMN display_name_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN bio TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN avatar TEXT;
+ALTER TABLE users ADD COLUMN email TEXT;
+ALTER TABLE users ADD COLUMN phone TEXT;
+-- users of 0.1.0: lowercase now, accents fold on their next profile change
+UPDATE users SET display_name_key = lower(display_name);
+CREATE INDEX users_by_display_name_key ON users (display_name_key);
+
+-- substring search over both keys; kept current by the triggers below
+CREATE VIRTUAL TABLE user_search USING fts5 (
+    username_key, display_name_key, content = 'users', content_rowid = 'id', tokenize = 'trigram'
+);
+INSERT INTO user_search (user_search) VALUES ('rebuild');
+CREATE TRIGGER users_search_insert AFTER INSERT ON users BEGIN
+    INSERT INTO user_search (rowid, username_key, display_name_key)
+    VALUES (new.id, new.username_key, new.display_name_key);
+END;
+CREATE TRIGGER users_search_update AFTER UPDATE OF username_key, display_name_key ON users BEGIN
+    INSERT INTO user_search (user_search, rowid, username_key, display_name_key)
+    VALUES ('delete', old.id, old.username_key, old.display_name_key);
+    INSERT INTO user_search (rowid, username_key, display_name_key)
+    VALUES (new.id, new.username_key, new.display_name_key);
+END;
+
+-- one row per side of a pair that is not strangers
+CREATE TABLE relations (
+    user_id  INTEGER NOT NULL REFERENCES users (id),
+    other_id INTEGER NOT NULL REFERENCES users (id),
+    relation TEXT    NOT NULL CHECK (relation IN ('friends', 'request_sent', 'request_received')),
+    since_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, other_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX relations_by_kind ON relations (user_id, relation, since_ms, other_id);
+
+CREATE TABLE blocks (
+    blocker_id INTEGER NOT NULL REFERENCES users (id),
+    blocked_id INTEGER NOT NULL REFERENCES users (id),
+    since_ms   INTEGER NOT NULL,
+    PRIMARY KEY (blocker_id, blocked_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX blocks_by_blocked ON blocks (blocked_id, blocker_id);
+CREATE INDEX blocks_by_time ON blocks (blocker_id, since_ms, blocked_id);
+
+-- relation entries of the update log: kind 'relation', other_id, relation
+ALTER TABLE user_updates ADD COLUMN other_id INTEGER;
+ALTER TABLE user_updates ADD COLUMN relation TEXT;
+
+-- a pending email or phone change, confirmed by a code sent to the new address
+CREATE TABLE contact_challenges (
+    user_id       INTEGER NOT NULL REFERENCES users (id),
+    channel       TEXT    NOT NULL CHECK (channel IN ('email', 'phone')),
+    value         TEXT    NOT NULL,
+    code_hash     BLOB    NOT NULL CHECK (length(code_hash) = 32),
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    expires_at_ms INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, channel)
+) STRICT, WITHOUT ROWID;
+"#;
+
+/// Appends to `user_id`'s update log: bumps the user's seq and returns it.
+/// [`StorageError::NotFound`] for an unknown user.
+fn next_seq(conn: &Connection, user_id: i64) -> StorageResult<u64> {
+    let seq: Option<i64> = conn
+        .prepare_cached("UPDATE users SET update_seq = update_seq + 1 WHERE id = ?1 RETURNING update_seq")?
+        .query_row([user_id], |row| row.get(0))
+        .optional()?;
+    let seq = seq.ok_or_else(|| StorageError::NotFound(format!("user {user_id}")))?;
+    u64::try_from(seq).map_err(|_| backend(format!("negative update seq of user {user_id}")))
+}
+
 /// `chats.kind` of a 1:1 chat.
 const KIND_DIRECT: &str = "direct";
 /// `user_updates.kind` of an entry naming a message.
 const UPDATE_MESSAGE: &str = "message";
+/// `user_updates.kind` of an entry recording a relation change.
+const UPDATE_RELATION: &str = "relation";
 
 /// The SQLite store; implements every storage trait. Cheap to share behind
 /// an `Arc`.

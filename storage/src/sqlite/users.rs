@@ -2,9 +2,10 @@
 
 use super::*;
 
-const USER_COLUMNS: &str = "id, username, display_name, password_hash, pepper_version, created_at_ms";
+pub(super) const USER_COLUMNS: &str =
+    "id, username, display_name, password_hash, pepper_version, created_at_ms, bio, avatar, email, phone";
 
-fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
+pub(super) fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
         id: row.get(0)?,
         username: row.get(1)?,
@@ -12,16 +13,60 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
         password_hash: row.get(3)?,
         pepper_version: row.get(4)?,
         created_at_ms: row.get(5)?,
+        bio: row.get(6)?,
+        avatar: row.get(7)?,
+        email: row.get(8)?,
+        phone: row.get(9)?,
     })
 }
+
+/// The user as stored, or [`StorageError::NotFound`].
+pub(super) fn load_user(conn: &Connection, user_id: i64) -> StorageResult<UserRecord> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+    conn.prepare_cached(&sql)?
+        .query_row([user_id], user_from_row)
+        .optional()?
+        .ok_or_else(|| StorageError::NotFound(format!("user {user_id}")))
+}
+
+/// Ranked search: candidates from the trigram index (queries of three or
+/// more characters) or from the key indexes by prefix (shorter queries),
+/// then ordered exact > prefix > substring.
+const SEARCH_SQL: &str = "
+WITH candidates (id) AS (
+    SELECT rowid FROM user_search WHERE ?5 AND user_search MATCH ?2
+    UNION
+    SELECT id FROM users WHERE NOT ?5 AND username_key >= ?1 AND username_key < ?1 || char(1114111)
+    UNION
+    SELECT id FROM users WHERE NOT ?5 AND display_name_key >= ?1 AND display_name_key < ?1 || char(1114111)
+)
+SELECT u.id, u.username, u.display_name, u.password_hash, u.pepper_version, u.created_at_ms,
+       u.bio, u.avatar, u.email, u.phone,
+       CASE
+           WHEN u.username_key = ?1 OR u.display_name_key = ?1 THEN 0
+           WHEN substr(u.username_key, 1, length(?1)) = ?1 OR substr(u.display_name_key, 1, length(?1)) = ?1
+                OR instr(u.display_name_key, ' ' || ?1) > 0 THEN 1
+           ELSE 2
+       END AS rank
+FROM candidates c JOIN users u ON u.id = c.id
+WHERE u.id <> ?3
+  AND (instr(u.username_key, ?1) > 0 OR instr(u.display_name_key, ?1) > 0)
+  AND NOT EXISTS (SELECT 1 FROM blocks b WHERE b.blocked_id = ?3 AND b.blocker_id = u.id)
+ORDER BY rank, u.username_key
+LIMIT ?4 OFFSET ?6";
+
+/// Queries shorter than this (in characters) match prefixes only: the
+/// trigram index needs three characters.
+const TRIGRAM_MIN_CHARS: usize = 3;
 
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn create_user(&self, user: NewUser) -> StorageResult<UserRecord> {
         self.write(move |tx| {
             tx.prepare_cached(
-                "INSERT INTO users (id, username, username_key, display_name, password_hash, pepper_version, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO users (id, username, username_key, display_name, password_hash, pepper_version,
+                                    created_at_ms, display_name_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
                 user.id,
@@ -30,7 +75,8 @@ impl UserStore for SqliteStore {
                 user.display_name,
                 user.password_hash,
                 user.pepper_version,
-                user.created_at_ms
+                user.created_at_ms,
+                search_key(&user.display_name)
             ])?;
             Ok(UserRecord {
                 id: user.id,
@@ -39,6 +85,10 @@ impl UserStore for SqliteStore {
                 password_hash: user.password_hash,
                 pepper_version: user.pepper_version,
                 created_at_ms: user.created_at_ms,
+                bio: String::new(),
+                avatar: None,
+                email: None,
+                phone: None,
             })
         })
         .await
@@ -93,6 +143,49 @@ impl UserStore for SqliteStore {
                 return Err(StorageError::NotFound(format!("user {user_id}")));
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn update_profile(&self, user_id: i64, update: ProfileUpdate) -> StorageResult<UserRecord> {
+        self.write(move |tx| {
+            if let Some(display_name) = &update.display_name {
+                tx.prepare_cached("UPDATE users SET display_name = ?2, display_name_key = ?3 WHERE id = ?1")?
+                    .execute(params![user_id, display_name, search_key(display_name)])?;
+            }
+            if let Some(bio) = &update.bio {
+                tx.prepare_cached("UPDATE users SET bio = ?2 WHERE id = ?1")?.execute(params![user_id, bio])?;
+            }
+            load_user(tx, user_id)
+        })
+        .await
+    }
+
+    async fn set_avatar(&self, user_id: i64, avatar: Option<String>) -> StorageResult<Option<String>> {
+        self.write(move |tx| {
+            let previous = load_user(tx, user_id)?.avatar;
+            tx.prepare_cached("UPDATE users SET avatar = ?2 WHERE id = ?1")?.execute(params![user_id, avatar])?;
+            Ok(previous)
+        })
+        .await
+    }
+
+    async fn search_users(&self, search: UserSearch) -> StorageResult<Vec<UserRecord>> {
+        self.read(move |tx| {
+            if search.key.is_empty() || search.limit == 0 {
+                return Ok(Vec::new());
+            }
+            let use_index = search.key.chars().count() >= TRIGRAM_MIN_CHARS;
+            // An FTS5 string literal: the whole key as one phrase.
+            let phrase = format!("\"{}\"", search.key.replace('"', "\"\""));
+            let rows = tx
+                .prepare_cached(SEARCH_SQL)?
+                .query_map(
+                    params![search.key, phrase, search.searcher, search.limit, use_index, search.offset],
+                    user_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -1,0 +1,157 @@
+//! Friendships, friend requests and blocks in SQLite.
+
+use super::users::load_user;
+use super::*;
+use crate::relation::{mirror, transition};
+
+/// The stored name of a relation (`none` only appears in update logs).
+fn relation_name(relation: Relation) -> &'static str {
+    match relation {
+        Relation::None => "none",
+        Relation::Friends => "friends",
+        Relation::RequestSent => "request_sent",
+        Relation::RequestReceived => "request_received",
+    }
+}
+
+pub(super) fn parse_relation(name: &str) -> StorageResult<Relation> {
+    match name {
+        "none" => Ok(Relation::None),
+        "friends" => Ok(Relation::Friends),
+        "request_sent" => Ok(Relation::RequestSent),
+        "request_received" => Ok(Relation::RequestReceived),
+        other => Err(backend(format!("unknown relation {other:?} in sqlite store"))),
+    }
+}
+
+fn load_view(conn: &Connection, user: i64, other: i64) -> StorageResult<RelationView> {
+    let relation: Option<String> = conn
+        .prepare_cached("SELECT relation FROM relations WHERE user_id = ?1 AND other_id = ?2")?
+        .query_row([user, other], |row| row.get(0))
+        .optional()?;
+    let blocks = |blocker: i64, blocked: i64| -> StorageResult<bool> {
+        Ok(conn
+            .prepare_cached("SELECT 1 FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2")?
+            .query_row([blocker, blocked], |_| Ok(()))
+            .optional()?
+            .is_some())
+    };
+    Ok(RelationView {
+        relation: relation.as_deref().map(parse_relation).transpose()?.unwrap_or_default(),
+        blocking: blocks(user, other)?,
+        blocked_by: blocks(other, user)?,
+    })
+}
+
+/// Stores one side of a pair: deletes the row for `Relation::None`.
+fn store_side(conn: &Connection, user: i64, other: i64, relation: Relation, now_ms: i64) -> StorageResult<()> {
+    if relation == Relation::None {
+        conn.prepare_cached("DELETE FROM relations WHERE user_id = ?1 AND other_id = ?2")?.execute([user, other])?;
+    } else {
+        conn.prepare_cached(
+            "INSERT INTO relations (user_id, other_id, relation, since_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user_id, other_id) DO UPDATE SET relation = excluded.relation, since_ms = excluded.since_ms",
+        )?
+        .execute(params![user, other, relation_name(relation), now_ms])?;
+    }
+    Ok(())
+}
+
+/// `(since_ms, other)` strictly below which the next page starts.
+fn cursor(after: Option<RelationEntry>) -> (i64, i64) {
+    after.map(|entry| (entry.since_ms, entry.other)).unwrap_or((i64::MAX, i64::MAX))
+}
+
+fn entry(row: &Row<'_>) -> rusqlite::Result<RelationEntry> {
+    Ok(RelationEntry { other: row.get(0)?, since_ms: row.get(1)? })
+}
+
+#[async_trait]
+impl RelationStore for SqliteStore {
+    async fn relation(&self, user: i64, other: i64) -> StorageResult<RelationView> {
+        self.read(move |tx| load_view(tx, user, other)).await
+    }
+
+    async fn apply(
+        &self,
+        user: i64,
+        other: i64,
+        action: RelationAction,
+        now_ms: i64,
+    ) -> StorageResult<Result<RelationChange, IllegalTransition>> {
+        self.write(move |tx| {
+            load_user(tx, user)?;
+            load_user(tx, other)?;
+            if user == other {
+                return Ok(Err(IllegalTransition::Yourself));
+            }
+            let before = load_view(tx, user, other)?;
+            let after = match transition(before, action) {
+                Ok(after) => after,
+                Err(illegal) => return Ok(Err(illegal)),
+            };
+            if after.blocking != before.blocking {
+                if after.blocking {
+                    tx.prepare_cached("INSERT INTO blocks (blocker_id, blocked_id, since_ms) VALUES (?1, ?2, ?3)")?
+                        .execute([user, other, now_ms])?;
+                } else {
+                    tx.prepare_cached("DELETE FROM blocks WHERE blocker_id = ?1 AND blocked_id = ?2")?
+                        .execute([user, other])?;
+                }
+            }
+            let mut updates = Vec::new();
+            if after.relation != before.relation {
+                let mut log = tx.prepare_cached(
+                    "INSERT INTO user_updates (user_id, seq, kind, other_id, relation) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for (side, peer, relation) in [(user, other, after.relation), (other, user, mirror(after.relation))] {
+                    store_side(tx, side, peer, relation, now_ms)?;
+                    let seq = next_seq(tx, side)?;
+                    log.execute(params![side, seq as i64, UPDATE_RELATION, peer, relation_name(relation)])?;
+                    updates.push((side, seq, relation));
+                }
+            }
+            Ok(Ok(RelationChange { view: after, updates }))
+        })
+        .await
+    }
+
+    async fn relations(
+        &self,
+        user: i64,
+        relation: Relation,
+        after: Option<RelationEntry>,
+        limit: u32,
+    ) -> StorageResult<Vec<RelationEntry>> {
+        if relation == Relation::None {
+            return Ok(Vec::new());
+        }
+        let (since, other) = cursor(after);
+        self.read(move |tx| {
+            Ok(tx
+                .prepare_cached(
+                    "SELECT other_id, since_ms FROM relations
+                     WHERE user_id = ?1 AND relation = ?2 AND (since_ms, other_id) < (?3, ?4)
+                     ORDER BY since_ms DESC, other_id DESC LIMIT ?5",
+                )?
+                .query_map(params![user, relation_name(relation), since, other, limit], entry)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn blocked(&self, user: i64, after: Option<RelationEntry>, limit: u32) -> StorageResult<Vec<RelationEntry>> {
+        let (since, other) = cursor(after);
+        self.read(move |tx| {
+            Ok(tx
+                .prepare_cached(
+                    "SELECT blocked_id, since_ms FROM blocks
+                     WHERE blocker_id = ?1 AND (since_ms, blocked_id) < (?2, ?3)
+                     ORDER BY since_ms DESC, blocked_id DESC LIMIT ?4",
+                )?
+                .query_map(params![user, since, other, limit], entry)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+}
