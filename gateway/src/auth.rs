@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::AuthConfig;
+use crate::files::write_private;
 
 /// Issuer and audience of Parley access tokens.
 const TOKEN_ISSUER: &str = "parley";
@@ -226,23 +227,6 @@ fn load_or_create_pepper(path: &Path) -> Result<Vec<u8>, AuthSetupError> {
     let pepper = random_token();
     write_private(path, pepper.as_bytes()).map_err(err)?;
     Ok(pepper.into_bytes())
-}
-
-/// Writes a file readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod avatars;
 pub mod config;
 pub mod errors;
+mod files;
 pub mod notify;
 pub mod openapi;
 mod routes;

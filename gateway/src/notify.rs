@@ -9,7 +9,7 @@
 //! user, so a single-node install works without a mail server or an SMS
 //! provider. Message bodies (which hold codes) never reach the logs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,6 +21,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{Config, Secret, SmsConfig, SmtpConfig, SmtpTls};
+use crate::files::write_private;
 
 /// The outbox directory inside the data directory.
 pub const OUTBOX_DIR: &str = "outbox";
@@ -197,32 +198,14 @@ impl Notifier for OutboxNotifier {
     async fn send(&self, notice: &Notice) -> Result<(), NotifyError> {
         let path = self.next_path(notice.to.kind());
         let text = format!("To: {}\nSubject: {}\n\n{}\n", notice.to.address(), notice.subject, notice.body.trim_end());
-        let dir = self.dir.clone();
         let file = path.clone();
-        tokio::task::spawn_blocking(move || write_private(&dir, &file, text.as_bytes()))
+        tokio::task::spawn_blocking(move || write_private(&file, text.as_bytes()))
             .await
             .map_err(|e| NotifyError::Transport(e.to_string()))?
             .map_err(|e| NotifyError::Transport(format!("writing {}: {e}", path.display())))?;
         tracing::info!(kind = notice.to.kind(), path = %path.display(), "notice written to the outbox");
         Ok(())
     }
-}
-
-/// Creates `dir` if needed and writes `bytes` to a new file `path` that
-/// only the node's user can read.
-fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    std::fs::create_dir_all(dir)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 // --------------------------------------------------------------- webhook
