@@ -21,6 +21,16 @@ pub(crate) struct PostMessage {
     pub body: String,
 }
 
+/// Edits a message (its author, within the window) or deletes it for everyone.
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub(crate) struct ChangeMessage {
+    pub user_id: i64,
+    pub message_id: i64,
+    /// `Some(body)` edits; `None` deletes for everyone.
+    pub new_body: Option<String>,
+}
+
 /// Tells the shard a chat actor has stopped.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -116,6 +126,48 @@ impl Handler<PostMessage> for ChatActor {
                         }
                     }
                 }
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<ChangeMessage> for ChatActor {
+    type Result = AtomicResponse<Self, Result<(), EngineError>>;
+
+    fn handle(&mut self, msg: ChangeMessage, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_activity = Instant::now();
+        let members = match &self.chat {
+            Some(chat) if chat.members.contains(&msg.user_id) => chat.members.clone(),
+            _ => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(EngineError::ChatNotFound)))),
+        };
+        let core = self.core.clone();
+        let chat_id = self.chat_id;
+        // Serialised with posts: a change never overtakes the message it changes.
+        AtomicResponse::new(Box::pin(
+            async move {
+                let chats = &core.stores.chats;
+                let message = chats.message(chat_id, msg.message_id).await?.ok_or(EngineError::MessageNotFound)?;
+                let now = crate::now_ms();
+                let (update, seqs) = match msg.new_body {
+                    Some(body) => {
+                        policy::may_edit(&message, msg.user_id, now)?;
+                        let (edited, seqs) = chats.edit_message(chat_id, message.id, body, now, &members).await?;
+                        (protocol::ws::Update::Edited { message: message_view(&edited) }, seqs)
+                    }
+                    None => {
+                        policy::may_change_for_everyone(&message, msg.user_id, now)?;
+                        let seqs = chats.delete_message(chat_id, message.id, now, &members).await?;
+                        let update = protocol::ws::Update::Deleted {
+                            chat_id: protocol::ChatId(chat_id),
+                            message_id: protocol::MessageId(message.id),
+                            for_everyone: true,
+                        };
+                        (update, seqs)
+                    }
+                };
+                publish(&core, &update, seqs).await;
+                Ok(())
             }
             .into_actor(self),
         ))

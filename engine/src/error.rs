@@ -5,6 +5,10 @@
 pub enum EngineError {
     #[error("chat not found")]
     ChatNotFound,
+    #[error("message not found")]
+    MessageNotFound,
+    #[error("{0}")]
+    EditClosed(String),
     #[error("user not found")]
     UserNotFound,
     #[error("forbidden: {0}")]

@@ -36,7 +36,7 @@ pub use metrics::Metrics;
 pub use shard::{OwnsAll, ShardId, ShardMap, ShardOwnership};
 pub use user::{ConnectionHandle, Kick};
 
-use crate::chat::PostMessage;
+use crate::chat::{ChangeMessage, PostMessage};
 use crate::registry::{Attach, ChatAddr, Detach, ShardActor};
 
 /// What every actor shares.
@@ -169,6 +169,54 @@ impl Engine {
         Err(EngineError::Unavailable)
     }
 
+    /// Edits the user's own message, or deletes it for everyone (`new_body`
+    /// `None`); every member's devices converge through the update log.
+    pub async fn change_message(
+        &self,
+        user_id: UserId,
+        chat_id: ChatId,
+        message_id: MessageId,
+        new_body: Option<String>,
+    ) -> Result<(), EngineError> {
+        if let Some(body) = &new_body {
+            validate_body(body)?;
+        }
+        let change = || ChangeMessage { user_id: user_id.0, message_id: message_id.0, new_body: new_body.clone() };
+        let shard = self.shard_actor(chat_id.0);
+        for _ in 0..2 {
+            let chat = shard.send(ChatAddr { chat_id: chat_id.0 }).await?;
+            match chat.send(change()).await {
+                Ok(result) => return result,
+                Err(actix::MailboxError::Closed) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(EngineError::Unavailable)
+    }
+
+    /// Deletes a message for this user only: hidden on all of their devices.
+    pub async fn hide_message(
+        &self,
+        user_id: UserId,
+        chat_id: ChatId,
+        message_id: MessageId,
+    ) -> Result<(), EngineError> {
+        let chat = self.core.stores.chats.chat(chat_id.0).await?;
+        if !chat.is_some_and(|chat| chat.members.contains(&user_id.0)) {
+            return Err(EngineError::ChatNotFound);
+        }
+        let seq = match self.core.stores.chats.hide_message(user_id.0, chat_id.0, message_id.0).await {
+            Ok(seq) => seq,
+            Err(storage::StorageError::NotFound(_)) => return Err(EngineError::MessageNotFound),
+            Err(error) => return Err(error.into()),
+        };
+        if let Some(seq) = seq {
+            let update = Update::Deleted { chat_id, message_id, for_everyone: false };
+            chat::publish(&self.core, &update, vec![(user_id.0, seq)]).await;
+        }
+        Ok(())
+    }
+
     /// Up to `limit` updates of the user's log after `after`.
     pub async fn sync(&self, user_id: UserId, after: u64, limit: u32) -> Result<SyncBatch, EngineError> {
         let limit = limit.clamp(1, protocol::limits::MAX_SYNC_BATCH);
@@ -183,6 +231,10 @@ impl Engine {
             .map(|record| {
                 let update = match record.kind {
                     UpdateKind::Message(message) => Update::Message { message: message_view(&message) },
+                    UpdateKind::Edited(message) => Update::Edited { message: message_view(&message) },
+                    UpdateKind::Deleted { chat_id, message_id, for_everyone } => {
+                        Update::Deleted { chat_id: ChatId(chat_id), message_id: MessageId(message_id), for_everyone }
+                    }
                     UpdateKind::Relation { other, relation } => {
                         Update::Relation { user_id: UserId(other), relation: relation_state(relation) }
                     }
@@ -236,7 +288,7 @@ impl Engine {
             return Err(EngineError::ChatNotFound);
         }
         let limit = limit.clamp(1, protocol::limits::MAX_HISTORY_PAGE);
-        Ok(self.core.stores.chats.messages_before(chat_id.0, before.map(|id| id.0), limit).await?)
+        Ok(self.core.stores.chats.messages_before(chat_id.0, user_id.0, before.map(|id| id.0), limit).await?)
     }
 
     /// How `user_id` stands with `other`.
@@ -322,6 +374,8 @@ pub fn message_view(record: &MessageRecord) -> Message {
         client_msg_id: record.client_msg_id.clone(),
         body: record.body.clone(),
         sent_at: record.sent_at_ms,
+        edited_at: record.edited_at_ms,
+        deleted: record.deleted_at_ms.is_some(),
     }
 }
 
@@ -336,10 +390,15 @@ pub fn relation_state(relation: Relation) -> RelationState {
 }
 
 fn validate_send(client_msg_id: &str, body: &str) -> Result<(), EngineError> {
-    use protocol::limits::{MAX_BODY_BYTES, MAX_CLIENT_MSG_ID_BYTES};
+    use protocol::limits::MAX_CLIENT_MSG_ID_BYTES;
     if client_msg_id.is_empty() || client_msg_id.len() > MAX_CLIENT_MSG_ID_BYTES {
         return Err(EngineError::InvalidField(format!("client_msg_id must be 1 to {MAX_CLIENT_MSG_ID_BYTES} bytes")));
     }
+    validate_body(body)
+}
+
+fn validate_body(body: &str) -> Result<(), EngineError> {
+    use protocol::limits::MAX_BODY_BYTES;
     if body.trim().is_empty() {
         return Err(EngineError::InvalidField("body must not be empty".into()));
     }

@@ -1,6 +1,7 @@
 //! Who may talk to whom: the one place that decides it.
 
-use storage::{Relation, RelationView, UserRecord};
+use protocol::limits::{EDIT_WINDOW_MS, MAX_EDITS_PER_MESSAGE};
+use storage::{MessageRecord, Relation, RelationView, UserRecord};
 
 use crate::EngineError;
 
@@ -26,6 +27,32 @@ pub fn may_message(view: RelationView) -> Result<(), EngineError> {
     }
     if view.blocking {
         return Err(EngineError::Forbidden("you block this user; unblock them first".into()));
+    }
+    Ok(())
+}
+
+/// May `user` edit `message` at `now_ms`? Only its author, within
+/// [`EDIT_WINDOW_MS`] of sending, at most [`MAX_EDITS_PER_MESSAGE`] times,
+/// and not once it is deleted.
+pub fn may_edit(message: &MessageRecord, user: i64, now_ms: i64) -> Result<(), EngineError> {
+    may_change_for_everyone(message, user, now_ms)?;
+    if message.edit_count >= MAX_EDITS_PER_MESSAGE {
+        return Err(EngineError::EditClosed(format!("a message can be edited {MAX_EDITS_PER_MESSAGE} times")));
+    }
+    Ok(())
+}
+
+/// May `user` delete `message` for everyone at `now_ms`? Only its author,
+/// within [`EDIT_WINDOW_MS`] of sending, once.
+pub fn may_change_for_everyone(message: &MessageRecord, user: i64, now_ms: i64) -> Result<(), EngineError> {
+    if message.deleted_at_ms.is_some() {
+        return Err(EngineError::MessageNotFound);
+    }
+    if message.sender_id != user {
+        return Err(EngineError::Forbidden("only the author can edit or delete a message for everyone".into()));
+    }
+    if now_ms - message.sent_at_ms > EDIT_WINDOW_MS {
+        return Err(EngineError::EditClosed("the message is older than the 48-hour edit window".into()));
     }
     Ok(())
 }
@@ -64,6 +91,34 @@ mod tests {
             may_open_direct(&user(1), &user(1), view(Relation::Friends, false, false)),
             Err(EngineError::InvalidField(_))
         ));
+    }
+
+    fn message(sender_id: i64, sent_at_ms: i64, edit_count: u32, deleted: bool) -> MessageRecord {
+        MessageRecord {
+            id: 1,
+            chat_id: 1,
+            sender_id,
+            client_msg_id: "c".into(),
+            body: "b".into(),
+            sent_at_ms,
+            edited_at_ms: None,
+            edit_count,
+            deleted_at_ms: deleted.then_some(sent_at_ms),
+        }
+    }
+
+    #[test]
+    fn only_the_author_edits_within_the_window_and_the_edit_budget() {
+        let now = EDIT_WINDOW_MS + 1_000;
+        assert!(may_edit(&message(1, 1_000, 0, false), 1, now).is_ok());
+        assert!(matches!(may_edit(&message(1, 1_000, 0, false), 2, now), Err(EngineError::Forbidden(_))));
+        assert!(matches!(may_edit(&message(1, 999, 0, false), 1, now), Err(EngineError::EditClosed(_))));
+        assert!(matches!(
+            may_edit(&message(1, 1_000, MAX_EDITS_PER_MESSAGE, false), 1, now),
+            Err(EngineError::EditClosed(_))
+        ));
+        assert!(matches!(may_edit(&message(1, 1_000, 0, true), 1, now), Err(EngineError::MessageNotFound)));
+        assert!(may_change_for_everyone(&message(1, 1_000, MAX_EDITS_PER_MESSAGE, false), 1, now).is_ok());
     }
 
     #[test]

@@ -164,6 +164,8 @@ impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         match error {
             EngineError::ChatNotFound => ApiError::ChatNotFound,
+            EngineError::MessageNotFound => ApiError::NotFound,
+            EngineError::EditClosed(why) => ApiError::Forbidden(why),
             EngineError::UserNotFound => ApiError::UserNotFound,
             EngineError::Forbidden(why) => ApiError::Forbidden(why),
             EngineError::InvalidField(why) => ApiError::InvalidField(why),
@@ -205,6 +207,8 @@ fn relation_code(illegal: &storage::IllegalTransition) -> &'static str {
 pub fn frame_code(error: &EngineError) -> ErrorCode {
     match error {
         EngineError::ChatNotFound | EngineError::UserNotFound => ErrorCode::ChatNotFound,
+        EngineError::MessageNotFound => ErrorCode::MessageNotFound,
+        EngineError::EditClosed(_) => ErrorCode::EditClosed,
         EngineError::Forbidden(_) | EngineError::Relation(_) => ErrorCode::Forbidden,
         EngineError::InvalidField(_) => ErrorCode::InvalidField,
         EngineError::ClientMsgIdConflict => ErrorCode::ClientMsgIdConflict,

@@ -9,9 +9,11 @@ use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler,
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
 use engine::{ConnectionHandle, Engine, Kick};
-use protocol::limits::{MAX_BODY_BYTES, MAX_CLIENT_MSG_ID_BYTES, MAX_FRAME_BYTES, MAX_SYNC_BATCH};
+use protocol::limits::{
+    MAX_BODY_BYTES, MAX_CLIENT_MSG_ID_BYTES, MAX_FRAME_BYTES, MAX_REQUEST_ID_BYTES, MAX_SYNC_BATCH,
+};
 use protocol::ws::{ClientFrame, ErrorCode, ErrorFrame, Limits, ServerFrame, close};
-use protocol::{UserId, WS_SUBPROTOCOL};
+use protocol::{ChatId, MessageId, UserId, WS_SUBPROTOCOL};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -26,7 +28,7 @@ const REPLY_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Frame `type`s of protocol v1, to tell `unknown_type` from `bad_frame`.
-const CLIENT_FRAME_TYPES: [&str; 4] = ["send", "received", "sync", "ping"];
+const CLIENT_FRAME_TYPES: [&str; 6] = ["send", "received", "sync", "ping", "edit", "delete"];
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -67,6 +69,13 @@ pub async fn connect(
         connection
     });
     Ok(response)
+}
+
+/// What an `edit` or `delete` frame asks for.
+enum Change {
+    Edit(String),
+    DeleteForEveryone,
+    DeleteForMe,
 }
 
 /// How the writer task is to end the connection.
@@ -195,6 +204,7 @@ impl Connection {
                                     code: frame_code(&error),
                                     message: error.to_string(),
                                     client_msg_id: Some(reply_id),
+                                    request_id: None,
                                     retry_after_ms,
                                 })
                             }
@@ -218,7 +228,55 @@ impl Connection {
             }
             ClientFrame::Sync { after_seq } => self.sync(after_seq, ctx),
             ClientFrame::Ping {} => self.push(&ServerFrame::Pong {}, ctx),
+            ClientFrame::Edit { request_id, chat_id, message_id, body } => {
+                self.change(request_id, chat_id, message_id, Change::Edit(body), ctx)
+            }
+            ClientFrame::Delete { request_id, chat_id, message_id, for_everyone } => {
+                let change = if for_everyone { Change::DeleteForEveryone } else { Change::DeleteForMe };
+                self.change(request_id, chat_id, message_id, change, ctx)
+            }
         }
+    }
+
+    /// Edits or deletes a message; answers `done` or `error`, echoing `request_id`.
+    /// Handled in order with this connection's sends.
+    fn change(
+        &mut self,
+        request_id: String,
+        chat_id: ChatId,
+        message_id: MessageId,
+        change: Change,
+        ctx: &mut Context<Self>,
+    ) {
+        if request_id.is_empty() || request_id.len() > MAX_REQUEST_ID_BYTES {
+            let message = format!("request_id must be 1 to {MAX_REQUEST_ID_BYTES} bytes");
+            return self.reject(ErrorCode::InvalidField, message, ctx);
+        }
+        let engine = self.engine();
+        let user_id = self.user_id;
+        ctx.wait(
+            async move {
+                match change {
+                    Change::Edit(body) => engine.change_message(user_id, chat_id, message_id, Some(body)).await,
+                    Change::DeleteForEveryone => engine.change_message(user_id, chat_id, message_id, None).await,
+                    Change::DeleteForMe => engine.hide_message(user_id, chat_id, message_id).await,
+                }
+            }
+            .into_actor(self)
+            .map(move |result, conn, ctx| {
+                let frame = match result {
+                    Ok(()) => ServerFrame::Done { request_id },
+                    Err(error) => ServerFrame::Error(ErrorFrame {
+                        code: frame_code(&error),
+                        message: error.to_string(),
+                        client_msg_id: None,
+                        request_id: Some(request_id),
+                        retry_after_ms: None,
+                    }),
+                };
+                conn.push(&frame, ctx);
+            }),
+        );
     }
 
     /// Replays a batch of the update log, waiting for queue room rather

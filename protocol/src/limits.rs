@@ -51,3 +51,15 @@ pub const MAX_RELATION_PAGE: u32 = 100;
 
 /// Default page of a friends, requests or blocks list.
 pub const DEFAULT_RELATION_PAGE: u32 = 50;
+
+/// How long after sending a message its author may edit it or delete it
+/// for everyone: 48 hours (Telegram allows 48 h for some actions, WhatsApp
+/// about 60 h for deletion, Signal 24 h for edits and deletions).
+pub const EDIT_WINDOW_MS: i64 = 48 * 3600 * 1000;
+
+/// Most edits of one message (Signal allows 10, WhatsApp edits within
+/// 15 minutes); enough to fix typos, bounded so history stays small.
+pub const MAX_EDITS_PER_MESSAGE: u32 = 20;
+
+/// Longest `request_id`, in bytes.
+pub const MAX_REQUEST_ID_BYTES: usize = 64;

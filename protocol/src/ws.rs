@@ -25,6 +25,18 @@ pub enum ClientFrame {
     /// Application-level keep-alive for clients that cannot send WebSocket
     /// pings (browsers); answered by `pong`.
     Ping {},
+    /// Replace the text of your own message. Answered by `done` (the change
+    /// itself arrives as an `edited` update on every device) or `error`.
+    Edit {
+        /// Client-chosen; echoed in `done` or `error`.
+        request_id: String,
+        chat_id: ChatId,
+        message_id: MessageId,
+        body: String,
+    },
+    /// Delete a message for everyone (your own, within the edit window) or
+    /// only for yourself (any message of the chat). Answered like `edit`.
+    Delete { request_id: String, chat_id: ChatId, message_id: MessageId, for_everyone: bool },
 }
 
 /// A frame the server sends.
@@ -61,6 +73,8 @@ pub enum ServerFrame {
     },
     /// Answer to `ping`.
     Pong {},
+    /// An `edit` or `delete` succeeded.
+    Done { request_id: String },
     /// A request failed; nothing was changed.
     Error(ErrorFrame),
 }
@@ -71,6 +85,11 @@ pub enum ServerFrame {
 pub enum Update {
     /// A new message in one of the user's chats (sent by anyone, the user included).
     Message { message: Message },
+    /// A message was edited; `message` is its current state (`edited_at` set).
+    Edited { message: Message },
+    /// A message was deleted, for everyone (a tombstone) or only for this
+    /// user's devices; either way, stop showing its text.
+    Deleted { chat_id: ChatId, message_id: MessageId, for_everyone: bool },
     /// The user's relation with `user_id` changed (a request sent or
     /// received, accepted, declined, cancelled; a friend removed).
     Relation { user_id: UserId, relation: crate::rest::RelationState },
@@ -88,9 +107,16 @@ pub struct Message {
     pub sender_id: UserId,
     /// The sender's own ID for this send.
     pub client_msg_id: String,
+    /// The current text; empty once deleted for everyone.
     pub body: String,
     /// Milliseconds since the Unix epoch (taken from the message ID).
     pub sent_at: i64,
+    /// When the text was last edited; `null` if never.
+    #[serde(default)]
+    pub edited_at: Option<i64>,
+    /// Deleted for everyone: a tombstone without text.
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 /// Limits a client must respect, sent in `hello`.
@@ -113,6 +139,9 @@ pub struct ErrorFrame {
     /// The `client_msg_id` of the `send` that failed, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_msg_id: Option<String>,
+    /// The `request_id` of the `edit` or `delete` that failed, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// With `rate_limited`: milliseconds to wait before retrying.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
@@ -141,6 +170,11 @@ pub enum ErrorCode {
     Forbidden,
     /// The same `client_msg_id` was already used for a different message.
     ClientMsgIdConflict,
+    /// The message does not exist in the chat (or is deleted for everyone).
+    MessageNotFound,
+    /// The message can no longer be edited or deleted for everyone: its
+    /// window has passed or its edits are used up.
+    EditClosed,
     /// Too many requests; slow down.
     RateLimited,
     /// The server failed; the request may be retried with the same `client_msg_id`.
@@ -173,7 +207,13 @@ pub mod close {
 impl ServerFrame {
     /// Shorthand for an `error` frame.
     pub fn error(code: ErrorCode, message: impl Into<String>, client_msg_id: Option<String>) -> Self {
-        ServerFrame::Error(ErrorFrame { code, message: message.into(), client_msg_id, retry_after_ms: None })
+        ServerFrame::Error(ErrorFrame {
+            code,
+            message: message.into(),
+            client_msg_id,
+            request_id: None,
+            retry_after_ms: None,
+        })
     }
 }
 

@@ -122,9 +122,45 @@ pub trait ChatStore: Send + Sync + 'static {
     /// of a chat are stored in increasing order.
     async fn append_message(&self, message: NewMessage, audience: &[i64]) -> StorageResult<AppendOutcome>;
     /// Up to `limit` messages of the chat with an ID below `before` (all if
-    /// `None`), newest first.
-    async fn messages_before(&self, chat_id: i64, before: Option<i64>, limit: u32)
-    -> StorageResult<Vec<MessageRecord>>;
+    /// `None`), newest first, as `viewer` sees them: messages the viewer
+    /// deleted for themselves are left out; deleted-for-everyone ones are
+    /// tombstones.
+    async fn messages_before(
+        &self,
+        chat_id: i64,
+        viewer: i64,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StorageResult<Vec<MessageRecord>>;
+    /// One message of a chat, in its current state.
+    async fn message(&self, chat_id: i64, message_id: i64) -> StorageResult<Option<MessageRecord>>;
+    /// Atomically replaces the message's text (setting `edited_at_ms`,
+    /// counting the edit) and appends an `Edited` entry to each audience
+    /// member's update log. Checks of who may edit are the caller's; callers
+    /// serialise changes per chat. [`StorageError::NotFound`] for an unknown message.
+    async fn edit_message(
+        &self,
+        chat_id: i64,
+        message_id: i64,
+        body: String,
+        now_ms: i64,
+        audience: &[i64],
+    ) -> StorageResult<(MessageRecord, Vec<(i64, u64)>)>;
+    /// Atomically turns the message into a tombstone (its text is removed
+    /// from storage) and appends a `Deleted` entry for everyone to each
+    /// audience member's log. [`StorageError::NotFound`] for an unknown message.
+    async fn delete_message(
+        &self,
+        chat_id: i64,
+        message_id: i64,
+        now_ms: i64,
+        audience: &[i64],
+    ) -> StorageResult<Vec<(i64, u64)>>;
+    /// Hides the message from `user_id` only and appends a `Deleted` (not
+    /// for everyone) entry to that user's log; returns its seq. Hiding twice
+    /// logs nothing new and returns `None`. [`StorageError::NotFound`] for an
+    /// unknown message.
+    async fn hide_message(&self, user_id: i64, chat_id: i64, message_id: i64) -> StorageResult<Option<u64>>;
     /// Up to `limit` entries of the user's update log with `seq > after`,
     /// in `seq` order, each resolved to the current state of what it names.
     async fn updates_after(&self, user_id: i64, after: u64, limit: u32) -> StorageResult<Vec<UpdateRecord>>;

@@ -189,8 +189,15 @@ pub struct MessageRecord {
     pub chat_id: i64,
     pub sender_id: i64,
     pub client_msg_id: String,
+    /// The current text; empty once deleted for everyone.
     pub body: String,
     pub sent_at_ms: i64,
+    /// When the text was last edited.
+    pub edited_at_ms: Option<i64>,
+    /// How many times the text was edited.
+    pub edit_count: u32,
+    /// When it was deleted for everyone (a tombstone from then on).
+    pub deleted_at_ms: Option<i64>,
 }
 
 /// Result of [`crate::ChatStore::append_message`].
@@ -213,6 +220,14 @@ pub struct UpdateRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpdateKind {
     Message(MessageRecord),
+    /// A message was edited; its current state.
+    Edited(MessageRecord),
+    /// A message was deleted for everyone, or hidden for this user only.
+    Deleted {
+        chat_id: i64,
+        message_id: i64,
+        for_everyone: bool,
+    },
     /// The user's relation with `other` became `relation`.
     Relation {
         other: i64,

@@ -58,6 +58,9 @@ macro_rules! backend_tests {
                 updates_come_in_seq_order_with_limit,
                 chats_are_listed_by_last_activity,
                 mark_delivered_is_monotonic_and_members_only,
+                edits_replace_the_text_and_reach_every_log,
+                deletion_for_everyone_leaves_a_tombstone,
+                hiding_is_for_one_user_only,
                 clock_high_water_never_lowers,
                 ping_answers,
                 contact_change_takes_effect_on_confirm_and_only_once,
@@ -176,6 +179,9 @@ mod suite {
             client_msg_id: message.client_msg_id.clone(),
             body: message.body.clone(),
             sent_at_ms: message.sent_at_ms,
+            edited_at_ms: None,
+            edit_count: 0,
+            deleted_at_ms: None,
         }
     }
 
@@ -408,8 +414,8 @@ mod suite {
         assert_eq!(stores.chats.latest_seq(1).await?, 1);
         assert_eq!(stores.chats.latest_seq(2).await?, 1);
         assert_eq!(stores.chats.latest_seq(3).await?, 0);
-        assert_eq!(stores.chats.messages_before(ab, None, 10).await?, [stored(&original)]);
-        assert!(stores.chats.messages_before(ac, None, 10).await?.is_empty());
+        assert_eq!(stores.chats.messages_before(ab, 1, None, 10).await?, [stored(&original)]);
+        assert!(stores.chats.messages_before(ac, 1, None, 10).await?.is_empty());
         let listed = stores.chats.chats_of_user(3).await?;
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].last_message, None);
@@ -424,7 +430,7 @@ mod suite {
         let result = stores.chats.append_message(message(1_000, 404, 1, "c1"), &[1, 2]).await;
         assert!(matches!(result, Err(StorageError::NotFound(_))), "{result:?}");
         assert_eq!(stores.chats.latest_seq(1).await?, 0);
-        assert!(stores.chats.messages_before(404, None, 10).await?.is_empty());
+        assert!(stores.chats.messages_before(404, 1, None, 10).await?.is_empty());
         Ok(())
     }
 
@@ -441,7 +447,7 @@ mod suite {
         let mut before = None;
         let mut pages = Vec::new();
         loop {
-            let page = stores.chats.messages_before(ab, before, 10).await?;
+            let page = stores.chats.messages_before(ab, 1, before, 10).await?;
             if page.is_empty() {
                 break;
             }
@@ -455,11 +461,11 @@ mod suite {
         assert_eq!(seen, expected, "newest first, no gaps, no duplicates");
 
         // `before` is exclusive and need not be a stored ID.
-        assert_eq!(ids(&stores.chats.messages_before(ab, Some(1_010), 2).await?), [1_008, 1_006]);
-        assert_eq!(ids(&stores.chats.messages_before(ab, Some(1_011), 2).await?), [1_010, 1_008]);
-        assert!(stores.chats.messages_before(ab, Some(1_000), 10).await?.is_empty());
-        assert!(stores.chats.messages_before(ab, None, 0).await?.is_empty());
-        let newest = stores.chats.messages_before(ab, None, 1).await?;
+        assert_eq!(ids(&stores.chats.messages_before(ab, 1, Some(1_010), 2).await?), [1_008, 1_006]);
+        assert_eq!(ids(&stores.chats.messages_before(ab, 1, Some(1_011), 2).await?), [1_010, 1_008]);
+        assert!(stores.chats.messages_before(ab, 1, Some(1_000), 10).await?.is_empty());
+        assert!(stores.chats.messages_before(ab, 1, None, 0).await?.is_empty());
+        let newest = stores.chats.messages_before(ab, 1, None, 1).await?;
         assert_eq!(newest, [stored(&message(1_048, ab, 1, "ab24"))]);
         Ok(())
     }
@@ -550,6 +556,67 @@ mod suite {
         Ok(())
     }
 
+    pub async fn edits_replace_the_text_and_reach_every_log(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2]).await?;
+        let ab = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
+        append(stores, message(1_000, ab, 1, "m1"), &[1, 2]).await?;
+        let (edited, seqs) = stores.chats.edit_message(ab, 1_000, "fixed typo".into(), 5_000, &[1, 2]).await?;
+        assert_eq!((edited.body.as_str(), edited.edited_at_ms, edited.edit_count), ("fixed typo", Some(5_000), 1));
+        assert_eq!(seqs, [(1, 2), (2, 2)]);
+        stores.chats.edit_message(ab, 1_000, "again".into(), 6_000, &[1, 2]).await?;
+        assert_eq!(stores.chats.message(ab, 1_000).await?.map(|m| (m.body, m.edit_count)), Some(("again".into(), 2)));
+        assert_eq!(
+            stores.chats.messages_before(ab, 2, None, 10).await?[0].body,
+            "again",
+            "history has the current text"
+        );
+        // A device that was away replays both edits, each resolved to the current text.
+        let log = stores.chats.updates_after(2, 1, 10).await?;
+        assert_eq!(log.len(), 2);
+        assert!(log.iter().all(|u| matches!(&u.kind, UpdateKind::Edited(m) if m.body == "again")));
+        let missing = stores.chats.edit_message(ab, 9_999, "x".into(), 7_000, &[1, 2]).await;
+        assert!(matches!(missing, Err(StorageError::NotFound(_))), "{missing:?}");
+        Ok(())
+    }
+
+    pub async fn deletion_for_everyone_leaves_a_tombstone(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2]).await?;
+        let ab = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
+        append(stores, message(1_000, ab, 1, "secret"), &[1, 2]).await?;
+        let seqs = stores.chats.delete_message(ab, 1_000, 9_000, &[1, 2]).await?;
+        assert_eq!(seqs, [(1, 2), (2, 2)]);
+        let tombstone = stores.chats.message(ab, 1_000).await?.ok_or("tombstone gone")?;
+        assert_eq!(
+            (tombstone.body.as_str(), tombstone.deleted_at_ms),
+            ("", Some(9_000)),
+            "the text is gone from storage"
+        );
+        assert_eq!(stores.chats.messages_before(ab, 2, None, 10).await?.len(), 1, "both see the tombstone");
+        let log = stores.chats.updates_after(2, 0, 10).await?;
+        assert!(matches!(log[0].kind, UpdateKind::Message(ref m) if m.body.is_empty()), "replay never shows the text");
+        assert_eq!(log[1].kind, UpdateKind::Deleted { chat_id: ab, message_id: 1_000, for_everyone: true });
+        Ok(())
+    }
+
+    pub async fn hiding_is_for_one_user_only(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2]).await?;
+        let ab = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
+        append(stores, message(1_000, ab, 1, "m1"), &[1, 2]).await?;
+        append(stores, message(1_001, ab, 2, "m2"), &[1, 2]).await?;
+        assert_eq!(stores.chats.hide_message(2, ab, 1_000).await?, Some(3));
+        assert_eq!(stores.chats.hide_message(2, ab, 1_000).await?, None, "hiding twice logs nothing");
+        assert_eq!(ids(&stores.chats.messages_before(ab, 2, None, 10).await?), [1_001]);
+        assert_eq!(
+            ids(&stores.chats.messages_before(ab, 1, None, 10).await?),
+            [1_001, 1_000],
+            "the other still sees it"
+        );
+        assert_eq!(stores.chats.latest_seq(1).await?, 2, "nothing logged for the other");
+        let log = stores.chats.updates_after(2, 2, 10).await?;
+        assert_eq!(log[0].kind, UpdateKind::Deleted { chat_id: ab, message_id: 1_000, for_everyone: false });
+        Ok(())
+    }
+
     // ---------------------------------------------------------------- meta
 
     pub async fn clock_high_water_never_lowers(stores: &Stores) -> TestResult {
@@ -590,7 +657,7 @@ mod suite {
         assert_eq!(stores.users.user_by_username("user1").await?, Some(record(&new_user(1, "user1"))));
         let chat = ChatRecord { id: 100, kind: ChatKind::Direct, members: vec![1, 2], created_at_ms: 50 };
         assert_eq!(stores.chats.direct_chat(2, 1, 999, 60).await?, chat);
-        assert_eq!(stores.chats.messages_before(100, None, 10).await?, [stored(&sent)]);
+        assert_eq!(stores.chats.messages_before(100, 1, None, 10).await?, [stored(&sent)]);
         assert_eq!(stores.chats.latest_seq(2).await?, 1);
         assert_eq!(append(&stores, message(1_001, 100, 2, "c1"), &[1, 2]).await?, [(1, 2), (2, 2)]);
         assert_eq!(stores.chats.mark_delivered(100, 2, 900).await?, 1_000);

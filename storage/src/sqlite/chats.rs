@@ -2,13 +2,18 @@
 
 use super::*;
 
-const MESSAGE_COLUMNS: &str = "chat_id, id, sender_id, client_msg_id, body, sent_at_ms";
+/// Columns a message is read from, in [`message_at`]'s order.
+const MESSAGE_COLUMNS: &str =
+    "chat_id, id, sender_id, client_msg_id, body, sent_at_ms, edited_at_ms, edit_count, deleted_at_ms";
+
+/// Columns a new message is written to.
+const NEW_MESSAGE_COLUMNS: &str = "chat_id, id, sender_id, client_msg_id, body, sent_at_ms";
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     message_at(row, 0)
 }
 
-/// Reads the six [`MESSAGE_COLUMNS`] starting at column `first`.
+/// Reads the [`MESSAGE_COLUMNS`] starting at column `first`.
 fn message_at(row: &Row<'_>, first: usize) -> rusqlite::Result<MessageRecord> {
     Ok(MessageRecord {
         chat_id: row.get(first)?,
@@ -17,7 +22,39 @@ fn message_at(row: &Row<'_>, first: usize) -> rusqlite::Result<MessageRecord> {
         client_msg_id: row.get(first + 3)?,
         body: row.get(first + 4)?,
         sent_at_ms: row.get(first + 5)?,
+        edited_at_ms: row.get(first + 6)?,
+        edit_count: row.get(first + 7)?,
+        deleted_at_ms: row.get(first + 8)?,
     })
+}
+
+/// The message as stored, or [`StorageError::NotFound`].
+fn load_message(conn: &Connection, chat_id: i64, message_id: i64) -> StorageResult<MessageRecord> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 AND id = ?2");
+    conn.prepare_cached(&sql)?
+        .query_row([chat_id, message_id], message_from_row)
+        .optional()?
+        .ok_or_else(|| StorageError::NotFound(format!("message {message_id} in chat {chat_id}")))
+}
+
+/// Appends an entry of `kind` naming the message to each user's log.
+fn log_message_event(
+    conn: &Connection,
+    kind: &str,
+    chat_id: i64,
+    message_id: i64,
+    users: &[i64],
+) -> StorageResult<Vec<(i64, u64)>> {
+    let mut log = conn.prepare_cached(
+        "INSERT INTO user_updates (user_id, seq, kind, chat_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut seqs = Vec::with_capacity(users.len());
+    for &user_id in users {
+        let seq = next_seq(conn, user_id)?;
+        log.execute(params![user_id, seq as i64, kind, chat_id, message_id])?;
+        seqs.push((user_id, seq));
+    }
+    Ok(seqs)
 }
 
 /// Like [`message_at`], for a LEFT JOIN that may have found no message.
@@ -173,7 +210,7 @@ impl ChatStore for SqliteStore {
             if chats == 0 {
                 return Err(StorageError::NotFound(format!("chat {}", message.chat_id)));
             }
-            let sql = format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+            let sql = format!("INSERT INTO messages ({NEW_MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
             tx.prepare_cached(&sql)?.execute(params![
                 message.chat_id,
                 message.id,
@@ -183,16 +220,7 @@ impl ChatStore for SqliteStore {
                 message.sent_at_ms
             ])?;
 
-            let mut log = tx.prepare_cached(
-                "INSERT INTO user_updates (user_id, seq, kind, chat_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut seqs = Vec::with_capacity(recipients.len());
-            for user_id in recipients {
-                let seq = next_seq(tx, user_id)?;
-                log.execute(params![user_id, seq as i64, UPDATE_MESSAGE, message.chat_id, message.id])?;
-                seqs.push((user_id, seq));
-            }
-
+            let seqs = log_message_event(tx, UPDATE_MESSAGE, message.chat_id, message.id, &recipients)?;
             let message = MessageRecord {
                 id: message.id,
                 chat_id: message.chat_id,
@@ -200,6 +228,9 @@ impl ChatStore for SqliteStore {
                 client_msg_id: message.client_msg_id,
                 body: message.body,
                 sent_at_ms: message.sent_at_ms,
+                edited_at_ms: None,
+                edit_count: 0,
+                deleted_at_ms: None,
             };
             Ok(AppendOutcome::Appended { message, seqs })
         })
@@ -209,28 +240,89 @@ impl ChatStore for SqliteStore {
     async fn messages_before(
         &self,
         chat_id: i64,
+        viewer: i64,
         before: Option<i64>,
         limit: u32,
     ) -> StorageResult<Vec<MessageRecord>> {
+        let before = before.unwrap_or(i64::MAX);
         self.read(move |tx| {
-            let messages = match before {
-                Some(before) => {
-                    let sql = format!(
-                        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
-                    );
-                    tx.prepare_cached(&sql)?
-                        .query_map(params![chat_id, before, limit], message_from_row)?
-                        .collect::<rusqlite::Result<Vec<_>>>()?
-                }
-                None => {
-                    let sql =
-                        format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 ORDER BY id DESC LIMIT ?2");
-                    tx.prepare_cached(&sql)?
-                        .query_map(params![chat_id, limit], message_from_row)?
-                        .collect::<rusqlite::Result<Vec<_>>>()?
-                }
-            };
-            Ok(messages)
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages m
+                 WHERE chat_id = ?1 AND id < ?2
+                   AND NOT EXISTS (SELECT 1 FROM hidden_messages h
+                                   WHERE h.user_id = ?3 AND h.chat_id = m.chat_id AND h.message_id = m.id)
+                 ORDER BY id DESC LIMIT ?4"
+            );
+            Ok(tx
+                .prepare_cached(&sql)?
+                .query_map(params![chat_id, before, viewer, limit], message_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn message(&self, chat_id: i64, message_id: i64) -> StorageResult<Option<MessageRecord>> {
+        self.read(move |tx| match load_message(tx, chat_id, message_id) {
+            Ok(message) => Ok(Some(message)),
+            Err(StorageError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        })
+        .await
+    }
+
+    async fn edit_message(
+        &self,
+        chat_id: i64,
+        message_id: i64,
+        body: String,
+        now_ms: i64,
+        audience: &[i64],
+    ) -> StorageResult<(MessageRecord, Vec<(i64, u64)>)> {
+        let audience = audience.to_vec();
+        self.write(move |tx| {
+            load_message(tx, chat_id, message_id)?;
+            tx.prepare_cached(
+                "UPDATE messages SET body = ?3, edited_at_ms = ?4, edit_count = edit_count + 1
+                 WHERE chat_id = ?1 AND id = ?2",
+            )?
+            .execute(params![chat_id, message_id, body, now_ms])?;
+            let seqs = log_message_event(tx, UPDATE_EDIT, chat_id, message_id, &audience)?;
+            Ok((load_message(tx, chat_id, message_id)?, seqs))
+        })
+        .await
+    }
+
+    async fn delete_message(
+        &self,
+        chat_id: i64,
+        message_id: i64,
+        now_ms: i64,
+        audience: &[i64],
+    ) -> StorageResult<Vec<(i64, u64)>> {
+        let audience = audience.to_vec();
+        self.write(move |tx| {
+            load_message(tx, chat_id, message_id)?;
+            tx.prepare_cached("UPDATE messages SET body = '', deleted_at_ms = ?3 WHERE chat_id = ?1 AND id = ?2")?
+                .execute(params![chat_id, message_id, now_ms])?;
+            log_message_event(tx, UPDATE_DELETE, chat_id, message_id, &audience)
+        })
+        .await
+    }
+
+    async fn hide_message(&self, user_id: i64, chat_id: i64, message_id: i64) -> StorageResult<Option<u64>> {
+        self.write(move |tx| {
+            load_message(tx, chat_id, message_id)?;
+            let hidden = tx
+                .prepare_cached(
+                    "INSERT INTO hidden_messages (user_id, chat_id, message_id) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute([user_id, chat_id, message_id])?;
+            if hidden == 0 {
+                return Ok(None);
+            }
+            let seqs = log_message_event(tx, UPDATE_HIDE, chat_id, message_id, &[user_id])?;
+            Ok(seqs.first().map(|(_, seq)| *seq))
         })
         .await
     }
@@ -256,11 +348,17 @@ impl ChatStore for SqliteStore {
                 let kind: String = row.get(1)?;
                 let kind = match (kind.as_str(), optional_message_at(row, 4)?) {
                     (UPDATE_MESSAGE, Some(message)) => UpdateKind::Message(message),
+                    (UPDATE_EDIT, Some(message)) => UpdateKind::Edited(message),
+                    (UPDATE_DELETE | UPDATE_HIDE, Some(message)) => UpdateKind::Deleted {
+                        chat_id: message.chat_id,
+                        message_id: message.id,
+                        for_everyone: kind == UPDATE_DELETE,
+                    },
                     (UPDATE_RELATION, _) => UpdateKind::Relation {
                         other: row.get(2)?,
                         relation: super::relations::parse_relation(&row.get::<_, String>(3)?)?,
                     },
-                    (UPDATE_MESSAGE, None) => {
+                    (UPDATE_MESSAGE | UPDATE_EDIT | UPDATE_DELETE | UPDATE_HIDE, None) => {
                         return Err(backend(format!("update {seq} of user {user_id} names a missing message")));
                     }
                     (other, _) => {

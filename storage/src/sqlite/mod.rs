@@ -43,7 +43,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 const _: () = assert!(READER_POOL_SIZE > 0, "the reader pool needs at least one connection");
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// Version 1: users, token families, 1:1 chats, messages, update logs and
 /// the ID clock's high-water marks.
@@ -195,6 +195,22 @@ CREATE TABLE contact_challenges (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Version 3: edited and deleted-for-everyone messages, messages a user
+/// deleted for themselves.
+const MIGRATION_3: &str = r#"
+ALTER TABLE messages ADD COLUMN edited_at_ms INTEGER;
+ALTER TABLE messages ADD COLUMN edit_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN deleted_at_ms INTEGER;
+
+CREATE TABLE hidden_messages (
+    user_id    INTEGER NOT NULL REFERENCES users (id),
+    chat_id    INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    PRIMARY KEY (user_id, chat_id, message_id),
+    FOREIGN KEY (chat_id, message_id) REFERENCES messages (chat_id, id)
+) STRICT, WITHOUT ROWID;
+"#;
+
 /// Appends to `user_id`'s update log: bumps the user's seq and returns it.
 /// [`StorageError::NotFound`] for an unknown user.
 fn next_seq(conn: &Connection, user_id: i64) -> StorageResult<u64> {
@@ -210,6 +226,12 @@ fn next_seq(conn: &Connection, user_id: i64) -> StorageResult<u64> {
 const KIND_DIRECT: &str = "direct";
 /// `user_updates.kind` of an entry naming a message.
 const UPDATE_MESSAGE: &str = "message";
+/// `user_updates.kind` of an entry naming an edited message.
+const UPDATE_EDIT: &str = "edit";
+/// `user_updates.kind` of an entry naming a message deleted for everyone.
+const UPDATE_DELETE: &str = "delete";
+/// `user_updates.kind` of an entry naming a message the user hid.
+const UPDATE_HIDE: &str = "hide";
 /// `user_updates.kind` of an entry recording a relation change.
 const UPDATE_RELATION: &str = "relation";
 
@@ -495,7 +517,7 @@ mod tests {
         let result = store.append_message(message.clone(), &[1, 999]).await;
         assert!(matches!(result, Err(StorageError::NotFound(_))), "{result:?}");
         assert_eq!(store.latest_seq(1).await?, 0);
-        assert!(store.messages_before(chat.id, None, 10).await?.is_empty());
+        assert!(store.messages_before(chat.id, 1, None, 10).await?.is_empty());
         assert_eq!(store.chats_of_user(1).await?[0].last_message, None);
 
         // The same message goes through once the audience is right.
