@@ -235,6 +235,7 @@ impl Engine {
                     UpdateKind::Deleted { chat_id, message_id, for_everyone } => {
                         Update::Deleted { chat_id: ChatId(chat_id), message_id: MessageId(message_id), for_everyone }
                     }
+                    UpdateKind::Receipt { chat_id, receipt } => receipt_update(chat_id, receipt),
                     UpdateKind::Relation { other, relation } => {
                         Update::Relation { user_id: UserId(other), relation: relation_state(relation) }
                     }
@@ -245,18 +246,26 @@ impl Engine {
         Ok(SyncBatch { updates, seq, has_more })
     }
 
-    /// Records that one of the user's devices has the chat's messages up to `message_id`.
-    pub async fn mark_received(
+    /// Records that one of the user's devices has the chat's messages up to
+    /// `message_id` (delivered), or with `seen` that the user has read them;
+    /// if a watermark moved, every member's devices hear of it.
+    pub async fn mark_read(
         &self,
         user_id: UserId,
         chat_id: ChatId,
         message_id: MessageId,
+        seen: bool,
     ) -> Result<(), EngineError> {
-        match self.core.stores.chats.mark_delivered(chat_id.0, user_id.0, message_id.0).await {
-            Ok(_) => Ok(()),
-            Err(storage::StorageError::NotFound(_)) => Err(EngineError::ChatNotFound),
-            Err(error) => Err(error.into()),
+        let change = match self.core.stores.chats.mark_read(chat_id.0, user_id.0, message_id.0, seen).await {
+            Ok(change) => change,
+            Err(storage::StorageError::NotFound(_)) => return Err(EngineError::ChatNotFound),
+            Err(error) => return Err(error.into()),
+        };
+        if let Some(change) = change {
+            let update = receipt_update(chat_id.0, change.receipt);
+            chat::publish(&self.core, &update, change.seqs).await;
         }
+        Ok(())
     }
 
     /// Opens (or finds) the 1:1 chat of `user_id` and `peer_id`.
@@ -376,6 +385,16 @@ pub fn message_view(record: &MessageRecord) -> Message {
         sent_at: record.sent_at_ms,
         edited_at: record.edited_at_ms,
         deleted: record.deleted_at_ms.is_some(),
+    }
+}
+
+/// The wire form of a member's receipts.
+fn receipt_update(chat_id: i64, receipt: storage::ReceiptRecord) -> Update {
+    Update::Receipt {
+        chat_id: ChatId(chat_id),
+        user_id: UserId(receipt.user_id),
+        delivered_up_to: MessageId(receipt.delivered_up_to),
+        seen_up_to: MessageId(receipt.seen_up_to),
     }
 }
 

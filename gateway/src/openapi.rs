@@ -27,7 +27,7 @@ use crate::routes::{auth, chats, friends, users};
         protocol::rest::AvatarUrls,
         crate::routes::contacts::EmailChange, crate::routes::contacts::PhoneChange, crate::routes::contacts::ConfirmCode,
         crate::routes::contacts::PendingChange, crate::routes::contacts::ConfirmedContact,
-        protocol::rest::OwnProfile, protocol::rest::ProfilePatch, protocol::rest::RelationState,
+        protocol::rest::OwnProfile, protocol::rest::ProfilePatch, protocol::rest::MemberReceipts, protocol::rest::RelationState,
         protocol::rest::FriendRequest, protocol::rest::RelationStatus, protocol::rest::RelatedUser,
         protocol::rest::RelatedUserPage, protocol::rest::SearchHit, protocol::rest::SearchResults,
     )),

@@ -28,7 +28,7 @@ const REPLY_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Frame `type`s of protocol v1, to tell `unknown_type` from `bad_frame`.
-const CLIENT_FRAME_TYPES: [&str; 6] = ["send", "received", "sync", "ping", "edit", "delete"];
+const CLIENT_FRAME_TYPES: [&str; 7] = ["send", "received", "seen", "sync", "ping", "edit", "delete"];
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -213,19 +213,8 @@ impl Connection {
                     },
                 ));
             }
-            ClientFrame::Received { chat_id, message_id } => {
-                let engine = self.engine();
-                let user_id = self.user_id;
-                ctx.spawn(
-                    async move { engine.mark_received(user_id, chat_id, message_id).await }.into_actor(self).map(
-                        |result, conn, ctx| {
-                            if let Err(error) = result {
-                                conn.push(&ServerFrame::error(frame_code(&error), error.to_string(), None), ctx);
-                            }
-                        },
-                    ),
-                );
-            }
+            ClientFrame::Received { chat_id, message_id } => self.mark_read(chat_id, message_id, false, ctx),
+            ClientFrame::Seen { chat_id, message_id } => self.mark_read(chat_id, message_id, true, ctx),
             ClientFrame::Sync { after_seq } => self.sync(after_seq, ctx),
             ClientFrame::Ping {} => self.push(&ServerFrame::Pong {}, ctx),
             ClientFrame::Edit { request_id, chat_id, message_id, body } => {
@@ -236,6 +225,20 @@ impl Connection {
                 self.change(request_id, chat_id, message_id, change, ctx)
             }
         }
+    }
+
+    /// Moves this user's delivered (and with `seen`, seen) watermark; no
+    /// answer unless it fails.
+    fn mark_read(&mut self, chat_id: ChatId, message_id: MessageId, seen: bool, ctx: &mut Context<Self>) {
+        let engine = self.engine();
+        let user_id = self.user_id;
+        ctx.spawn(async move { engine.mark_read(user_id, chat_id, message_id, seen).await }.into_actor(self).map(
+            |result, conn, ctx| {
+                if let Err(error) = result {
+                    conn.push(&ServerFrame::error(frame_code(&error), error.to_string(), None), ctx);
+                }
+            },
+        ));
     }
 
     /// Edits or deletes a message; answers `done` or `error`, echoing `request_id`.

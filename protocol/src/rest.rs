@@ -198,6 +198,22 @@ pub struct ChatSummary {
     pub members: Vec<UserView>,
     /// Newest message, if any.
     pub last_message: Option<Message>,
+    /// Messages from others after the caller's seen watermark.
+    #[serde(default)]
+    pub unread: u32,
+    /// Every member's delivered and seen watermarks.
+    #[serde(default)]
+    pub receipts: Vec<MemberReceipts>,
+}
+
+/// One member's receipt watermarks in a chat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MemberReceipts {
+    pub user_id: UserId,
+    /// Has received the chat's messages up to this ID ("0" for none).
+    pub delivered_up_to: MessageId,
+    /// Has read the chat up to this ID ("0" for none).
+    pub seen_up_to: MessageId,
 }
 
 /// `GET /chats`.

@@ -18,8 +18,12 @@ pub enum ClientFrame {
         chat_id: ChatId,
         body: String,
     },
-    /// This device has received the chat's messages up to `message_id`.
+    /// This device has received the chat's messages up to `message_id`
+    /// (the *delivered* watermark). One frame covers every earlier message.
     Received { chat_id: ChatId, message_id: MessageId },
+    /// The user has read the chat up to `message_id` (the *seen* watermark;
+    /// it implies delivered). One frame covers every earlier message.
+    Seen { chat_id: ChatId, message_id: MessageId },
     /// Replay the updates after `after_seq`, then answer `synced`.
     Sync { after_seq: u64 },
     /// Application-level keep-alive for clients that cannot send WebSocket
@@ -90,6 +94,11 @@ pub enum Update {
     /// A message was deleted, for everyone (a tombstone) or only for this
     /// user's devices; either way, stop showing its text.
     Deleted { chat_id: ChatId, message_id: MessageId, for_everyone: bool },
+    /// A member's receipts in a chat moved: `user_id` has received the
+    /// chat's messages up to `delivered_up_to` and read up to `seen_up_to`
+    /// (both current, never lower than before; "0" for none). Sent to every
+    /// member, the reader's other devices included.
+    Receipt { chat_id: ChatId, user_id: UserId, delivered_up_to: MessageId, seen_up_to: MessageId },
     /// The user's relation with `user_id` changed (a request sent or
     /// received, accepted, declined, cancelled; a friend removed).
     Relation { user_id: UserId, relation: crate::rest::RelationState },

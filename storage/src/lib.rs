@@ -166,11 +166,19 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn updates_after(&self, user_id: i64, after: u64, limit: u32) -> StorageResult<Vec<UpdateRecord>>;
     /// The newest `seq` of the user's update log (0 if empty).
     async fn latest_seq(&self, user_id: i64) -> StorageResult<u64>;
-    /// Raises the user's delivered watermark in the chat to `message_id`,
-    /// capped at the chat's newest message (a client cannot acknowledge the
-    /// future), never lowering it; returns the watermark now stored. Fails with
+    /// Raises the user's delivered watermark in the chat to `up_to`, and
+    /// with `seen` also the seen watermark, each capped at the chat's newest
+    /// message (a client cannot acknowledge the future) and never lowered.
+    /// If either moved, appends a receipt entry to every member's update
+    /// log in the same step and returns the change; `None` if nothing moved.
     /// [`StorageError::NotFound`] if the user is not a member.
-    async fn mark_delivered(&self, chat_id: i64, user_id: i64, message_id: i64) -> StorageResult<i64>;
+    async fn mark_read(
+        &self,
+        chat_id: i64,
+        user_id: i64,
+        up_to: i64,
+        seen: bool,
+    ) -> StorageResult<Option<ReceiptChange>>;
 }
 
 /// Small per-node facts that must survive restarts.

@@ -169,6 +169,28 @@ pub struct ChatRecord {
 pub struct ChatOverview {
     pub chat: ChatRecord,
     pub last_message: Option<MessageRecord>,
+    /// Messages from others after the user's seen watermark (not deleted,
+    /// not hidden by the user).
+    pub unread: u32,
+    /// Every member's watermarks, by user ID ascending.
+    pub receipts: Vec<ReceiptRecord>,
+}
+
+/// A member's receipt watermarks in a chat (0 for none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiptRecord {
+    pub user_id: i64,
+    pub delivered_up_to: i64,
+    pub seen_up_to: i64,
+}
+
+/// Result of [`crate::ChatStore::mark_read`] when a watermark moved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptChange {
+    /// The reader's watermarks now.
+    pub receipt: ReceiptRecord,
+    /// The new update-log seq of every member.
+    pub seqs: Vec<(i64, u64)>,
 }
 
 /// A message to store.
@@ -227,6 +249,11 @@ pub enum UpdateKind {
         chat_id: i64,
         message_id: i64,
         for_everyone: bool,
+    },
+    /// A member's watermarks in a chat moved; their current values.
+    Receipt {
+        chat_id: i64,
+        receipt: ReceiptRecord,
     },
     /// The user's relation with `other` became `relation`.
     Relation {

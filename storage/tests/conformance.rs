@@ -57,7 +57,8 @@ macro_rules! backend_tests {
                 messages_page_newest_first_without_gaps,
                 updates_come_in_seq_order_with_limit,
                 chats_are_listed_by_last_activity,
-                mark_delivered_is_monotonic_and_members_only,
+                receipts_are_monotonic_capped_and_logged_for_every_member,
+                unread_counts_follow_the_seen_watermark,
                 edits_replace_the_text_and_reach_every_log,
                 deletion_for_everyone_leaves_a_tombstone,
                 hiding_is_for_one_user_only,
@@ -106,7 +107,7 @@ backend_tests!(sqlite, SqliteHarness);
 mod suite {
     use storage::{
         AppendOutcome, ChatKind, ChatRecord, MessageRecord, NewMessage, NewRefreshToken, NewTokenFamily, NewUser,
-        RotateOutcome, StorageError, StorageResult, Stores, TokenHash, UpdateKind, UserRecord,
+        ReceiptRecord, RotateOutcome, StorageError, StorageResult, Stores, TokenHash, UpdateKind, UserRecord,
     };
 
     use super::{Error, Harness, TestResult};
@@ -537,22 +538,53 @@ mod suite {
         Ok(())
     }
 
-    pub async fn mark_delivered_is_monotonic_and_members_only(stores: &Stores) -> TestResult {
+    pub async fn receipts_are_monotonic_capped_and_logged_for_every_member(stores: &Stores) -> TestResult {
         users(stores, &[1, 2, 3]).await?;
         let ab = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
-        assert_eq!(stores.chats.mark_delivered(ab, 2, 1_050).await?, 0, "nothing to have received in an empty chat");
+        assert_eq!(stores.chats.mark_read(ab, 2, 1_050, false).await?, None, "nothing to receive in an empty chat");
         append(stores, message(1_100, ab, 1, "newest"), &[1, 2]).await?;
+        let receipt = |delivered, seen| ReceiptRecord { user_id: 2, delivered_up_to: delivered, seen_up_to: seen };
 
-        assert_eq!(stores.chats.mark_delivered(ab, 2, 1_050).await?, 1_050);
-        assert_eq!(stores.chats.mark_delivered(ab, 2, 1_030).await?, 1_050, "never lowered");
-        assert_eq!(stores.chats.mark_delivered(ab, 2, 1_070).await?, 1_070);
-        assert_eq!(stores.chats.mark_delivered(ab, 1, 1_010).await?, 1_010, "per member");
-        assert_eq!(stores.chats.mark_delivered(ab, 2, 9_999).await?, 1_100, "capped at the newest message");
+        let change = stores.chats.mark_read(ab, 2, 1_050, false).await?.ok_or("delivered did not move")?;
+        assert_eq!(change.receipt, receipt(1_050, 0));
+        assert_eq!(change.seqs, [(1, 2), (2, 2)], "every member's log, the reader's too");
+        assert_eq!(stores.chats.mark_read(ab, 2, 1_030, false).await?, None, "never lowered, nothing logged");
+        let seen = stores.chats.mark_read(ab, 2, 9_999, true).await?.ok_or("seen did not move")?;
+        assert_eq!(seen.receipt, receipt(1_100, 1_100), "capped at the newest message; seen implies delivered");
+        assert_eq!(stores.chats.mark_read(ab, 2, 1_100, true).await?, None);
 
-        let outsider = stores.chats.mark_delivered(ab, 3, 1_000).await;
+        // The log resolves to the current watermarks.
+        let log = stores.chats.updates_after(1, 1, 10).await?;
+        assert_eq!(log.len(), 2);
+        assert!(log.iter().all(|u| u.kind == UpdateKind::Receipt { chat_id: ab, receipt: receipt(1_100, 1_100) }));
+
+        let outsider = stores.chats.mark_read(ab, 3, 1_000, true).await;
         assert!(matches!(outsider, Err(StorageError::NotFound(_))), "{outsider:?}");
-        let no_chat = stores.chats.mark_delivered(404, 1, 1_000).await;
+        let no_chat = stores.chats.mark_read(404, 1, 1_000, false).await;
         assert!(matches!(no_chat, Err(StorageError::NotFound(_))), "{no_chat:?}");
+        Ok(())
+    }
+
+    pub async fn unread_counts_follow_the_seen_watermark(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2]).await?;
+        let ab = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
+        for (i, sender) in [1, 1, 2, 1, 1].into_iter().enumerate() {
+            append(stores, message(1_000 + i as i64, ab, sender, &format!("m{i}")), &[1, 2]).await?;
+        }
+        let unread = |user| async move {
+            let chats = stores.chats.chats_of_user(user).await?;
+            Ok::<_, Error>(chats[0].unread)
+        };
+        assert_eq!(unread(2).await?, 4, "others' messages only");
+        assert_eq!(unread(1).await?, 1);
+        stores.chats.mark_read(ab, 2, 1_001, true).await?;
+        assert_eq!(unread(2).await?, 2);
+        stores.chats.delete_message(ab, 1_004, 5_000, &[1, 2]).await?;
+        stores.chats.hide_message(2, ab, 1_003).await?;
+        assert_eq!(unread(2).await?, 0, "deleted and hidden messages do not count");
+        let overview = &stores.chats.chats_of_user(1).await?[0];
+        let seen: Vec<i64> = overview.receipts.iter().map(|r| r.seen_up_to).collect();
+        assert_eq!(seen, [0, 1_001], "every member's watermarks, by user");
         Ok(())
     }
 
@@ -650,7 +682,7 @@ mod suite {
             family(&stores, 10, 1, 1).await?;
             stores.chats.direct_chat(1, 2, 100, 50).await?;
             append(&stores, sent.clone(), &[1, 2]).await?;
-            stores.chats.mark_delivered(100, 2, 1_000).await?;
+            stores.chats.mark_read(100, 2, 1_000, true).await?;
         }
 
         let stores = harness.open().await?;
@@ -658,9 +690,9 @@ mod suite {
         let chat = ChatRecord { id: 100, kind: ChatKind::Direct, members: vec![1, 2], created_at_ms: 50 };
         assert_eq!(stores.chats.direct_chat(2, 1, 999, 60).await?, chat);
         assert_eq!(stores.chats.messages_before(100, 1, None, 10).await?, [stored(&sent)]);
-        assert_eq!(stores.chats.latest_seq(2).await?, 1);
-        assert_eq!(append(&stores, message(1_001, 100, 2, "c1"), &[1, 2]).await?, [(1, 2), (2, 2)]);
-        assert_eq!(stores.chats.mark_delivered(100, 2, 900).await?, 1_000);
+        assert_eq!(stores.chats.latest_seq(2).await?, 2, "the message and the receipt");
+        assert_eq!(append(&stores, message(1_001, 100, 2, "c1"), &[1, 2]).await?, [(1, 3), (2, 3)]);
+        assert_eq!(stores.chats.mark_read(100, 2, 900, true).await?, None, "watermarks survived");
         let rotated = stores.tokens.rotate(&hash(1), token(2, 10_000), 100).await?;
         assert_eq!(rotated, RotateOutcome::Rotated { user_id: 1, family_id: 10 });
         Ok(())

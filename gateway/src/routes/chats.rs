@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use actix_web::web;
 use protocol::limits::DEFAULT_HISTORY_PAGE;
-use protocol::rest::{ChatKind, ChatList, ChatSummary, HistoryQuery, MessagePage, OpenDirectChat};
-use protocol::{ChatId, MessageId};
+use protocol::rest::{ChatKind, ChatList, ChatSummary, HistoryQuery, MemberReceipts, MessagePage, OpenDirectChat};
+use protocol::{ChatId, MessageId, UserId};
 use storage::{ChatOverview, UserRecord};
 
 use crate::errors::ApiError;
@@ -31,8 +31,8 @@ pub async fn open_direct(
     body: web::Json<OpenDirectChat>,
 ) -> Result<web::Json<ChatSummary>, ApiError> {
     let chat = state.engine.open_direct_chat(user.user_id, body.user_id).await?;
-    let last_message = state.engine.history(user.user_id, ChatId(chat.id), None, 1).await?.into_iter().next();
-    let mut summaries = summaries(&state, vec![ChatOverview { chat, last_message }]).await?;
+    let overview = state.engine.chats_of(user.user_id).await?.into_iter().filter(|o| o.chat.id == chat.id).collect();
+    let mut summaries = summaries(&state, overview).await?;
     summaries.pop().map(web::Json).ok_or(ApiError::Internal("chat vanished".into()))
 }
 
@@ -72,6 +72,16 @@ async fn summaries(state: &AppState, overviews: Vec<ChatOverview>) -> Result<Vec
             },
             members: overview.chat.members.iter().filter_map(|id| users.get(id)).map(user_view).collect(),
             last_message: overview.last_message.as_ref().map(engine::message_view),
+            unread: overview.unread,
+            receipts: overview
+                .receipts
+                .iter()
+                .map(|r| MemberReceipts {
+                    user_id: UserId(r.user_id),
+                    delivered_up_to: MessageId(r.delivered_up_to),
+                    seen_up_to: MessageId(r.seen_up_to),
+                })
+                .collect(),
         })
         .collect())
 }

@@ -37,6 +37,16 @@ fn load_message(conn: &Connection, chat_id: i64, message_id: i64) -> StorageResu
         .ok_or_else(|| StorageError::NotFound(format!("message {message_id} in chat {chat_id}")))
 }
 
+/// A member's watermarks, or `None` for a non-member.
+fn load_receipt(conn: &Connection, chat_id: i64, user_id: i64) -> StorageResult<Option<ReceiptRecord>> {
+    Ok(conn
+        .prepare_cached("SELECT delivered_up_to, seen_up_to FROM chat_members WHERE chat_id = ?1 AND user_id = ?2")?
+        .query_row([chat_id, user_id], |row| {
+            Ok(ReceiptRecord { user_id, delivered_up_to: row.get(0)?, seen_up_to: row.get(1)? })
+        })
+        .optional()?)
+}
+
 /// Appends an entry of `kind` naming the message to each user's log.
 fn log_message_event(
     conn: &Connection,
@@ -138,19 +148,34 @@ impl ChatStore for SqliteStore {
         self.read(move |tx| {
             // Two queries for any number of chats: every member of the
             // user's chats, then the chats with their newest message.
-            let mut members: HashMap<i64, Vec<i64>> = HashMap::new();
+            let mut members: HashMap<i64, Vec<ReceiptRecord>> = HashMap::new();
             {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT other.chat_id, other.user_id
+                    "SELECT other.chat_id, other.user_id, other.delivered_up_to, other.seen_up_to
                      FROM chat_members mine JOIN chat_members other ON other.chat_id = mine.chat_id
                      WHERE mine.user_id = ?1
                      ORDER BY other.chat_id, other.user_id",
                 )?;
                 let mut rows = stmt.query([user_id])?;
                 while let Some(row) = rows.next()? {
-                    members.entry(row.get(0)?).or_default().push(row.get(1)?);
+                    let receipt =
+                        ReceiptRecord { user_id: row.get(1)?, delivered_up_to: row.get(2)?, seen_up_to: row.get(3)? };
+                    members.entry(row.get(0)?).or_default().push(receipt);
                 }
             }
+            // Unread: others' messages after the user's seen watermark.
+            let unread: HashMap<i64, u32> = tx
+                .prepare_cached(
+                    "SELECT mine.chat_id, COUNT(m.id)
+                     FROM chat_members mine
+                     JOIN messages m ON m.chat_id = mine.chat_id AND m.id > mine.seen_up_to
+                     WHERE mine.user_id = ?1 AND m.sender_id <> ?1 AND m.deleted_at_ms IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM hidden_messages h
+                                       WHERE h.user_id = ?1 AND h.chat_id = m.chat_id AND h.message_id = m.id)
+                     GROUP BY mine.chat_id",
+                )?
+                .query_map([user_id], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
 
             // Last activity: the newest message's time, or the chat's
             // creation for a chat without messages; IDs break ties.
@@ -169,14 +194,17 @@ impl ChatStore for SqliteStore {
             while let Some(row) = rows.next()? {
                 let id: i64 = row.get(0)?;
                 let kind: String = row.get(1)?;
+                let receipts = members.remove(&id).unwrap_or_default();
                 chats.push(ChatOverview {
                     chat: ChatRecord {
                         id,
                         kind: chat_kind(&kind)?,
-                        members: members.remove(&id).unwrap_or_default(),
+                        members: receipts.iter().map(|r| r.user_id).collect(),
                         created_at_ms: row.get(2)?,
                     },
                     last_message: optional_message_at(row, 3)?,
+                    unread: unread.get(&id).copied().unwrap_or(0),
+                    receipts,
                 });
             }
             Ok(chats)
@@ -332,9 +360,11 @@ impl ChatStore for SqliteStore {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         self.read(move |tx| {
             let sql = format!(
-                "SELECT u.seq, u.kind, u.other_id, u.relation, {}
+                "SELECT u.seq, u.kind, u.other_id, u.relation, u.chat_id,
+                        COALESCE(r.delivered_up_to, 0), COALESCE(r.seen_up_to, 0), {}
                  FROM user_updates u
                  LEFT JOIN messages m ON m.chat_id = u.chat_id AND m.id = u.message_id
+                 LEFT JOIN chat_members r ON u.kind = 'receipt' AND r.chat_id = u.chat_id AND r.user_id = u.other_id
                  WHERE u.user_id = ?1 AND u.seq > ?2
                  ORDER BY u.seq
                  LIMIT ?3",
@@ -346,13 +376,21 @@ impl ChatStore for SqliteStore {
             while let Some(row) = rows.next()? {
                 let seq: u64 = row.get(0)?;
                 let kind: String = row.get(1)?;
-                let kind = match (kind.as_str(), optional_message_at(row, 4)?) {
+                let kind = match (kind.as_str(), optional_message_at(row, 7)?) {
                     (UPDATE_MESSAGE, Some(message)) => UpdateKind::Message(message),
                     (UPDATE_EDIT, Some(message)) => UpdateKind::Edited(message),
                     (UPDATE_DELETE | UPDATE_HIDE, Some(message)) => UpdateKind::Deleted {
                         chat_id: message.chat_id,
                         message_id: message.id,
                         for_everyone: kind == UPDATE_DELETE,
+                    },
+                    (UPDATE_RECEIPT, _) => UpdateKind::Receipt {
+                        chat_id: row.get(4)?,
+                        receipt: ReceiptRecord {
+                            user_id: row.get(2)?,
+                            delivered_up_to: row.get(5)?,
+                            seen_up_to: row.get(6)?,
+                        },
                     },
                     (UPDATE_RELATION, _) => UpdateKind::Relation {
                         other: row.get(2)?,
@@ -383,19 +421,43 @@ impl ChatStore for SqliteStore {
         .await
     }
 
-    async fn mark_delivered(&self, chat_id: i64, user_id: i64, message_id: i64) -> StorageResult<i64> {
+    async fn mark_read(
+        &self,
+        chat_id: i64,
+        user_id: i64,
+        up_to: i64,
+        seen: bool,
+    ) -> StorageResult<Option<ReceiptChange>> {
         self.write(move |tx| {
-            let watermark: Option<i64> = tx
-                .prepare_cached(
-                    "UPDATE chat_members
-                     SET delivered_up_to = MAX(delivered_up_to,
-                         MIN(?3, COALESCE((SELECT last_message_id FROM chats WHERE id = ?1), 0)))
-                     WHERE chat_id = ?1 AND user_id = ?2
-                     RETURNING delivered_up_to",
-                )?
-                .query_row([chat_id, user_id, message_id], |row| row.get(0))
-                .optional()?;
-            watermark.ok_or_else(|| StorageError::NotFound(format!("user {user_id} in chat {chat_id}")))
+            let before = load_receipt(tx, chat_id, user_id)?
+                .ok_or_else(|| StorageError::NotFound(format!("user {user_id} in chat {chat_id}")))?;
+            tx.prepare_cached(
+                "UPDATE chat_members
+                 SET delivered_up_to = MAX(delivered_up_to, MIN(?3, COALESCE(c.last_message_id, 0))),
+                     seen_up_to = CASE WHEN ?4 THEN MAX(seen_up_to, MIN(?3, COALESCE(c.last_message_id, 0)))
+                                       ELSE seen_up_to END
+                 FROM (SELECT last_message_id FROM chats WHERE id = ?1) AS c
+                 WHERE chat_id = ?1 AND user_id = ?2",
+            )?
+            .execute(params![chat_id, user_id, up_to, seen])?;
+            let receipt = load_receipt(tx, chat_id, user_id)?.unwrap_or(before);
+            if receipt == before {
+                return Ok(None);
+            }
+            let members = tx
+                .prepare_cached("SELECT user_id FROM chat_members WHERE chat_id = ?1 ORDER BY user_id")?
+                .query_map([chat_id], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            let mut log = tx.prepare_cached(
+                "INSERT INTO user_updates (user_id, seq, kind, chat_id, other_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut seqs = Vec::with_capacity(members.len());
+            for member in members {
+                let seq = next_seq(tx, member)?;
+                log.execute(params![member, seq as i64, UPDATE_RECEIPT, chat_id, user_id])?;
+                seqs.push((member, seq));
+            }
+            Ok(Some(ReceiptChange { receipt, seqs }))
         })
         .await
     }

@@ -43,7 +43,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 const _: () = assert!(READER_POOL_SIZE > 0, "the reader pool needs at least one connection");
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// Version 1: users, token families, 1:1 chats, messages, update logs and
 /// the ID clock's high-water marks.
@@ -211,6 +211,11 @@ CREATE TABLE hidden_messages (
 ) STRICT, WITHOUT ROWID;
 "#;
 
+/// Version 4: the seen watermark next to the delivered one.
+const MIGRATION_4: &str = r#"
+ALTER TABLE chat_members ADD COLUMN seen_up_to INTEGER NOT NULL DEFAULT 0;
+"#;
+
 /// Appends to `user_id`'s update log: bumps the user's seq and returns it.
 /// [`StorageError::NotFound`] for an unknown user.
 fn next_seq(conn: &Connection, user_id: i64) -> StorageResult<u64> {
@@ -232,6 +237,9 @@ const UPDATE_EDIT: &str = "edit";
 const UPDATE_DELETE: &str = "delete";
 /// `user_updates.kind` of an entry naming a message the user hid.
 const UPDATE_HIDE: &str = "hide";
+/// `user_updates.kind` of an entry naming a member's receipts in a chat
+/// (`chat_id`, and the reader in `other_id`).
+const UPDATE_RECEIPT: &str = "receipt";
 /// `user_updates.kind` of an entry recording a relation change.
 const UPDATE_RELATION: &str = "relation";
 
