@@ -12,15 +12,25 @@ use async_trait::async_trait;
 
 use crate::shard::ShardId;
 
-/// One update for some users of one shard.
+/// One update (or ephemeral frame) for some users of one shard.
 #[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
 pub struct Delivery {
     pub shard: ShardId,
-    /// Each recipient with the `seq` of this update in their update log.
+    /// Each recipient with the `seq` of this update in their update log
+    /// (0 for an ephemeral frame).
     pub recipients: Vec<(i64, u64)>,
-    /// The `update` object of the frame, serialized once for all recipients.
-    pub update_json: Arc<str>,
+    /// Serialized once for all recipients.
+    pub payload: Payload,
+}
+
+/// What a delivery carries.
+#[derive(Clone, Debug)]
+pub enum Payload {
+    /// The `update` object of an `update` frame; each recipient's frame adds their `seq`.
+    Update(Arc<str>),
+    /// A complete frame that is not in any update log (typing indicators).
+    Ephemeral(Arc<str>),
 }
 
 /// Errors of a bus.

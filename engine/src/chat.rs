@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message, WrapFuture};
 use storage::{AppendOutcome, ChatKind, ChatRecord, NewMessage};
 
-use crate::bus::Delivery;
+use crate::bus::{Delivery, Payload};
 use crate::{Core, EngineError, Posted, ids, message_view, policy};
 
 /// Posts a message to the chat.
@@ -178,19 +178,20 @@ impl Handler<ChangeMessage> for ChatActor {
 /// shard, the update serialized once. The update is durable already: a
 /// failed publish only delays delivery until the recipients sync.
 pub(crate) async fn publish(core: &Core, update: &protocol::ws::Update, seqs: Vec<(i64, u64)>) {
-    let update_json: Arc<str> = match serde_json::to_string(update) {
-        Ok(json) => json.into(),
-        Err(error) => {
-            tracing::error!(%error, "serializing an update failed");
-            return;
-        }
-    };
+    match serde_json::to_string(update) {
+        Ok(json) => deliver(core, Payload::Update(json.into()), seqs).await,
+        Err(error) => tracing::error!(%error, "serializing an update failed"),
+    }
+}
+
+/// Sends a payload to its recipients: one bus record per destination shard.
+pub(crate) async fn deliver(core: &Core, payload: Payload, seqs: Vec<(i64, u64)>) {
     let mut by_shard: BTreeMap<_, Vec<(i64, u64)>> = BTreeMap::new();
     for (user_id, seq) in seqs {
         by_shard.entry(core.shards.shard_of(user_id)).or_default().push((user_id, seq));
     }
     for (shard, recipients) in by_shard {
-        let delivery = Delivery { shard, recipients, update_json: update_json.clone() };
+        let delivery = Delivery { shard, recipients, payload: payload.clone() };
         match core.bus.publish(delivery).await {
             Ok(()) => core.metrics.bus_records.inc(),
             Err(error) => tracing::warn!(%error, shard = shard.0, "publishing a delivery failed"),

@@ -28,7 +28,7 @@ use storage::{
     UserRecord, UserSearch,
 };
 
-pub use bus::{Bus, BusError, Delivery, InProcessBus};
+pub use bus::{Bus, BusError, Delivery, InProcessBus, Payload};
 pub use config::EngineConfig;
 pub use error::EngineError;
 pub use ids::{Clock, IdGenerator, SystemClock};
@@ -73,6 +73,8 @@ pub struct Engine {
     shard_actors: Arc<Vec<Addr<ShardActor>>>,
     arbiters: Arc<Vec<ArbiterHandle>>,
     send_limiter: Arc<DefaultKeyedRateLimiter<i64>>,
+    /// One typing indicator per (user, chat) per interval.
+    typing_limiter: Arc<DefaultKeyedRateLimiter<(i64, i64)>>,
 }
 
 impl Engine {
@@ -100,6 +102,10 @@ impl Engine {
             shard_actors: Arc::new(shard_actors),
             arbiters: Arc::new(arbiters),
             send_limiter: Arc::new(RateLimiter::keyed(quota)),
+            typing_limiter: Arc::new(RateLimiter::keyed(
+                Quota::with_period(std::time::Duration::from_millis(protocol::limits::TYPING_INTERVAL_MS))
+                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)),
+            )),
         })
     }
 
@@ -213,6 +219,32 @@ impl Engine {
         if let Some(seq) = seq {
             let update = Update::Deleted { chat_id, message_id, for_everyone: false };
             chat::publish(&self.core, &update, vec![(user_id.0, seq)]).await;
+        }
+        Ok(())
+    }
+
+    /// Tells the chat's other members that `user_id` is typing. Ephemeral:
+    /// nothing is stored; beyond one indicator per user and chat every
+    /// [`protocol::limits::TYPING_INTERVAL_MS`] it does nothing.
+    pub async fn typing(&self, user_id: UserId, chat_id: ChatId) -> Result<(), EngineError> {
+        if self.typing_limiter.check_key(&(user_id.0, chat_id.0)).is_err() {
+            return Ok(());
+        }
+        let chat = self.core.stores.chats.chat(chat_id.0).await?;
+        let Some(chat) = chat.filter(|chat| chat.members.contains(&user_id.0)) else {
+            return Err(EngineError::ChatNotFound);
+        };
+        let others: Vec<(i64, u64)> = chat.members.iter().filter(|m| **m != user_id.0).map(|m| (*m, 0)).collect();
+        if let storage::ChatKind::Direct = chat.kind
+            && let Some((peer, _)) = others.first()
+        {
+            policy::may_message(self.core.stores.relations.relation(user_id.0, *peer).await?)?;
+        }
+        let frame =
+            protocol::ws::ServerFrame::Typing { chat_id, user_id, expires_in_ms: protocol::limits::TYPING_TTL_MS };
+        match serde_json::to_string(&frame) {
+            Ok(json) => chat::deliver(&self.core, Payload::Ephemeral(json.into()), others).await,
+            Err(error) => tracing::error!(%error, "serializing a typing frame failed"),
         }
         Ok(())
     }
@@ -364,6 +396,7 @@ impl Engine {
     /// Forgets rate-limit state of users idle for a while; call periodically.
     pub fn prune_rate_limits(&self) {
         self.send_limiter.retain_recent();
+        self.typing_limiter.retain_recent();
     }
 
     /// Stops the actor threads. Connections should be closed first.

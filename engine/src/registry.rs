@@ -133,7 +133,7 @@ impl Handler<Delivery> for ShardActor {
         for (user_id, seq) in msg.recipients {
             // Users without a live connection catch up from storage later.
             if let Some(entry) = self.users.get(&user_id) {
-                entry.addr.do_send(Deliver { seq, update_json: msg.update_json.clone() });
+                entry.addr.do_send(Deliver { seq, payload: msg.payload.clone() });
             }
         }
     }

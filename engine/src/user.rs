@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix::{Actor, Context, Handler, Message, Recipient};
 use tokio::sync::mpsc::error::TrySendError;
 
+use crate::bus::Payload;
 use crate::metrics::Metrics;
 
 /// Asks a connection to close itself with a WebSocket close code.
@@ -42,12 +43,12 @@ pub(crate) struct RemoveConnection {
     pub conn_id: u64,
 }
 
-/// One update for this user.
+/// One update (or ephemeral frame) for this user.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Deliver {
     pub seq: u64,
-    pub update_json: Arc<str>,
+    pub payload: Payload,
 }
 
 /// Stops the actor (sent by its shard once the user has been idle).
@@ -106,7 +107,10 @@ impl Handler<Retire> for UserActor {
 impl Handler<Deliver> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
-        let frame: Arc<str> = format!(r#"{{"type":"update","seq":{},"update":{}}}"#, msg.seq, msg.update_json).into();
+        let frame: Arc<str> = match msg.payload {
+            Payload::Update(update) => format!(r#"{{"type":"update","seq":{},"update":{update}}}"#, msg.seq).into(),
+            Payload::Ephemeral(frame) => frame,
+        };
         let metrics = &self.metrics;
         self.connections.retain(|conn_id, conn| match conn.outbound.try_send(frame.clone()) {
             Ok(()) => {

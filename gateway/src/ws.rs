@@ -28,7 +28,7 @@ const REPLY_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Frame `type`s of protocol v1, to tell `unknown_type` from `bad_frame`.
-const CLIENT_FRAME_TYPES: [&str; 7] = ["send", "received", "seen", "sync", "ping", "edit", "delete"];
+const CLIENT_FRAME_TYPES: [&str; 8] = ["send", "received", "seen", "sync", "ping", "typing", "edit", "delete"];
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -217,6 +217,10 @@ impl Connection {
             ClientFrame::Seen { chat_id, message_id } => self.mark_read(chat_id, message_id, true, ctx),
             ClientFrame::Sync { after_seq } => self.sync(after_seq, ctx),
             ClientFrame::Ping {} => self.push(&ServerFrame::Pong {}, ctx),
+            ClientFrame::Typing { chat_id } => {
+                let (engine, user_id) = (self.engine(), self.user_id);
+                self.spawn_quiet(async move { engine.typing(user_id, chat_id).await }, ctx);
+            }
             ClientFrame::Edit { request_id, chat_id, message_id, body } => {
                 self.change(request_id, chat_id, message_id, Change::Edit(body), ctx)
             }
@@ -227,18 +231,24 @@ impl Connection {
         }
     }
 
-    /// Moves this user's delivered (and with `seen`, seen) watermark; no
-    /// answer unless it fails.
+    /// Moves this user's delivered (and with `seen`, seen) watermark.
     fn mark_read(&mut self, chat_id: ChatId, message_id: MessageId, seen: bool, ctx: &mut Context<Self>) {
-        let engine = self.engine();
-        let user_id = self.user_id;
-        ctx.spawn(async move { engine.mark_read(user_id, chat_id, message_id, seen).await }.into_actor(self).map(
-            |result, conn, ctx| {
-                if let Err(error) = result {
-                    conn.push(&ServerFrame::error(frame_code(&error), error.to_string(), None), ctx);
-                }
-            },
-        ));
+        let (engine, user_id) = (self.engine(), self.user_id);
+        self.spawn_quiet(async move { engine.mark_read(user_id, chat_id, message_id, seen).await }, ctx);
+    }
+
+    /// Runs an engine call that has no answer of its own: only a failure
+    /// gets a frame (`error`).
+    fn spawn_quiet(
+        &mut self,
+        call: impl std::future::Future<Output = Result<(), engine::EngineError>> + 'static,
+        ctx: &mut Context<Self>,
+    ) {
+        ctx.spawn(call.into_actor(self).map(|result, conn, ctx| {
+            if let Err(error) = result {
+                conn.push(&ServerFrame::error(frame_code(&error), error.to_string(), None), ctx);
+            }
+        }));
     }
 
     /// Edits or deletes a message; answers `done` or `error`, echoing `request_id`.

@@ -63,3 +63,10 @@ pub const MAX_EDITS_PER_MESSAGE: u32 = 20;
 
 /// Longest `request_id`, in bytes.
 pub const MAX_REQUEST_ID_BYTES: usize = 64;
+
+/// How long a typing indicator shows without a new `typing` frame.
+pub const TYPING_TTL_MS: u64 = 5_000;
+
+/// At most one typing indicator per user and chat is relayed per this
+/// many milliseconds; clients send `typing` every ~3 s while typing.
+pub const TYPING_INTERVAL_MS: u64 = 2_000;

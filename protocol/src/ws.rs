@@ -29,6 +29,11 @@ pub enum ClientFrame {
     /// Application-level keep-alive for clients that cannot send WebSocket
     /// pings (browsers); answered by `pong`.
     Ping {},
+    /// The user is typing in the chat. Send it every few seconds while they
+    /// type; members see it for `expires_in_ms` unless it is sent again.
+    /// Never stored, never answered (unless invalid); extra frames within
+    /// the rate limit are dropped.
+    Typing { chat_id: ChatId },
     /// Replace the text of your own message. Answered by `done` (the change
     /// itself arrives as an `edited` update on every device) or `error`.
     Edit {
@@ -79,6 +84,9 @@ pub enum ServerFrame {
     Pong {},
     /// An `edit` or `delete` succeeded.
     Done { request_id: String },
+    /// A member is typing in a chat: show it for `expires_in_ms`, or until
+    /// a message from them arrives. Ephemeral: no `seq`, never replayed.
+    Typing { chat_id: ChatId, user_id: UserId, expires_in_ms: u64 },
     /// A request failed; nothing was changed.
     Error(ErrorFrame),
 }
