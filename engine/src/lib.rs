@@ -160,13 +160,27 @@ impl Engine {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
             return Err(EngineError::RateLimited { retry_after_ms: wait.as_millis() as u64 + 1 });
         }
-        let post = || PostMessage { sender_id: sender.0, client_msg_id: client_msg_id.clone(), body: body.clone() };
+        self.ask_chat(chat_id, || PostMessage {
+            sender_id: sender.0,
+            client_msg_id: client_msg_id.clone(),
+            body: body.clone(),
+        })
+        .await
+    }
+
+    /// Sends a message to the chat's actor, starting it if needed. A chat
+    /// actor may retire between lookup and send; the message was then never
+    /// handled, so asking a fresh actor once more is safe.
+    async fn ask_chat<M, T>(&self, chat_id: ChatId, message: impl Fn() -> M) -> Result<T, EngineError>
+    where
+        M: actix::Message<Result = Result<T, EngineError>> + Send + 'static,
+        T: Send + 'static,
+        chat::ChatActor: actix::Handler<M>,
+    {
         let shard = self.shard_actor(chat_id.0);
-        // A chat actor may retire between lookup and send; a post is
-        // idempotent, so asking again is safe.
         for _ in 0..2 {
             let chat = shard.send(ChatAddr { chat_id: chat_id.0 }).await?;
-            match chat.send(post()).await {
+            match chat.send(message()).await {
                 Ok(result) => return result,
                 Err(actix::MailboxError::Closed) => continue,
                 Err(error) => return Err(error.into()),
@@ -187,17 +201,12 @@ impl Engine {
         if let Some(body) = &new_body {
             validate_body(body)?;
         }
-        let change = || ChangeMessage { user_id: user_id.0, message_id: message_id.0, new_body: new_body.clone() };
-        let shard = self.shard_actor(chat_id.0);
-        for _ in 0..2 {
-            let chat = shard.send(ChatAddr { chat_id: chat_id.0 }).await?;
-            match chat.send(change()).await {
-                Ok(result) => return result,
-                Err(actix::MailboxError::Closed) => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(EngineError::Unavailable)
+        self.ask_chat(chat_id, || ChangeMessage {
+            user_id: user_id.0,
+            message_id: message_id.0,
+            new_body: new_body.clone(),
+        })
+        .await
     }
 
     /// Deletes a message for this user only: hidden on all of their devices.
