@@ -59,6 +59,9 @@ pub trait UserStore: Send + Sync + 'static {
 pub trait RelationStore: Send + Sync + 'static {
     /// How `user` stands with `other` (`RelationView::default()` for strangers).
     async fn relation(&self, user: i64, other: i64) -> StorageResult<RelationView>;
+    /// `user`'s [`Relation`] with each of `others`, in one read; strangers
+    /// are left out.
+    async fn relations_with(&self, user: i64, others: &[i64]) -> StorageResult<Vec<(i64, Relation)>>;
     /// Atomically applies `action` by `user` toward `other` with
     /// [`relation::transition`], writes both sides, and appends a relation
     /// update to the log of each side whose [`Relation`] changed. An illegal

@@ -58,6 +58,7 @@ macro_rules! backend_tests {
                 updates_come_in_seq_order_with_limit,
                 chats_are_listed_by_last_activity,
                 receipts_are_monotonic_capped_and_logged_for_every_member,
+                relations_with_many_users_in_one_read,
                 unread_counts_follow_the_seen_watermark,
                 edits_replace_the_text_and_reach_every_log,
                 deletion_for_everyone_leaves_a_tombstone,
@@ -107,7 +108,8 @@ backend_tests!(sqlite, SqliteHarness);
 mod suite {
     use storage::{
         AppendOutcome, ChatKind, ChatRecord, MessageRecord, NewMessage, NewRefreshToken, NewTokenFamily, NewUser,
-        ReceiptRecord, RotateOutcome, StorageError, StorageResult, Stores, TokenHash, UpdateKind, UserRecord,
+        ReceiptRecord, Relation, RelationAction, RotateOutcome, StorageError, StorageResult, Stores, TokenHash,
+        UpdateKind, UserRecord,
     };
 
     use super::{Error, Harness, TestResult};
@@ -562,6 +564,18 @@ mod suite {
         assert!(matches!(outsider, Err(StorageError::NotFound(_))), "{outsider:?}");
         let no_chat = stores.chats.mark_read(404, 1, 1_000, false).await;
         assert!(matches!(no_chat, Err(StorageError::NotFound(_))), "{no_chat:?}");
+        Ok(())
+    }
+
+    pub async fn relations_with_many_users_in_one_read(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3, 4]).await?;
+        stores.relations.apply(1, 2, RelationAction::Request, 10).await??;
+        stores.relations.apply(3, 1, RelationAction::Request, 11).await??;
+        stores.relations.apply(1, 3, RelationAction::Accept, 12).await??;
+        let mut found = stores.relations.relations_with(1, &[2, 3, 4, 99]).await?;
+        found.sort_by_key(|(other, _)| *other);
+        assert_eq!(found, [(2, Relation::RequestSent), (3, Relation::Friends)], "strangers are left out");
+        assert!(stores.relations.relations_with(1, &[]).await?.is_empty());
         Ok(())
     }
 

@@ -75,11 +75,16 @@ pub async fn search(
     }
     state.check_user_rate(&state.searches, user.user_id)?;
     let found = state.engine.search_users(user.user_id, q, limit, offset).await?;
-    let mut users = Vec::with_capacity(found.len());
-    for record in &found {
-        let view = state.engine.relation(user.user_id, UserId(record.id)).await?;
-        users.push(SearchHit { user: user_view(record), relation: engine::relation_state(view.relation) });
-    }
+    let ids: Vec<i64> = found.iter().map(|record| record.id).collect();
+    let relations: std::collections::HashMap<i64, storage::Relation> =
+        state.engine.stores().relations.relations_with(user.user_id.0, &ids).await?.into_iter().collect();
+    let users = found
+        .iter()
+        .map(|record| SearchHit {
+            user: user_view(record),
+            relation: engine::relation_state(relations.get(&record.id).copied().unwrap_or_default()),
+        })
+        .collect();
     Ok(web::Json(SearchResults { users }))
 }
 

@@ -72,6 +72,22 @@ impl RelationStore for SqliteStore {
         self.read(move |tx| load_view(tx, user, other)).await
     }
 
+    async fn relations_with(&self, user: i64, others: &[i64]) -> StorageResult<Vec<(i64, Relation)>> {
+        let others = others.to_vec();
+        self.read(move |tx| {
+            let mut stmt = tx.prepare_cached("SELECT relation FROM relations WHERE user_id = ?1 AND other_id = ?2")?;
+            let mut found = Vec::new();
+            for other in others {
+                let relation: Option<String> = stmt.query_row([user, other], |row| row.get(0)).optional()?;
+                if let Some(relation) = relation {
+                    found.push((other, parse_relation(&relation)?));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn apply(
         &self,
         user: i64,
