@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message, WrapFuture};
-use storage::{AppendOutcome, ChatKind, ChatRecord, NewMessage};
+use storage::{AppendOutcome, ChatKind, ChatRecord, GroupChanged, NewMessage, Role};
 
 use crate::bus::{Delivery, Payload};
-use crate::{Core, EngineError, Posted, ids, message_view, policy};
+use crate::policy::GroupCommand;
+use crate::{Core, EngineError, GroupError, Posted, ids, message_view, policy};
 
 /// Posts a message to the chat.
 #[derive(Message)]
@@ -29,6 +30,16 @@ pub(crate) struct ChangeMessage {
     pub message_id: i64,
     /// `Some(body)` edits; `None` deletes for everyone.
     pub new_body: Option<String>,
+}
+
+/// Changes a group: checked against the members' roles, stored with the
+/// event message that records it, which reaches everyone who was a member
+/// before or after.
+#[derive(Message)]
+#[rtype(result = "Result<GroupChanged, EngineError>")]
+pub(crate) struct ChangeGroup {
+    pub user_id: i64,
+    pub command: GroupCommand,
 }
 
 /// Tells the shard a chat actor has stopped.
@@ -109,14 +120,13 @@ impl Handler<PostMessage> for ChatActor {
                     sent_at_ms: ids::decompose(id).unix_ms as i64,
                     client_msg_id: msg.client_msg_id,
                     body: msg.body,
+                    event: None,
                 };
                 match core.stores.chats.append_message(message.clone(), &members).await? {
                     AppendOutcome::Appended { message, seqs } => {
                         core.metrics.messages_sent.inc();
-                        let view = message_view(&message);
-                        let update = protocol::ws::Update::Message { message: view.clone() };
-                        publish(&core, &update, seqs).await;
-                        Ok(Posted { message: view, duplicate: false })
+                        publish_message(&core, &message, seqs).await;
+                        Ok(Posted { message: message_view(&message), duplicate: false })
                     }
                     AppendOutcome::Duplicate { message: stored } => {
                         if stored.chat_id == message.chat_id && stored.body == message.body {
@@ -137,8 +147,11 @@ impl Handler<ChangeMessage> for ChatActor {
 
     fn handle(&mut self, msg: ChangeMessage, _ctx: &mut Self::Context) -> Self::Result {
         self.last_activity = Instant::now();
-        let members = match &self.chat {
-            Some(chat) if chat.members.contains(&msg.user_id) => chat.members.clone(),
+        let (members, moderator) = match &self.chat {
+            Some(chat) if chat.members.contains(&msg.user_id) => {
+                let moderator = chat.group.is_some() && chat.role_of(msg.user_id) >= Some(Role::Admin);
+                (chat.members.clone(), moderator)
+            }
             _ => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(EngineError::ChatNotFound)))),
         };
         let core = self.core.clone();
@@ -156,7 +169,7 @@ impl Handler<ChangeMessage> for ChatActor {
                         (protocol::ws::Update::Edited { message: message_view(&edited) }, seqs)
                     }
                     None => {
-                        policy::may_change_for_everyone(&message, msg.user_id, now)?;
+                        policy::may_change_for_everyone(&message, msg.user_id, moderator, now)?;
                         let seqs = chats.delete_message(chat_id, message.id, now, &members).await?;
                         let update = protocol::ws::Update::Deleted {
                             chat_id: protocol::ChatId(chat_id),
@@ -172,6 +185,77 @@ impl Handler<ChangeMessage> for ChatActor {
             .into_actor(self),
         ))
     }
+}
+
+impl Handler<ChangeGroup> for ChatActor {
+    type Result = AtomicResponse<Self, Result<GroupChanged, EngineError>>;
+
+    fn handle(&mut self, msg: ChangeGroup, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_activity = Instant::now();
+        let planned = match &self.chat {
+            Some(chat) => policy::plan_group_change(chat, msg.user_id, msg.command, self.core.config.group_limits()),
+            None => Err(EngineError::ChatNotFound),
+        };
+        let (change, event) = match planned {
+            Ok(planned) => planned,
+            Err(error) => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(error)))),
+        };
+        let core = self.core.clone();
+        let chat_id = self.chat_id;
+        // Serialised with posts: a removed member's next send is refused,
+        // an added member gets every message after the event.
+        AtomicResponse::new(Box::pin(
+            async move {
+                if let storage::GroupChange::AddMembers { users, .. } = &change {
+                    let relations = core.stores.relations.relations_with(msg.user_id, users).await?;
+                    if let Some(stranger) = users.iter().find(|user| {
+                        !relations
+                            .iter()
+                            .any(|(other, relation)| other == *user && *relation == storage::Relation::Friends)
+                    }) {
+                        return Err(GroupError::NotAFriend(*stranger).into());
+                    }
+                }
+                let event = event_message(&core, chat_id, msg.user_id, &event).await?;
+                let changed =
+                    core.stores.chats.change_group(chat_id, change, event).await?.map_err(GroupError::from)?;
+                publish_message(&core, &changed.message, changed.seqs.clone()).await;
+                Ok(changed)
+            }
+            .into_actor(self)
+            .map(|result: Result<GroupChanged, EngineError>, actor, _ctx| {
+                if let Ok(changed) = &result {
+                    actor.chat = Some(changed.chat.clone());
+                }
+                result
+            }),
+        ))
+    }
+}
+
+/// A new event message of `sender` in the chat, recording `event`.
+pub(crate) async fn event_message(
+    core: &Core,
+    chat_id: i64,
+    sender_id: i64,
+    event: &protocol::ws::ChatEvent,
+) -> Result<NewMessage, EngineError> {
+    let json = serde_json::to_string(event).map_err(|error| EngineError::InvalidField(error.to_string()))?;
+    let id = core.ids.next_id().await?;
+    Ok(NewMessage {
+        id,
+        chat_id,
+        sender_id,
+        client_msg_id: format!("event:{id}"),
+        body: String::new(),
+        sent_at_ms: ids::decompose(id).unix_ms as i64,
+        event: Some(json),
+    })
+}
+
+/// Publishes a stored message to its recipients as a `message` update.
+pub(crate) async fn publish_message(core: &Core, message: &storage::MessageRecord, seqs: Vec<(i64, u64)>) {
+    publish(core, &protocol::ws::Update::Message { message: message_view(message) }, seqs).await;
 }
 
 /// Publishes one update to its recipients: one delivery per destination
@@ -203,5 +287,6 @@ pub(crate) async fn deliver(core: &Core, payload: Payload, seqs: Vec<(i64, u64)>
 fn direct_peer(chat: &ChatRecord, sender: i64) -> Option<i64> {
     match chat.kind {
         ChatKind::Direct => chat.members.iter().copied().find(|member| *member != sender),
+        ChatKind::Group => None,
     }
 }

@@ -24,6 +24,17 @@ pub struct EngineConfig {
     pub send_burst: u32,
     /// Threads running user, chat and shard actors; 0 means one per CPU.
     pub actor_threads: usize,
+    /// Most members of a group (see `protocol::limits::MAX_GROUP_MEMBERS`
+    /// for why 1,024); operators may lower it.
+    pub max_group_members: usize,
+    /// Most groups one user may be in.
+    pub max_groups_per_user: u32,
+    /// Milliseconds a user stays shown online after their last connection
+    /// closed, so a page reload does not flap to offline and back.
+    pub presence_offline_grace_ms: u64,
+    /// Presence changes of one user are sent at most once per this many
+    /// milliseconds; changes within the window are coalesced into the last.
+    pub presence_coalesce_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -37,6 +48,10 @@ impl Default for EngineConfig {
             sends_per_second: 20,
             send_burst: 100,
             actor_threads: 0,
+            max_group_members: protocol::limits::MAX_GROUP_MEMBERS,
+            max_groups_per_user: protocol::limits::MAX_GROUPS_PER_USER,
+            presence_offline_grace_ms: 5_000,
+            presence_coalesce_ms: 250,
         }
     }
 }
@@ -48,6 +63,14 @@ impl EngineConfig {
 
     pub fn chat_idle_grace(&self) -> Duration {
         Duration::from_secs(self.chat_idle_grace_secs.max(1))
+    }
+
+    /// The group limits the engine enforces.
+    pub fn group_limits(&self) -> crate::policy::GroupLimits {
+        crate::policy::GroupLimits {
+            max_members: self.max_group_members,
+            max_groups_per_user: self.max_groups_per_user,
+        }
     }
 
     /// Resolved number of actor threads.

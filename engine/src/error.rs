@@ -21,6 +21,8 @@ pub enum EngineError {
     RateLimited { retry_after_ms: u64 },
     #[error(transparent)]
     Relation(#[from] storage::IllegalTransition),
+    #[error(transparent)]
+    Group(#[from] GroupError),
     #[error("engine unavailable")]
     Unavailable,
     #[error("bad configuration: {0}")]
@@ -36,5 +38,30 @@ pub enum EngineError {
 impl From<actix::MailboxError> for EngineError {
     fn from(_: actix::MailboxError) -> Self {
         EngineError::Unavailable
+    }
+}
+
+/// Why a group change was refused; nothing was changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    #[error("user {0} is already a member")]
+    AlreadyMember(i64),
+    #[error("user {0} is not a member")]
+    NotAMember(i64),
+    #[error("a group has at most {0} members")]
+    GroupFull(usize),
+    #[error("user {0} is in as many groups as one user may be")]
+    TooManyGroups(i64),
+    #[error("the owner must transfer ownership before leaving")]
+    OwnerMustTransfer,
+    #[error("user {0} is not your friend; only friends can be added")]
+    NotAFriend(i64),
+}
+
+impl From<storage::GroupRefusal> for GroupError {
+    fn from(refusal: storage::GroupRefusal) -> Self {
+        match refusal {
+            storage::GroupRefusal::TooManyGroups { user_id } => GroupError::TooManyGroups(user_id),
+        }
     }
 }

@@ -24,19 +24,20 @@ use protocol::rest::RelationState;
 use protocol::ws::{Message, Update};
 use protocol::{ChatId, MessageId, UserId};
 use storage::{
-    ChatOverview, ChatRecord, MessageRecord, Relation, RelationAction, RelationEntry, RelationView, Stores, UpdateKind,
-    UserRecord, UserSearch,
+    ChatOverview, ChatRecord, GroupChanged, MemberRecord, MessageRecord, NewGroup, Relation, RelationAction,
+    RelationEntry, RelationView, Stores, UpdateKind, UserRecord, UserSearch,
 };
 
 pub use bus::{Bus, BusError, Delivery, InProcessBus, Payload};
 pub use config::EngineConfig;
-pub use error::EngineError;
+pub use error::{EngineError, GroupError};
 pub use ids::{Clock, IdGenerator, SystemClock};
 pub use metrics::Metrics;
+pub use policy::GroupCommand;
 pub use shard::{OwnsAll, ShardId, ShardMap, ShardOwnership};
 pub use user::{ConnectionHandle, Kick};
 
-use crate::chat::{ChangeMessage, PostMessage};
+use crate::chat::{ChangeGroup, ChangeMessage, PostMessage};
 use crate::registry::{Attach, ChatAddr, Detach, ShardActor};
 
 /// What every actor shares.
@@ -320,6 +321,101 @@ impl Engine {
         Ok(self.core.stores.chats.direct_chat(me.id, peer.id, new_id, now_ms()).await?)
     }
 
+    /// Creates a group owned by `creator` with friends of theirs as members.
+    pub async fn create_group(
+        &self,
+        creator: UserId,
+        name: String,
+        members: Vec<UserId>,
+    ) -> Result<GroupChanged, EngineError> {
+        let name = validate_group_name(&name)?;
+        let others: Vec<i64> = members.iter().map(|user| user.0).filter(|user| *user != creator.0).collect();
+        if !others.is_empty() {
+            policy::validate_new_members(&others)?;
+        }
+        if others.len() + 1 > self.core.config.max_group_members {
+            return Err(GroupError::GroupFull(self.core.config.max_group_members).into());
+        }
+        let relations = self.core.stores.relations.relations_with(creator.0, &others).await?;
+        if let Some(stranger) = others
+            .iter()
+            .find(|user| !relations.iter().any(|(other, relation)| other == *user && *relation == Relation::Friends))
+        {
+            return Err(GroupError::NotAFriend(*stranger).into());
+        }
+        let id = self.next_id().await?;
+        let mut everyone = others;
+        everyone.insert(0, creator.0);
+        let event = protocol::ws::ChatEvent::Created {
+            name: name.clone(),
+            members: everyone.iter().copied().map(UserId).collect(),
+        };
+        let event = chat::event_message(&self.core, id, creator.0, &event).await?;
+        let group = NewGroup {
+            id,
+            name,
+            owner: creator.0,
+            members: everyone,
+            created_at_ms: now_ms(),
+            max_groups_per_user: self.core.config.max_groups_per_user,
+        };
+        let created = self.core.stores.chats.create_group(group, event).await?.map_err(GroupError::from)?;
+        chat::publish_message(&self.core, &created.message, created.seqs.clone()).await;
+        tracing::info!(chat_id = id, creator = %creator, members = created.chat.members.len(), "group created");
+        Ok(created)
+    }
+
+    /// Applies `command` of `user_id` to a group, through the group's actor.
+    pub async fn change_group(
+        &self,
+        user_id: UserId,
+        chat_id: ChatId,
+        command: GroupCommand,
+    ) -> Result<GroupChanged, EngineError> {
+        let command = match command {
+            GroupCommand::Rename(name) => GroupCommand::Rename(validate_group_name(&name)?),
+            other => other,
+        };
+        let changed = self.ask_chat(chat_id, || ChangeGroup { user_id: user_id.0, command: command.clone() }).await?;
+        tracing::info!(chat_id = %chat_id, user_id = %user_id, event = ?changed.message.event, "group changed");
+        Ok(changed)
+    }
+
+    /// One of the user's chats, as in their chat list.
+    pub async fn chat_overview(&self, user_id: UserId, chat_id: ChatId) -> Result<ChatOverview, EngineError> {
+        let chats = self.core.stores.chats.chats_of_user(user_id.0).await?;
+        chats.into_iter().find(|overview| overview.chat.id == chat_id.0).ok_or(EngineError::ChatNotFound)
+    }
+
+    /// Every member of a chat with their role; only for members.
+    pub async fn members(&self, user_id: UserId, chat_id: ChatId) -> Result<Vec<MemberRecord>, EngineError> {
+        let members = self.core.stores.chats.members(chat_id.0).await?;
+        if !members.iter().any(|member| member.user_id == user_id.0) {
+            return Err(EngineError::ChatNotFound);
+        }
+        Ok(members)
+    }
+
+    /// Which other members have received a message (delivered) and read it
+    /// (seen), from their watermarks; only for members.
+    pub async fn message_receipts(
+        &self,
+        user_id: UserId,
+        chat_id: ChatId,
+        message_id: MessageId,
+    ) -> Result<(Vec<UserId>, Vec<UserId>), EngineError> {
+        let chats = &self.core.stores.chats;
+        let receipts = chats.receipts(chat_id.0).await?;
+        if !receipts.iter().any(|receipt| receipt.user_id == user_id.0) {
+            return Err(EngineError::ChatNotFound);
+        }
+        let message = chats.message(chat_id.0, message_id.0).await?.ok_or(EngineError::MessageNotFound)?;
+        let others = receipts.iter().filter(|receipt| receipt.user_id != message.sender_id);
+        let delivered = others.clone().filter(|r| r.delivered_up_to >= message.id).map(|r| UserId(r.user_id)).collect();
+        let seen = others.filter(|r| r.seen_up_to >= message.id).map(|r| UserId(r.user_id)).collect();
+        Ok((delivered, seen))
+    }
+
     /// The user's chats, most recently active first.
     pub async fn chats_of(&self, user_id: UserId) -> Result<Vec<ChatOverview>, EngineError> {
         Ok(self.core.stores.chats.chats_of_user(user_id.0).await?)
@@ -427,6 +523,12 @@ pub fn message_view(record: &MessageRecord) -> Message {
         sent_at: record.sent_at_ms,
         edited_at: record.edited_at_ms,
         deleted: record.deleted_at_ms.is_some(),
+        event: record.event.as_deref().map(|json| {
+            serde_json::from_str(json).unwrap_or_else(|error| {
+                tracing::error!(%error, message_id = record.id, "stored event does not parse");
+                protocol::ws::ChatEvent::Unknown
+            })
+        }),
     }
 }
 
@@ -467,6 +569,21 @@ fn validate_body(body: &str) -> Result<(), EngineError> {
         return Err(EngineError::InvalidField(format!("body must be at most {MAX_BODY_BYTES} bytes")));
     }
     Ok(())
+}
+
+/// A group name: trimmed, within [`protocol::limits::GROUP_NAME_LEN`]
+/// characters, without control characters.
+fn validate_group_name(name: &str) -> Result<String, EngineError> {
+    use protocol::limits::GROUP_NAME_LEN;
+    let name = name.trim();
+    if !GROUP_NAME_LEN.contains(&name.chars().count()) || name.chars().any(char::is_control) {
+        return Err(EngineError::InvalidField(format!(
+            "name must be {} to {} characters without control characters",
+            GROUP_NAME_LEN.start(),
+            GROUP_NAME_LEN.end()
+        )));
+    }
+    Ok(name.to_owned())
 }
 
 fn nonzero(n: u32) -> NonZeroU32 {

@@ -3,7 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use engine::EngineError;
+use engine::{EngineError, GroupError};
 use protocol::rest::Problem;
 use protocol::ws::ErrorCode;
 
@@ -36,6 +36,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error(transparent)]
     Relation(#[from] storage::IllegalTransition),
+    #[error(transparent)]
+    Group(#[from] engine::GroupError),
     #[error("no such resource")]
     NotFound,
     #[error("user not found")]
@@ -80,6 +82,7 @@ impl ApiError {
             ApiError::UnsupportedProtocol => "unsupported_protocol",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Relation(illegal) => relation_code(illegal),
+            ApiError::Group(refused) => group_code(refused),
             ApiError::NotFound => "not_found",
             ApiError::UserNotFound => "user_not_found",
             ApiError::ChatNotFound => "chat_not_found",
@@ -118,6 +121,9 @@ impl ResponseError for ApiError {
             ApiError::Relation(storage::IllegalTransition::Yourself) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Relation(storage::IllegalTransition::BlockedByOther) => StatusCode::FORBIDDEN,
             ApiError::Relation(_) => StatusCode::CONFLICT,
+            ApiError::Group(GroupError::NotAMember(_)) => StatusCode::NOT_FOUND,
+            ApiError::Group(GroupError::NotAFriend(_)) => StatusCode::FORBIDDEN,
+            ApiError::Group(_) => StatusCode::CONFLICT,
             ApiError::NotFound | ApiError::UserNotFound | ApiError::ChatNotFound => StatusCode::NOT_FOUND,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InvalidCode { .. } | ApiError::TooManyAttempts => StatusCode::UNPROCESSABLE_ENTITY,
@@ -171,6 +177,7 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidField(why) => ApiError::InvalidField(why),
             EngineError::ClientMsgIdConflict => ApiError::InvalidField(error.to_string()),
             EngineError::Relation(illegal) => ApiError::Relation(illegal),
+            EngineError::Group(refused) => ApiError::Group(refused),
             EngineError::RateLimited { retry_after_ms } => {
                 ApiError::RateLimited { retry_after_secs: retry_after_ms.div_ceil(1000) }
             }
@@ -203,13 +210,25 @@ fn relation_code(illegal: &storage::IllegalTransition) -> &'static str {
     }
 }
 
+/// The stable code of a refused group change.
+fn group_code(refused: &GroupError) -> &'static str {
+    match refused {
+        GroupError::AlreadyMember(_) => "already_member",
+        GroupError::NotAMember(_) => "not_a_member",
+        GroupError::GroupFull(_) => "group_full",
+        GroupError::TooManyGroups(_) => "too_many_groups",
+        GroupError::OwnerMustTransfer => "owner_must_transfer",
+        GroupError::NotAFriend(_) => "not_a_friend",
+    }
+}
+
 /// The `error` frame code of an engine failure.
 pub fn frame_code(error: &EngineError) -> ErrorCode {
     match error {
         EngineError::ChatNotFound | EngineError::UserNotFound => ErrorCode::ChatNotFound,
         EngineError::MessageNotFound => ErrorCode::MessageNotFound,
         EngineError::EditClosed(_) => ErrorCode::EditClosed,
-        EngineError::Forbidden(_) | EngineError::Relation(_) => ErrorCode::Forbidden,
+        EngineError::Forbidden(_) | EngineError::Relation(_) | EngineError::Group(_) => ErrorCode::Forbidden,
         EngineError::InvalidField(_) => ErrorCode::InvalidField,
         EngineError::ClientMsgIdConflict => ErrorCode::ClientMsgIdConflict,
         EngineError::RateLimited { .. } => ErrorCode::RateLimited,

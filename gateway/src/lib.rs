@@ -131,7 +131,7 @@ impl Server {
 
 /// Every route of the node.
 fn routes_config(cfg: &mut web::ServiceConfig) {
-    use routes::{auth, chats, friends, ops, users};
+    use routes::{auth, chats, friends, groups, ops, users};
     cfg.route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
@@ -170,7 +170,18 @@ fn routes_config(cfg: &mut web::ServiceConfig) {
                 .route("/blocks/{user_id}", web::delete().to(friends::unblock))
                 .route("/chats", web::get().to(chats::list))
                 .route("/chats/direct", web::post().to(chats::open_direct))
+                .route("/chats/groups", web::post().to(groups::create))
+                .route("/chats/{chat_id}", web::get().to(chats::get))
+                .route("/chats/{chat_id}", web::patch().to(groups::rename))
+                .route("/chats/{chat_id}/avatar", web::put().to(groups::put_avatar))
+                .route("/chats/{chat_id}/avatar", web::delete().to(groups::delete_avatar))
+                .route("/chats/{chat_id}/members", web::get().to(groups::members))
+                .route("/chats/{chat_id}/members", web::post().to(groups::add_members))
+                .route("/chats/{chat_id}/members/{user_id}", web::delete().to(groups::remove_member))
+                .route("/chats/{chat_id}/members/{user_id}/role", web::put().to(groups::set_role))
+                .route("/chats/{chat_id}/owner", web::post().to(groups::transfer))
                 .route("/chats/{chat_id}/messages", web::get().to(chats::history))
+                .route("/chats/{chat_id}/messages/{message_id}/receipts", web::get().to(groups::receipts))
                 .route("/ws", web::get().to(ws::connect))
                 .default_service(web::to(not_found)),
         )

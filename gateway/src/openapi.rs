@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, chats, friends, users};
+use crate::routes::{auth, chats, friends, groups, users};
 
 /// Parley's REST API, version 1.
 #[derive(OpenApi)]
@@ -14,7 +14,9 @@ use crate::routes::{auth, chats, friends, users};
         users::me, users::update_me, users::user, users::search,
         friends::request, friends::cancel, friends::accept, friends::decline, friends::remove,
         friends::block, friends::unblock, friends::friends, friends::incoming, friends::outgoing, friends::blocked,
-        chats::list, chats::open_direct, chats::history,
+        chats::list, chats::open_direct, chats::get, chats::history,
+        groups::create, groups::rename, groups::put_avatar, groups::delete_avatar, groups::members,
+        groups::add_members, groups::remove_member, groups::set_role, groups::transfer, groups::receipts,
         crate::routes::avatars::put_avatar, crate::routes::avatars::delete_avatar, crate::routes::avatars::media,
         crate::routes::contacts::request_email, crate::routes::contacts::confirm_email, crate::routes::contacts::delete_email,
         crate::routes::contacts::request_phone, crate::routes::contacts::confirm_phone, crate::routes::contacts::delete_phone,
@@ -30,9 +32,12 @@ use crate::routes::{auth, chats, friends, users};
         protocol::rest::OwnProfile, protocol::rest::ProfilePatch, protocol::rest::MemberReceipts, protocol::rest::RelationState,
         protocol::rest::FriendRequest, protocol::rest::RelationStatus, protocol::rest::RelatedUser,
         protocol::rest::RelatedUserPage, protocol::rest::SearchHit, protocol::rest::SearchResults,
+        protocol::rest::GroupInfo, protocol::rest::Role, protocol::rest::CreateGroup, protocol::rest::GroupPatch,
+        protocol::rest::AddMembers, protocol::rest::SetRole, protocol::rest::TransferOwnership,
+        protocol::rest::ChatMember, protocol::rest::MemberList, protocol::rest::MessageReceipts, protocol::ws::ChatEvent,
     )),
     modifiers(&BearerAuth),
-    tags((name = "auth"), (name = "users"), (name = "friends"), (name = "chats"))
+    tags((name = "auth"), (name = "users"), (name = "friends"), (name = "chats"), (name = "groups"))
 )]
 pub struct ApiDoc;
 

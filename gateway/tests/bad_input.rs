@@ -430,7 +430,7 @@ async fn unknown_routes_are_404_not_found_problems() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let token = Some(alice.tokens.access_token.as_str());
-    for path in ["/api/v1/teleport", "/api/v1/chats/1/members", "/api/v2/chats", "/nope"] {
+    for path in ["/api/v1/teleport", "/api/v1/chats/1/attachments", "/api/v2/chats", "/nope"] {
         server.get_full(path, token).await.assert_problem(404, "not_found");
         server.get_full(path, None).await.assert_problem(404, "not_found");
     }

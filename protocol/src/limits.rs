@@ -70,3 +70,21 @@ pub const TYPING_TTL_MS: u64 = 5_000;
 /// At most one typing indicator per user and chat is relayed per this
 /// many milliseconds; clients send `typing` every ~3 s while typing.
 pub const TYPING_INTERVAL_MS: u64 = 2_000;
+
+/// Most members of a group. WhatsApp allows 1,024 and Signal 1,000; a
+/// Telegram basic group 200 before it becomes a supergroup; Matrix sets no
+/// limit and pays for it in state resolution. Every message costs one log
+/// entry per member, so the size bounds the write cost of one send (about
+/// a millisecond of SQLite at this size) and the fan-out of one message.
+pub const MAX_GROUP_MEMBERS: usize = 1_024;
+
+/// Most groups one user may be in. Telegram caps a user at 500 groups and
+/// channels; the chat list and the presence audience grow with it.
+pub const MAX_GROUPS_PER_USER: u32 = 500;
+
+/// Group-name length bounds, in characters (WhatsApp allows 100).
+pub const GROUP_NAME_LEN: std::ops::RangeInclusive<usize> = 1..=100;
+
+/// Most users named in one create or add request, so the request fits the
+/// 16 KiB body limit; larger groups are built with several requests.
+pub const MAX_MEMBERS_PER_REQUEST: usize = 256;

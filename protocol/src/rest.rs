@@ -187,6 +187,21 @@ pub struct OpenDirectChat {
 pub enum ChatKind {
     /// A 1:1 chat between two users.
     Direct,
+    /// A group chat with a name, roles and up to 1,024 members.
+    Group,
+}
+
+/// A member's role in a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Posts, reads, leaves.
+    Member,
+    /// Also renames, sets the avatar, adds members, removes members, and
+    /// deletes any message for everyone.
+    Admin,
+    /// Also removes admins, promotes and demotes, and transfers ownership.
+    Owner,
 }
 
 /// A chat in the caller's chat list.
@@ -194,16 +209,103 @@ pub enum ChatKind {
 pub struct ChatSummary {
     pub id: ChatId,
     pub kind: ChatKind,
-    /// Every member, the caller included.
+    /// 1:1 chats: both members. Groups: empty (see `group.member_count`;
+    /// `GET /chats/{chat_id}/members` lists them).
     pub members: Vec<UserView>,
+    /// Name, avatar, size and the caller's role; `null` for 1:1 chats.
+    #[serde(default)]
+    pub group: Option<GroupInfo>,
     /// Newest message, if any.
     pub last_message: Option<Message>,
     /// Messages from others after the caller's seen watermark.
     #[serde(default)]
     pub unread: u32,
-    /// Every member's delivered and seen watermarks.
+    /// 1:1 chats: both members' delivered and seen watermarks. Groups: the
+    /// caller's own (`GET /chats/{chat_id}/messages/{message_id}/receipts`
+    /// tells who has a message).
     #[serde(default)]
     pub receipts: Vec<MemberReceipts>,
+}
+
+/// What a group has beyond its messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GroupInfo {
+    /// 1–100 characters.
+    pub name: String,
+    pub avatar: Option<AvatarUrls>,
+    pub member_count: u32,
+    pub owner_id: UserId,
+    /// The caller's role.
+    pub role: Role,
+}
+
+/// `POST /chats/groups`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    /// 1–100 characters.
+    pub name: String,
+    /// Friends of the caller to add (the caller is added as the owner);
+    /// at most 256 per request.
+    #[serde(default)]
+    pub members: Vec<UserId>,
+}
+
+/// `PATCH /chats/{chat_id}`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupPatch {
+    pub name: String,
+}
+
+/// `POST /chats/{chat_id}/members`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMembers {
+    /// Friends of the caller who are not members yet; 1–256 per request.
+    pub members: Vec<UserId>,
+}
+
+/// `PUT /chats/{chat_id}/members/{user_id}/role`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    /// `admin` or `member`; ownership moves with `POST /chats/{chat_id}/owner`.
+    pub role: Role,
+}
+
+/// `POST /chats/{chat_id}/owner`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferOwnership {
+    pub user_id: UserId,
+}
+
+/// One member of a chat.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChatMember {
+    pub user: UserView,
+    pub role: Role,
+    /// When they joined, in milliseconds since the epoch.
+    pub joined_at: i64,
+}
+
+/// `GET /chats/{chat_id}/members`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct MemberList {
+    /// By user ID.
+    pub members: Vec<ChatMember>,
+}
+
+/// `GET /chats/{chat_id}/messages/{message_id}/receipts`: which other
+/// members have a message and which have read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MessageReceipts {
+    pub message_id: MessageId,
+    /// Members (not the sender) whose delivered watermark reached the message.
+    pub delivered: Vec<UserId>,
+    /// Members (not the sender) whose seen watermark reached the message.
+    pub seen: Vec<UserId>,
 }
 
 /// One member's receipt watermarks in a chat.

@@ -134,6 +134,35 @@ pub struct Message {
     /// Deleted for everyone: a tombstone without text.
     #[serde(default)]
     pub deleted: bool,
+    /// Set on event messages, which record a change to a group (its
+    /// `sender_id` made it; `body` is empty). Absent on ordinary messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<ChatEvent>,
+}
+
+/// A change to a group, recorded in its history as an event message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ChatEvent {
+    /// The sender created the group with these members (the sender included).
+    Created { name: String, members: Vec<UserId> },
+    /// The sender renamed the group.
+    Renamed { name: String },
+    /// The sender set (`true`) or removed the group's avatar.
+    AvatarChanged { avatar: bool },
+    /// The sender added these users.
+    MembersAdded { members: Vec<UserId> },
+    /// The sender removed `user_id` from the group.
+    MemberRemoved { user_id: UserId },
+    /// The sender left the group.
+    MemberLeft {},
+    /// The sender gave `user_id` the role `role`.
+    RoleChanged { user_id: UserId, role: crate::rest::Role },
+    /// The sender (the owner) made `user_id` the owner; the sender is now an admin.
+    OwnerChanged { user_id: UserId },
+    /// An event newer than this client; refetch the chat.
+    #[serde(other)]
+    Unknown,
 }
 
 /// Limits a client must respect, sent in `hello`.

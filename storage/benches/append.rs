@@ -46,6 +46,7 @@ fn append(c: &mut Criterion) {
                     client_msg_id: id.to_string(),
                     body: "a typical short chat message of about sixty bytes".into(),
                     sent_at_ms: id,
+                    event: None,
                 };
                 stores.chats.append_message(message, &[1, 2]).await.unwrap()
             })

@@ -172,8 +172,11 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Raises the user's delivered watermark in the chat to `up_to`, and
     /// with `seen` also the seen watermark, each capped at the chat's newest
     /// message (a client cannot acknowledge the future) and never lowered.
-    /// If either moved, appends a receipt entry to every member's update
-    /// log in the same step and returns the change; `None` if nothing moved.
+    /// If either moved, appends a receipt entry in the same step to the
+    /// update log of the reader and of whoever the move concerns: in a 1:1
+    /// chat the other member; in a group the members who sent a message
+    /// the move covers (so a read costs what it tells, not one entry per
+    /// member). Returns the change; `None` if nothing moved.
     /// [`StorageError::NotFound`] if the user is not a member.
     async fn mark_read(
         &self,
@@ -182,6 +185,29 @@ pub trait ChatStore: Send + Sync + 'static {
         up_to: i64,
         seen: bool,
     ) -> StorageResult<Option<ReceiptChange>>;
+    /// Every member's watermarks in the chat, by user ID ascending.
+    async fn receipts(&self, chat_id: i64) -> StorageResult<Vec<ReceiptRecord>>;
+    /// Every member of the chat with their role, by user ID ascending.
+    async fn members(&self, chat_id: i64) -> StorageResult<Vec<MemberRecord>>;
+    /// Creates a group with `event` (its creation) as its first message,
+    /// logged to every member, in one atomic step.
+    /// [`StorageError::NotFound`] if a member is unknown.
+    async fn create_group(
+        &self,
+        group: NewGroup,
+        event: NewMessage,
+    ) -> StorageResult<Result<GroupChanged, GroupRefusal>>;
+    /// Applies `change` to the group and appends `event` (which records it)
+    /// to the chat, logged to everyone who is a member before or after the
+    /// change, in one atomic step. Callers serialise changes per chat and
+    /// check permissions. [`StorageError::NotFound`] if the chat is not a
+    /// group, or a named member (or user to add) is unknown.
+    async fn change_group(
+        &self,
+        chat_id: i64,
+        change: GroupChange,
+        event: NewMessage,
+    ) -> StorageResult<Result<GroupChanged, GroupRefusal>>;
 }
 
 /// Small per-node facts that must survive restarts.

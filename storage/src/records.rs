@@ -152,6 +152,7 @@ pub enum RotateOutcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChatKind {
     Direct,
+    Group,
 }
 
 /// A chat and its members.
@@ -159,9 +160,114 @@ pub enum ChatKind {
 pub struct ChatRecord {
     pub id: i64,
     pub kind: ChatKind,
-    /// Member user IDs, ascending.
+    /// Member user IDs, ascending. In a [`ChatOverview`] of a group, only
+    /// the viewer (see [`GroupRecord::member_count`]).
     pub members: Vec<i64>,
     pub created_at_ms: i64,
+    /// Name, avatar and roles of a group; `None` for 1:1 chats.
+    pub group: Option<GroupRecord>,
+}
+
+impl ChatRecord {
+    /// `user_id`'s role, or `None` if they are not a member.
+    pub fn role_of(&self, user_id: i64) -> Option<Role> {
+        if !self.members.contains(&user_id) {
+            return None;
+        }
+        Some(match &self.group {
+            Some(group) if group.owner == user_id => Role::Owner,
+            Some(group) if group.admins.contains(&user_id) => Role::Admin,
+            _ => Role::Member,
+        })
+    }
+}
+
+/// What a group has beyond its members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub name: String,
+    /// Media key of the group's avatar, if any.
+    pub avatar: Option<String>,
+    pub owner: i64,
+    /// Members with the admin role, ascending (the owner is not among them).
+    pub admins: Vec<i64>,
+    pub member_count: u32,
+}
+
+/// A member's role in a group. In a 1:1 chat both members are [`Role::Member`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+/// One member of a chat, as listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub user_id: i64,
+    pub role: Role,
+    pub joined_at_ms: i64,
+}
+
+/// A group to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewGroup {
+    pub id: i64,
+    pub name: String,
+    /// The creator; a member.
+    pub owner: i64,
+    /// Every member, the owner included.
+    pub members: Vec<i64>,
+    pub created_at_ms: i64,
+    /// Refused with [`GroupRefusal::TooManyGroups`] for any member who
+    /// would be in more groups than this.
+    pub max_groups_per_user: u32,
+}
+
+/// A change to a group. Who may make it is the caller's check; the store
+/// applies it atomically with the event message that records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupChange {
+    Rename(String),
+    /// A new avatar's media key, or `None` to remove it.
+    SetAvatar(Option<String>),
+    /// Adds users (who are not members) with the member role; they see the
+    /// chat's history from this change on. Refused with
+    /// [`GroupRefusal::TooManyGroups`] if one would exceed `max_groups_per_user`.
+    AddMembers {
+        users: Vec<i64>,
+        max_groups_per_user: u32,
+    },
+    /// Removes a member (who left or was removed).
+    RemoveMember(i64),
+    /// Makes a member an admin or a plain member.
+    SetRole {
+        user_id: i64,
+        role: Role,
+    },
+    /// Makes a member the owner; the previous owner becomes an admin.
+    TransferOwnership(i64),
+}
+
+/// Why a group change or creation was refused; nothing was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GroupRefusal {
+    #[error("user {user_id} is in too many groups")]
+    TooManyGroups { user_id: i64 },
+}
+
+/// Result of a group creation or change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupChanged {
+    /// The chat as it is now.
+    pub chat: ChatRecord,
+    /// The event message recording the change.
+    pub message: MessageRecord,
+    /// The new update-log seq of everyone who was a member before or after.
+    pub seqs: Vec<(i64, u64)>,
+    /// With [`GroupChange::SetAvatar`]: the key it replaced.
+    pub previous_avatar: Option<String>,
 }
 
 /// A chat as listed for one user.
@@ -170,9 +276,10 @@ pub struct ChatOverview {
     pub chat: ChatRecord,
     pub last_message: Option<MessageRecord>,
     /// Messages from others after the user's seen watermark (not deleted,
-    /// not hidden by the user).
+    /// not hidden by the user, not events).
     pub unread: u32,
-    /// Every member's watermarks, by user ID ascending.
+    /// Every member's watermarks, by user ID ascending; in a group only the
+    /// viewer's (ask [`crate::ChatStore::receipts`] for everyone's).
     pub receipts: Vec<ReceiptRecord>,
 }
 
@@ -202,6 +309,9 @@ pub struct NewMessage {
     pub client_msg_id: String,
     pub body: String,
     pub sent_at_ms: i64,
+    /// For an event message (a group change), its description as JSON
+    /// (the engine's format; the store does not look inside). `body` is empty then.
+    pub event: Option<String>,
 }
 
 /// A stored message.
@@ -220,6 +330,8 @@ pub struct MessageRecord {
     pub edit_count: u32,
     /// When it was deleted for everyone (a tombstone from then on).
     pub deleted_at_ms: Option<i64>,
+    /// See [`NewMessage::event`].
+    pub event: Option<String>,
 }
 
 /// Result of [`crate::ChatStore::append_message`].

@@ -70,6 +70,12 @@ macro_rules! backend_tests {
                 expired_challenges_are_deleted,
                 confirmed_contacts_are_unique_per_channel,
                 contacts_are_cleared_and_unknown_users_refused,
+                groups_are_created_with_roles_and_an_event_for_everyone,
+                group_changes_log_to_members_before_and_after,
+                new_members_see_history_from_their_join,
+                group_limits_refuse_and_write_nothing,
+                group_receipts_reach_the_reader_and_the_senders_they_cover,
+                group_overviews_carry_the_group_without_every_member,
             );
             with_harness!($harness;
                 data_survives_reopen,
@@ -107,9 +113,9 @@ backend_tests!(sqlite, SqliteHarness);
 /// The behaviours every backend must show.
 mod suite {
     use storage::{
-        AppendOutcome, ChatKind, ChatRecord, MessageRecord, NewMessage, NewRefreshToken, NewTokenFamily, NewUser,
-        ReceiptRecord, Relation, RelationAction, RotateOutcome, StorageError, StorageResult, Stores, TokenHash,
-        UpdateKind, UserRecord,
+        AppendOutcome, ChatKind, ChatRecord, GroupChange, GroupChanged, GroupRefusal, MessageRecord, NewGroup,
+        NewMessage, NewRefreshToken, NewTokenFamily, NewUser, ReceiptRecord, Relation, RelationAction, Role,
+        RotateOutcome, StorageError, StorageResult, Stores, TokenHash, UpdateKind, UserRecord,
     };
 
     use super::{Error, Harness, TestResult};
@@ -171,6 +177,7 @@ mod suite {
             client_msg_id: client_msg_id.to_owned(),
             body: format!("body of {id}"),
             sent_at_ms: id,
+            event: None,
         }
     }
 
@@ -185,6 +192,7 @@ mod suite {
             edited_at_ms: None,
             edit_count: 0,
             deleted_at_ms: None,
+            event: message.event.clone(),
         }
     }
 
@@ -338,7 +346,8 @@ mod suite {
         users(stores, &[1, 2, 3]).await?;
 
         let chat = stores.chats.direct_chat(2, 1, 100, 5_000).await?;
-        let expected = ChatRecord { id: 100, kind: ChatKind::Direct, members: vec![1, 2], created_at_ms: 5_000 };
+        let expected =
+            ChatRecord { id: 100, kind: ChatKind::Direct, members: vec![1, 2], created_at_ms: 5_000, group: None };
         assert_eq!(chat, expected);
         assert_eq!(stores.chats.direct_chat(1, 2, 101, 6_000).await?, expected, "the pair's chat, not a new one");
         assert_eq!(stores.chats.direct_chat(2, 1, 102, 7_000).await?, expected);
@@ -530,7 +539,7 @@ mod suite {
         assert_eq!(listed[2].last_message, None);
         assert_eq!(
             listed[0].chat,
-            ChatRecord { id: b, kind: ChatKind::Direct, members: vec![1, 3], created_at_ms: 200 }
+            ChatRecord { id: b, kind: ChatKind::Direct, members: vec![1, 3], created_at_ms: 200, group: None }
         );
 
         let of_two = stores.chats.chats_of_user(2).await?;
@@ -564,6 +573,170 @@ mod suite {
         assert!(matches!(outsider, Err(StorageError::NotFound(_))), "{outsider:?}");
         let no_chat = stores.chats.mark_read(404, 1, 1_000, false).await;
         assert!(matches!(no_chat, Err(StorageError::NotFound(_))), "{no_chat:?}");
+        Ok(())
+    }
+
+    fn group(id: i64, owner: i64, members: &[i64]) -> NewGroup {
+        NewGroup {
+            id,
+            name: format!("group {id}"),
+            owner,
+            members: members.to_vec(),
+            created_at_ms: id,
+            max_groups_per_user: 10,
+        }
+    }
+
+    fn event(id: i64, chat_id: i64, sender_id: i64, json: &str) -> NewMessage {
+        NewMessage {
+            body: String::new(),
+            event: Some(json.to_owned()),
+            ..message(id, chat_id, sender_id, &format!("event:{id}"))
+        }
+    }
+
+    async fn create_group(stores: &Stores, group: NewGroup) -> Result<GroupChanged, Error> {
+        let event = event(group.id + 1, group.id, group.owner, r#"{"type":"created"}"#);
+        Ok(stores.chats.create_group(group, event).await??)
+    }
+
+    async fn change(
+        stores: &Stores,
+        chat_id: i64,
+        id: i64,
+        by: i64,
+        change: GroupChange,
+    ) -> Result<GroupChanged, Error> {
+        Ok(stores.chats.change_group(chat_id, change, event(id, chat_id, by, r#"{"type":"x"}"#)).await??)
+    }
+
+    pub async fn groups_are_created_with_roles_and_an_event_for_everyone(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3]).await?;
+        let created = create_group(stores, group(100, 2, &[2, 1, 3])).await?;
+        let chat = stores.chats.chat(100).await?.ok_or("group missing")?;
+        assert_eq!(created.chat, chat);
+        assert_eq!(chat.kind, ChatKind::Group);
+        assert_eq!(chat.members, [1, 2, 3]);
+        let info = chat.group.as_ref().ok_or("no group record")?;
+        assert_eq!((info.name.as_str(), info.owner, info.member_count), ("group 100", 2, 3));
+        assert_eq!(chat.role_of(2), Some(Role::Owner));
+        assert_eq!(chat.role_of(1), Some(Role::Member));
+        assert_eq!(chat.role_of(9), None);
+        assert_eq!(created.message.event.as_deref(), Some(r#"{"type":"created"}"#));
+        assert_eq!(created.seqs, [(1, 1), (2, 1), (3, 1)]);
+        assert_eq!(stores.chats.updates_after(3, 0, 10).await?[0].kind, UpdateKind::Message(created.message));
+        let members = stores.chats.members(100).await?;
+        assert_eq!(
+            members.iter().map(|m| (m.user_id, m.role)).collect::<Vec<_>>(),
+            [(1, Role::Member), (2, Role::Owner), (3, Role::Member)]
+        );
+        let unknown = stores.chats.create_group(group(200, 1, &[1, 404]), event(201, 200, 1, "{}")).await;
+        assert!(matches!(unknown, Err(StorageError::NotFound(_))), "{unknown:?}");
+        assert_eq!(stores.chats.chat(200).await?, None, "nothing of a failed creation is kept");
+        Ok(())
+    }
+
+    pub async fn group_changes_log_to_members_before_and_after(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3, 4]).await?;
+        create_group(stores, group(100, 1, &[1, 2])).await?;
+        let added =
+            change(stores, 100, 110, 1, GroupChange::AddMembers { users: vec![3, 4], max_groups_per_user: 10 }).await?;
+        assert_eq!(added.chat.members, [1, 2, 3, 4]);
+        assert_eq!(added.chat.group.as_ref().map(|g| g.member_count), Some(4));
+        assert_eq!(added.seqs.iter().map(|(user, _)| *user).collect::<Vec<_>>(), [1, 2, 3, 4]);
+
+        let renamed = change(stores, 100, 120, 2, GroupChange::Rename("New name".into())).await?;
+        assert_eq!(renamed.chat.group.as_ref().map(|g| g.name.as_str()), Some("New name"));
+        let avatar = change(stores, 100, 125, 1, GroupChange::SetAvatar(Some("a1".into()))).await?;
+        assert_eq!(avatar.previous_avatar, None);
+        let avatar = change(stores, 100, 126, 1, GroupChange::SetAvatar(None)).await?;
+        assert_eq!(avatar.previous_avatar.as_deref(), Some("a1"));
+
+        let promoted = change(stores, 100, 130, 1, GroupChange::SetRole { user_id: 3, role: Role::Admin }).await?;
+        assert_eq!(promoted.chat.role_of(3), Some(Role::Admin));
+        let transferred = change(stores, 100, 140, 1, GroupChange::TransferOwnership(2)).await?;
+        assert_eq!(transferred.chat.role_of(2), Some(Role::Owner));
+        assert_eq!(transferred.chat.role_of(1), Some(Role::Admin), "the old owner becomes an admin");
+
+        let removed = change(stores, 100, 150, 2, GroupChange::RemoveMember(4)).await?;
+        assert_eq!(removed.chat.members, [1, 2, 3]);
+        assert!(removed.seqs.iter().any(|(user, _)| *user == 4), "the removed member hears of the removal");
+        let after = append(stores, message(160, 100, 1, "after"), &removed.chat.members).await?;
+        assert!(after.iter().all(|(user, _)| *user != 4));
+
+        let gone = stores.chats.change_group(100, GroupChange::RemoveMember(4), event(170, 100, 2, "{}")).await;
+        assert!(matches!(gone, Err(StorageError::NotFound(_))), "{gone:?}");
+        let not_group = stores.chats.direct_chat(1, 2, 300, 0).await?;
+        let direct =
+            stores.chats.change_group(not_group.id, GroupChange::Rename("x".into()), event(301, 300, 1, "{}")).await;
+        assert!(matches!(direct, Err(StorageError::NotFound(_))), "{direct:?}");
+        assert_eq!(stores.chats.messages_before(100, 1, None, 50).await?.len(), 9, "failed changes store no event");
+        Ok(())
+    }
+
+    pub async fn new_members_see_history_from_their_join(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3]).await?;
+        create_group(stores, group(100, 1, &[1, 2])).await?;
+        append(stores, message(110, 100, 2, "before"), &[1, 2]).await?;
+        change(stores, 100, 120, 1, GroupChange::AddMembers { users: vec![3], max_groups_per_user: 10 }).await?;
+        append(stores, message(130, 100, 2, "after"), &[1, 2, 3]).await?;
+        assert_eq!(ids(&stores.chats.messages_before(100, 3, None, 50).await?), [130, 120]);
+        assert_eq!(ids(&stores.chats.messages_before(100, 1, None, 50).await?), [130, 120, 110, 101]);
+        let overview = stores.chats.chats_of_user(3).await?;
+        assert_eq!(overview[0].unread, 1, "only messages since joining, events not counted");
+        Ok(())
+    }
+
+    pub async fn group_limits_refuse_and_write_nothing(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3]).await?;
+        create_group(stores, NewGroup { max_groups_per_user: 2, ..group(100, 1, &[1, 2]) }).await?;
+        create_group(stores, NewGroup { max_groups_per_user: 2, ..group(200, 1, &[1, 3]) }).await?;
+        let third = stores
+            .chats
+            .create_group(NewGroup { max_groups_per_user: 2, ..group(300, 2, &[2, 1]) }, event(301, 300, 2, "{}"))
+            .await?;
+        assert_eq!(third, Err(GroupRefusal::TooManyGroups { user_id: 1 }));
+        assert_eq!(stores.chats.chat(300).await?, None);
+        let add = stores
+            .chats
+            .change_group(
+                200,
+                GroupChange::AddMembers { users: vec![2], max_groups_per_user: 1 },
+                event(210, 200, 1, "{}"),
+            )
+            .await?;
+        assert_eq!(add, Err(GroupRefusal::TooManyGroups { user_id: 2 }));
+        assert_eq!(stores.chats.chat(200).await?.map(|c| c.members), Some(vec![1, 3]));
+        assert_eq!(stores.chats.latest_seq(2).await?, 1, "only the first group's creation was logged");
+        Ok(())
+    }
+
+    pub async fn group_receipts_reach_the_reader_and_the_senders_they_cover(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3, 4]).await?;
+        create_group(stores, group(100, 1, &[1, 2, 3, 4])).await?;
+        append(stores, message(110, 100, 2, "from 2"), &[1, 2, 3, 4]).await?;
+        append(stores, message(120, 100, 3, "from 3"), &[1, 2, 3, 4]).await?;
+        let change = stores.chats.mark_read(100, 4, 115, true).await?.ok_or("nothing moved")?;
+        let told: Vec<i64> = change.seqs.iter().map(|(user, _)| *user).collect();
+        assert_eq!(told, [1, 2, 4], "the reader, the sender of 110 and of the creation event");
+        let change = stores.chats.mark_read(100, 4, 120, false).await?.ok_or("delivered did not move")?;
+        let told: Vec<i64> = change.seqs.iter().map(|(user, _)| *user).collect();
+        assert_eq!(told, [3, 4], "only the sender of the newly delivered message, and the reader");
+        Ok(())
+    }
+
+    pub async fn group_overviews_carry_the_group_without_every_member(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3]).await?;
+        create_group(stores, group(100, 1, &[1, 2, 3])).await?;
+        change(stores, 100, 110, 1, GroupChange::SetRole { user_id: 3, role: Role::Admin }).await?;
+        stores.chats.mark_read(100, 2, 110, true).await?;
+        let overview = stores.chats.chats_of_user(2).await?.pop().ok_or("no chat")?;
+        assert_eq!(overview.chat.members, [2], "a group's overview holds only the viewer");
+        let info = overview.chat.group.ok_or("no group")?;
+        assert_eq!((info.owner, info.admins.as_slice(), info.member_count), (1, &[3][..], 3));
+        assert_eq!(overview.receipts.len(), 1);
+        assert_eq!(overview.receipts[0].user_id, 2);
+        assert_eq!(stores.chats.receipts(100).await?.len(), 3);
         Ok(())
     }
 
@@ -701,7 +874,7 @@ mod suite {
 
         let stores = harness.open().await?;
         assert_eq!(stores.users.user_by_username("user1").await?, Some(record(&new_user(1, "user1"))));
-        let chat = ChatRecord { id: 100, kind: ChatKind::Direct, members: vec![1, 2], created_at_ms: 50 };
+        let chat = ChatRecord { id: 100, kind: ChatKind::Direct, members: vec![1, 2], created_at_ms: 50, group: None };
         assert_eq!(stores.chats.direct_chat(2, 1, 999, 60).await?, chat);
         assert_eq!(stores.chats.messages_before(100, 1, None, 10).await?, [stored(&sent)]);
         assert_eq!(stores.chats.latest_seq(2).await?, 2, "the message and the receipt");

@@ -35,9 +35,40 @@ pub async fn put_avatar(
     req: HttpRequest,
     state: web::Data<AppState>,
     permits: web::Data<AvatarPermits>,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<web::Json<AvatarUrls>, ApiError> {
-    state.check_user_rate(&state.uploads, user.user_id)?;
+    let user_id = user.user_id.0;
+    let key = upload_avatar(&req, &state, &permits, payload, user.user_id, user_id).await?;
+    let stores = state.engine.stores();
+    let previous = match stores.users.set_avatar(user_id, Some(key.clone())).await {
+        Ok(previous) => previous,
+        Err(error) => {
+            delete_files(stores.media.as_ref(), &key).await;
+            return Err(match error {
+                StorageError::NotFound(_) => ApiError::UserNotFound,
+                other => other.into(),
+            });
+        }
+    };
+    if let Some(previous) = previous.filter(|previous| *previous != key) {
+        delete_files(stores.media.as_ref(), &previous).await;
+    }
+    tracing::info!(user_id, avatar = %key, "avatar set");
+    Ok(web::Json(avatars::avatar_urls(&key)))
+}
+
+/// Reads an avatar image uploaded by `uploader` (rate-limited per user),
+/// makes its thumbnails and stores them under a fresh key beneath
+/// `owner_id` (a user or a group); returns the key.
+pub async fn upload_avatar(
+    req: &HttpRequest,
+    state: &AppState,
+    permits: &AvatarPermits,
+    mut payload: web::Payload,
+    uploader: protocol::UserId,
+    owner_id: i64,
+) -> Result<String, ApiError> {
+    state.check_user_rate(&state.uploads, uploader)?;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|len| len > MAX_AVATAR_BYTES) {
         return Err(too_large());
@@ -56,31 +87,19 @@ pub async fn put_avatar(
         web::block(move || avatars::make_thumbnails(&body)).await.map_err(ApiError::internal)??
     };
 
-    let stores = state.engine.stores();
-    let user_id = user.user_id.0;
-    let key = avatars::avatar_key(user_id, &format!("{:032x}", rand::random::<u128>()));
+    let media = &state.engine.stores().media;
+    let key = avatars::avatar_key(owner_id, &format!("{:032x}", rand::random::<u128>()));
     let [small_key, large_key] = avatars::thumbnail_keys(&key);
     let stored = async {
-        stores.media.put(&small_key, thumbnails.small, THUMBNAIL_CONTENT_TYPE).await?;
-        stores.media.put(&large_key, thumbnails.large, THUMBNAIL_CONTENT_TYPE).await?;
-        stores.users.set_avatar(user_id, Some(key.clone())).await
+        media.put(&small_key, thumbnails.small, THUMBNAIL_CONTENT_TYPE).await?;
+        media.put(&large_key, thumbnails.large, THUMBNAIL_CONTENT_TYPE).await
     }
     .await;
-    let previous = match stored {
-        Ok(previous) => previous,
-        Err(error) => {
-            delete_files(stores.media.as_ref(), &key).await;
-            return Err(match error {
-                StorageError::NotFound(_) => ApiError::UserNotFound,
-                other => other.into(),
-            });
-        }
-    };
-    if let Some(previous) = previous.filter(|previous| *previous != key) {
-        delete_files(stores.media.as_ref(), &previous).await;
+    if let Err(error) = stored {
+        delete_files(media.as_ref(), &key).await;
+        return Err(error.into());
     }
-    tracing::info!(user_id, avatar = %key, "avatar set");
-    Ok(web::Json(avatars::avatar_urls(&key)))
+    Ok(key)
 }
 
 /// Removes the caller's avatar and deletes its files. Succeeds if there was none.
@@ -151,7 +170,7 @@ fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
 
 /// Deletes the thumbnails of the avatar stored under `key`; failures are
 /// logged, not returned (the avatar change itself has happened).
-async fn delete_files(media: &dyn MediaStore, key: &str) {
+pub async fn delete_files(media: &dyn MediaStore, key: &str) {
     for file in avatars::thumbnail_keys(key) {
         if let Err(error) = media.delete(&file).await {
             tracing::warn!(%error, key = %file, "could not delete an avatar file");

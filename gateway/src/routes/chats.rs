@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use actix_web::web;
 use protocol::limits::DEFAULT_HISTORY_PAGE;
-use protocol::rest::{ChatKind, ChatList, ChatSummary, HistoryQuery, MemberReceipts, MessagePage, OpenDirectChat};
+use protocol::rest::{
+    ChatKind, ChatList, ChatSummary, GroupInfo, HistoryQuery, MemberReceipts, MessagePage, OpenDirectChat,
+};
 use protocol::{ChatId, MessageId, UserId};
 use storage::{ChatOverview, UserRecord};
 
@@ -17,7 +19,7 @@ use crate::state::{AppState, AuthUser};
     responses((status = 200, body = ChatList), (status = 401, body = protocol::rest::Problem, description = "unauthorized")))]
 pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<web::Json<ChatList>, ApiError> {
     let overviews = state.engine.chats_of(user.user_id).await?;
-    let chats = summaries(&state, overviews).await?;
+    let chats = summaries(&state, user.user_id, overviews).await?;
     Ok(web::Json(ChatList { chats }))
 }
 
@@ -31,9 +33,26 @@ pub async fn open_direct(
     body: web::Json<OpenDirectChat>,
 ) -> Result<web::Json<ChatSummary>, ApiError> {
     let chat = state.engine.open_direct_chat(user.user_id, body.user_id).await?;
-    let overview = state.engine.chats_of(user.user_id).await?.into_iter().filter(|o| o.chat.id == chat.id).collect();
-    let mut summaries = summaries(&state, overview).await?;
-    summaries.pop().map(web::Json).ok_or(ApiError::Internal("chat vanished".into()))
+    summary(&state, user.user_id, ChatId(chat.id)).await.map(web::Json)
+}
+
+/// One chat of the caller, as in the chat list.
+#[utoipa::path(get, path = "/api/v1/chats/{chat_id}", tag = "chats", security(("bearer" = [])),
+    params(("chat_id" = String, Path, description = "Chat ID")),
+    responses((status = 200, body = ChatSummary), (status = 404, body = protocol::rest::Problem, description = "chat_not_found")))]
+pub async fn get(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<ChatId>,
+) -> Result<web::Json<ChatSummary>, ApiError> {
+    summary(&state, user.user_id, *path).await.map(web::Json)
+}
+
+/// The caller's summary of one chat they are a member of.
+pub async fn summary(state: &AppState, user_id: UserId, chat_id: ChatId) -> Result<ChatSummary, ApiError> {
+    let overview = state.engine.chat_overview(user_id, chat_id).await?;
+    let mut summaries = summaries(state, user_id, vec![overview]).await?;
+    summaries.pop().ok_or(ApiError::ChatNotFound)
 }
 
 /// A page of a chat's messages, newest first.
@@ -57,7 +76,11 @@ pub async fn history(
 }
 
 /// Resolves members of the chats to public user views with one lookup.
-async fn summaries(state: &AppState, overviews: Vec<ChatOverview>) -> Result<Vec<ChatSummary>, ApiError> {
+async fn summaries(
+    state: &AppState,
+    viewer: UserId,
+    overviews: Vec<ChatOverview>,
+) -> Result<Vec<ChatSummary>, ApiError> {
     let mut ids: Vec<i64> = overviews.iter().flat_map(|o| o.chat.members.iter().copied()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -69,8 +92,21 @@ async fn summaries(state: &AppState, overviews: Vec<ChatOverview>) -> Result<Vec
             id: ChatId(overview.chat.id),
             kind: match overview.chat.kind {
                 storage::ChatKind::Direct => ChatKind::Direct,
+                storage::ChatKind::Group => ChatKind::Group,
             },
-            members: overview.chat.members.iter().filter_map(|id| users.get(id)).map(user_view).collect(),
+            members: match overview.chat.kind {
+                storage::ChatKind::Direct => {
+                    overview.chat.members.iter().filter_map(|id| users.get(id)).map(user_view).collect()
+                }
+                storage::ChatKind::Group => Vec::new(),
+            },
+            group: overview.chat.group.as_ref().map(|group| GroupInfo {
+                name: group.name.clone(),
+                avatar: group.avatar.as_deref().map(crate::avatars::avatar_urls),
+                member_count: group.member_count,
+                owner_id: UserId(group.owner),
+                role: engine::policy::role_view(overview.chat.role_of(viewer.0).unwrap_or(storage::Role::Member)),
+            }),
             last_message: overview.last_message.as_ref().map(engine::message_view),
             unread: overview.unread,
             receipts: overview

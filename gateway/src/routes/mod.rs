@@ -5,5 +5,6 @@ pub mod avatars;
 pub mod chats;
 pub mod contacts;
 pub mod friends;
+pub mod groups;
 pub mod ops;
 pub mod users;

@@ -4,10 +4,10 @@ use super::*;
 
 /// Columns a message is read from, in [`message_at`]'s order.
 const MESSAGE_COLUMNS: &str =
-    "chat_id, id, sender_id, client_msg_id, body, sent_at_ms, edited_at_ms, edit_count, deleted_at_ms";
+    "chat_id, id, sender_id, client_msg_id, body, sent_at_ms, edited_at_ms, edit_count, deleted_at_ms, event";
 
 /// Columns a new message is written to.
-const NEW_MESSAGE_COLUMNS: &str = "chat_id, id, sender_id, client_msg_id, body, sent_at_ms";
+const NEW_MESSAGE_COLUMNS: &str = "chat_id, id, sender_id, client_msg_id, body, sent_at_ms, event";
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<MessageRecord> {
     message_at(row, 0)
@@ -25,6 +25,7 @@ fn message_at(row: &Row<'_>, first: usize) -> rusqlite::Result<MessageRecord> {
         edited_at_ms: row.get(first + 6)?,
         edit_count: row.get(first + 7)?,
         deleted_at_ms: row.get(first + 8)?,
+        event: row.get(first + 9)?,
     })
 }
 
@@ -78,24 +79,208 @@ fn optional_message_at(row: &Row<'_>, first: usize) -> rusqlite::Result<Option<M
 fn chat_kind(kind: &str) -> StorageResult<ChatKind> {
     match kind {
         KIND_DIRECT => Ok(ChatKind::Direct),
+        KIND_GROUP => Ok(ChatKind::Group),
         other => Err(backend(format!("unknown chat kind {other:?} in sqlite store"))),
     }
 }
 
+fn parse_role(role: &str) -> StorageResult<Role> {
+    match role {
+        ROLE_OWNER => Ok(Role::Owner),
+        ROLE_ADMIN => Ok(Role::Admin),
+        ROLE_MEMBER => Ok(Role::Member),
+        other => Err(backend(format!("unknown member role {other:?} in sqlite store"))),
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Owner => ROLE_OWNER,
+        Role::Admin => ROLE_ADMIN,
+        Role::Member => ROLE_MEMBER,
+    }
+}
+
+const ROLE_OWNER: &str = "owner";
+const ROLE_ADMIN: &str = "admin";
+const ROLE_MEMBER: &str = "member";
+
 /// The chat with its members, if it exists.
 fn load_chat(conn: &Connection, chat_id: i64) -> StorageResult<Option<ChatRecord>> {
     let chat = conn
-        .prepare_cached("SELECT kind, created_at_ms FROM chats WHERE id = ?1")?
-        .query_row([chat_id], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+        .prepare_cached(
+            "SELECT c.kind, c.created_at_ms, g.name, g.avatar, g.member_count
+             FROM chats c LEFT JOIN groups g ON g.chat_id = c.id WHERE c.id = ?1",
+        )?
+        .query_row([chat_id], |row| {
+            let group: Option<String> = row.get(2)?;
+            let group = match group {
+                Some(name) => Some((name, row.get::<_, Option<String>>(3)?, row.get::<_, u32>(4)?)),
+                None => None,
+            };
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, group))
+        })
         .optional()?;
-    let Some((kind, created_at_ms)) = chat else {
+    let Some((kind, created_at_ms, group)) = chat else {
         return Ok(None);
     };
-    let members = conn
-        .prepare_cached("SELECT user_id FROM chat_members WHERE chat_id = ?1 ORDER BY user_id")?
-        .query_map([chat_id], |row| row.get(0))?
-        .collect::<rusqlite::Result<Vec<i64>>>()?;
-    Ok(Some(ChatRecord { id: chat_id, kind: chat_kind(&kind)?, members, created_at_ms }))
+    let mut members = Vec::new();
+    let mut owner = 0;
+    let mut admins = Vec::new();
+    let mut stmt = conn.prepare_cached("SELECT user_id, role FROM chat_members WHERE chat_id = ?1 ORDER BY user_id")?;
+    let mut rows = stmt.query([chat_id])?;
+    while let Some(row) = rows.next()? {
+        let user_id: i64 = row.get(0)?;
+        match parse_role(&row.get::<_, String>(1)?)? {
+            Role::Owner => owner = user_id,
+            Role::Admin => admins.push(user_id),
+            Role::Member => {}
+        }
+        members.push(user_id);
+    }
+    let group = group.map(|(name, avatar, member_count)| GroupRecord { name, avatar, owner, admins, member_count });
+    Ok(Some(ChatRecord { id: chat_id, kind: chat_kind(&kind)?, members, created_at_ms, group }))
+}
+
+/// How many groups the user is a member of.
+fn groups_of(conn: &Connection, user_id: i64) -> StorageResult<u32> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM chat_members m JOIN chats c ON c.id = m.chat_id
+             WHERE m.user_id = ?1 AND c.kind = 'group'",
+        )?
+        .query_row([user_id], |row| row.get(0))?)
+}
+
+/// The first of `users` who is in `max` groups already, if any.
+fn over_group_limit(conn: &Connection, users: &[i64], max: u32) -> StorageResult<Option<GroupRefusal>> {
+    for &user_id in users {
+        if groups_of(conn, user_id)? >= max {
+            return Ok(Some(GroupRefusal::TooManyGroups { user_id }));
+        }
+    }
+    Ok(None)
+}
+
+/// Inserts a message and moves the chat's newest-message pointer.
+/// [`StorageError::NotFound`] for an unknown chat.
+fn insert_message(conn: &Connection, message: NewMessage) -> StorageResult<MessageRecord> {
+    let chats = conn
+        .prepare_cached("UPDATE chats SET last_message_id = MAX(COALESCE(last_message_id, ?2), ?2) WHERE id = ?1")?
+        .execute([message.chat_id, message.id])?;
+    if chats == 0 {
+        return Err(StorageError::NotFound(format!("chat {}", message.chat_id)));
+    }
+    let sql = format!("INSERT INTO messages ({NEW_MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    conn.prepare_cached(&sql)?.execute(params![
+        message.chat_id,
+        message.id,
+        message.sender_id,
+        message.client_msg_id,
+        message.body,
+        message.sent_at_ms,
+        message.event
+    ])?;
+    Ok(MessageRecord {
+        id: message.id,
+        chat_id: message.chat_id,
+        sender_id: message.sender_id,
+        client_msg_id: message.client_msg_id,
+        body: message.body,
+        sent_at_ms: message.sent_at_ms,
+        edited_at_ms: None,
+        edit_count: 0,
+        deleted_at_ms: None,
+        event: message.event,
+    })
+}
+
+/// Adds a member who sees the chat's messages from now on.
+fn add_member(conn: &Connection, chat_id: i64, user_id: i64, role: Role, now_ms: i64) -> StorageResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO chat_members (chat_id, user_id, role, joined_at_ms, history_from)
+         SELECT ?1, ?2, ?3, ?4, COALESCE(last_message_id, 0) FROM chats WHERE id = ?1",
+    )?
+    .execute(params![chat_id, user_id, role_name(role), now_ms])?;
+    Ok(())
+}
+
+/// Sets a member's role; [`StorageError::NotFound`] for a non-member.
+fn set_role(conn: &Connection, chat_id: i64, user_id: i64, role: Role) -> StorageResult<()> {
+    let changed = conn
+        .prepare_cached("UPDATE chat_members SET role = ?3 WHERE chat_id = ?1 AND user_id = ?2")?
+        .execute(params![chat_id, user_id, role_name(role)])?;
+    if changed == 0 {
+        return Err(StorageError::NotFound(format!("member {user_id} of chat {chat_id}")));
+    }
+    Ok(())
+}
+
+/// Applies one group change inside the caller's transaction.
+fn apply_group_change(
+    conn: &Connection,
+    chat: &ChatRecord,
+    change: GroupChange,
+    now_ms: i64,
+) -> StorageResult<Result<Option<String>, GroupRefusal>> {
+    let chat_id = chat.id;
+    let mut previous_avatar = None;
+    match change {
+        GroupChange::Rename(name) => {
+            conn.prepare_cached("UPDATE groups SET name = ?2 WHERE chat_id = ?1")?.execute(params![chat_id, name])?;
+        }
+        GroupChange::SetAvatar(avatar) => {
+            previous_avatar = chat.group.as_ref().and_then(|group| group.avatar.clone());
+            conn.prepare_cached("UPDATE groups SET avatar = ?2 WHERE chat_id = ?1")?
+                .execute(params![chat_id, avatar])?;
+        }
+        GroupChange::AddMembers { users, max_groups_per_user } => {
+            if let Some(refusal) = over_group_limit(conn, &users, max_groups_per_user)? {
+                return Ok(Err(refusal));
+            }
+            for &user_id in &users {
+                add_member(conn, chat_id, user_id, Role::Member, now_ms)?;
+            }
+            conn.prepare_cached("UPDATE groups SET member_count = member_count + ?2 WHERE chat_id = ?1")?
+                .execute(params![chat_id, users.len() as i64])?;
+        }
+        GroupChange::RemoveMember(user_id) => {
+            let removed = conn
+                .prepare_cached("DELETE FROM chat_members WHERE chat_id = ?1 AND user_id = ?2")?
+                .execute([chat_id, user_id])?;
+            if removed == 0 {
+                return Err(StorageError::NotFound(format!("member {user_id} of chat {chat_id}")));
+            }
+            conn.prepare_cached("UPDATE groups SET member_count = member_count - 1 WHERE chat_id = ?1")?
+                .execute([chat_id])?;
+        }
+        GroupChange::SetRole { user_id, role } => set_role(conn, chat_id, user_id, role)?,
+        GroupChange::TransferOwnership(user_id) => {
+            if let Some(owner) = chat.group.as_ref().map(|group| group.owner) {
+                set_role(conn, chat_id, owner, Role::Admin)?;
+            }
+            set_role(conn, chat_id, user_id, Role::Owner)?;
+        }
+    }
+    Ok(Ok(previous_avatar))
+}
+
+/// Stores a group's event message and logs it to `before`'s and the
+/// chat's current members.
+fn record_group_event(
+    conn: &Connection,
+    chat_id: i64,
+    before: &[i64],
+    event: NewMessage,
+    previous_avatar: Option<String>,
+) -> StorageResult<GroupChanged> {
+    let message = insert_message(conn, event)?;
+    let chat = load_chat(conn, chat_id)?.ok_or_else(|| StorageError::NotFound(format!("chat {chat_id}")))?;
+    let mut audience: Vec<i64> = before.iter().chain(&chat.members).copied().collect();
+    audience.sort_unstable();
+    audience.dedup();
+    let seqs = log_message_event(conn, UPDATE_MESSAGE, chat_id, message.id, &audience)?;
+    Ok(GroupChanged { chat, message, seqs, previous_avatar })
 }
 
 /// The 1:1 chat of the ordered pair `lo <= hi`, if it exists.
@@ -131,11 +316,10 @@ impl ChatStore for SqliteStore {
                 .execute(params![lo, hi, new_id])?;
             // A user's chat with themselves has one member.
             let members = if lo == hi { vec![lo] } else { vec![lo, hi] };
-            let mut add_member = tx.prepare_cached("INSERT INTO chat_members (chat_id, user_id) VALUES (?1, ?2)")?;
             for &user_id in &members {
-                add_member.execute([new_id, user_id])?;
+                add_member(tx, new_id, user_id, Role::Member, now_ms)?;
             }
-            Ok(ChatRecord { id: new_id, kind: ChatKind::Direct, members, created_at_ms: now_ms })
+            Ok(ChatRecord { id: new_id, kind: ChatKind::Direct, members, created_at_ms: now_ms, group: None })
         })
         .await
     }
@@ -146,14 +330,18 @@ impl ChatStore for SqliteStore {
 
     async fn chats_of_user(&self, user_id: i64) -> StorageResult<Vec<ChatOverview>> {
         self.read(move |tx| {
-            // Two queries for any number of chats: every member of the
-            // user's chats, then the chats with their newest message.
+            // A fixed number of queries for any number of chats: the members
+            // of the user's 1:1 chats (and the user's own row in groups),
+            // the groups' staff, unread counts, then the chats with their
+            // newest message. A group's other members are not read.
             let mut members: HashMap<i64, Vec<ReceiptRecord>> = HashMap::new();
             {
                 let mut stmt = tx.prepare_cached(
                     "SELECT other.chat_id, other.user_id, other.delivered_up_to, other.seen_up_to
-                     FROM chat_members mine JOIN chat_members other ON other.chat_id = mine.chat_id
-                     WHERE mine.user_id = ?1
+                     FROM chat_members mine
+                     JOIN chats c ON c.id = mine.chat_id
+                     JOIN chat_members other ON other.chat_id = mine.chat_id
+                     WHERE mine.user_id = ?1 AND (c.kind = 'direct' OR other.user_id = ?1)
                      ORDER BY other.chat_id, other.user_id",
                 )?;
                 let mut rows = stmt.query([user_id])?;
@@ -163,13 +351,33 @@ impl ChatStore for SqliteStore {
                     members.entry(row.get(0)?).or_default().push(receipt);
                 }
             }
+            let mut staff: HashMap<i64, (i64, Vec<i64>)> = HashMap::new();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT staff.chat_id, staff.user_id, staff.role
+                     FROM chat_members mine
+                     JOIN chat_members staff ON staff.chat_id = mine.chat_id AND staff.role <> 'member'
+                     WHERE mine.user_id = ?1
+                     ORDER BY staff.chat_id, staff.user_id",
+                )?;
+                let mut rows = stmt.query([user_id])?;
+                while let Some(row) = rows.next()? {
+                    let entry = staff.entry(row.get(0)?).or_default();
+                    match parse_role(&row.get::<_, String>(2)?)? {
+                        Role::Owner => entry.0 = row.get(1)?,
+                        _ => entry.1.push(row.get(1)?),
+                    }
+                }
+            }
             // Unread: others' messages after the user's seen watermark.
             let unread: HashMap<i64, u32> = tx
                 .prepare_cached(
                     "SELECT mine.chat_id, COUNT(m.id)
                      FROM chat_members mine
                      JOIN messages m ON m.chat_id = mine.chat_id AND m.id > mine.seen_up_to
+                                    AND m.id > mine.history_from
                      WHERE mine.user_id = ?1 AND m.sender_id <> ?1 AND m.deleted_at_ms IS NULL
+                       AND m.event IS NULL
                        AND NOT EXISTS (SELECT 1 FROM hidden_messages h
                                        WHERE h.user_id = ?1 AND h.chat_id = m.chat_id AND h.message_id = m.id)
                      GROUP BY mine.chat_id",
@@ -180,9 +388,10 @@ impl ChatStore for SqliteStore {
             // Last activity: the newest message's time, or the chat's
             // creation for a chat without messages; IDs break ties.
             let sql = format!(
-                "SELECT c.id, c.kind, c.created_at_ms, {}
+                "SELECT c.id, c.kind, c.created_at_ms, g.name, g.avatar, g.member_count, {}
                  FROM chat_members mine
                  JOIN chats c ON c.id = mine.chat_id
+                 LEFT JOIN groups g ON g.chat_id = c.id
                  LEFT JOIN messages m ON m.chat_id = c.id AND m.id = c.last_message_id
                  WHERE mine.user_id = ?1
                  ORDER BY COALESCE(m.sent_at_ms, c.created_at_ms) DESC, COALESCE(m.id, c.id) DESC",
@@ -195,14 +404,22 @@ impl ChatStore for SqliteStore {
                 let id: i64 = row.get(0)?;
                 let kind: String = row.get(1)?;
                 let receipts = members.remove(&id).unwrap_or_default();
+                let group = match row.get::<_, Option<String>>(3)? {
+                    Some(name) => {
+                        let (owner, admins) = staff.remove(&id).unwrap_or_default();
+                        Some(GroupRecord { name, avatar: row.get(4)?, owner, admins, member_count: row.get(5)? })
+                    }
+                    None => None,
+                };
                 chats.push(ChatOverview {
                     chat: ChatRecord {
                         id,
                         kind: chat_kind(&kind)?,
                         members: receipts.iter().map(|r| r.user_id).collect(),
                         created_at_ms: row.get(2)?,
+                        group,
                     },
-                    last_message: optional_message_at(row, 3)?,
+                    last_message: optional_message_at(row, 6)?,
                     unread: unread.get(&id).copied().unwrap_or(0),
                     receipts,
                 });
@@ -229,37 +446,8 @@ impl ChatStore for SqliteStore {
             if let Some(stored) = stored {
                 return Ok(AppendOutcome::Duplicate { message: stored });
             }
-
-            let chats = tx
-                .prepare_cached(
-                    "UPDATE chats SET last_message_id = MAX(COALESCE(last_message_id, ?2), ?2) WHERE id = ?1",
-                )?
-                .execute([message.chat_id, message.id])?;
-            if chats == 0 {
-                return Err(StorageError::NotFound(format!("chat {}", message.chat_id)));
-            }
-            let sql = format!("INSERT INTO messages ({NEW_MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-            tx.prepare_cached(&sql)?.execute(params![
-                message.chat_id,
-                message.id,
-                message.sender_id,
-                message.client_msg_id,
-                message.body,
-                message.sent_at_ms
-            ])?;
-
+            let message = insert_message(tx, message)?;
             let seqs = log_message_event(tx, UPDATE_MESSAGE, message.chat_id, message.id, &recipients)?;
-            let message = MessageRecord {
-                id: message.id,
-                chat_id: message.chat_id,
-                sender_id: message.sender_id,
-                client_msg_id: message.client_msg_id,
-                body: message.body,
-                sent_at_ms: message.sent_at_ms,
-                edited_at_ms: None,
-                edit_count: 0,
-                deleted_at_ms: None,
-            };
             Ok(AppendOutcome::Appended { message, seqs })
         })
         .await
@@ -277,6 +465,7 @@ impl ChatStore for SqliteStore {
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages m
                  WHERE chat_id = ?1 AND id < ?2
+                   AND id > (SELECT history_from FROM chat_members WHERE chat_id = ?1 AND user_id = ?3)
                    AND NOT EXISTS (SELECT 1 FROM hidden_messages h
                                    WHERE h.user_id = ?3 AND h.chat_id = m.chat_id AND h.message_id = m.id)
                  ORDER BY id DESC LIMIT ?4"
@@ -444,10 +633,7 @@ impl ChatStore for SqliteStore {
             if receipt == before {
                 return Ok(None);
             }
-            let members = tx
-                .prepare_cached("SELECT user_id FROM chat_members WHERE chat_id = ?1 ORDER BY user_id")?
-                .query_map([chat_id], |row| row.get(0))?
-                .collect::<rusqlite::Result<Vec<i64>>>()?;
+            let members = receipt_audience(tx, chat_id, before, receipt)?;
             let mut log = tx.prepare_cached(
                 "INSERT INTO user_updates (user_id, seq, kind, chat_id, other_id) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
@@ -461,6 +647,116 @@ impl ChatStore for SqliteStore {
         })
         .await
     }
+
+    async fn receipts(&self, chat_id: i64) -> StorageResult<Vec<ReceiptRecord>> {
+        self.read(move |tx| {
+            Ok(tx
+                .prepare_cached(
+                    "SELECT user_id, delivered_up_to, seen_up_to FROM chat_members
+                     WHERE chat_id = ?1 ORDER BY user_id",
+                )?
+                .query_map([chat_id], |row| {
+                    Ok(ReceiptRecord { user_id: row.get(0)?, delivered_up_to: row.get(1)?, seen_up_to: row.get(2)? })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn members(&self, chat_id: i64) -> StorageResult<Vec<MemberRecord>> {
+        self.read(move |tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT user_id, role, joined_at_ms FROM chat_members WHERE chat_id = ?1 ORDER BY user_id",
+            )?;
+            let mut rows = stmt.query([chat_id])?;
+            let mut members = Vec::new();
+            while let Some(row) = rows.next()? {
+                let role = parse_role(&row.get::<_, String>(1)?)?;
+                members.push(MemberRecord { user_id: row.get(0)?, role, joined_at_ms: row.get(2)? });
+            }
+            Ok(members)
+        })
+        .await
+    }
+
+    async fn create_group(
+        &self,
+        group: NewGroup,
+        event: NewMessage,
+    ) -> StorageResult<Result<GroupChanged, GroupRefusal>> {
+        self.write(move |tx| {
+            if let Some(refusal) = over_group_limit(tx, &group.members, group.max_groups_per_user)? {
+                return Ok(Err(refusal));
+            }
+            tx.prepare_cached("INSERT INTO chats (id, kind, created_at_ms) VALUES (?1, ?2, ?3)")?.execute(params![
+                group.id,
+                KIND_GROUP,
+                group.created_at_ms
+            ])?;
+            tx.prepare_cached("INSERT INTO groups (chat_id, name, member_count) VALUES (?1, ?2, ?3)")?
+                .execute(params![group.id, group.name, group.members.len() as i64])?;
+            for &user_id in &group.members {
+                let role = if user_id == group.owner { Role::Owner } else { Role::Member };
+                add_member(tx, group.id, user_id, role, group.created_at_ms)?;
+            }
+            Ok(Ok(record_group_event(tx, group.id, &[], event, None)?))
+        })
+        .await
+    }
+
+    async fn change_group(
+        &self,
+        chat_id: i64,
+        change: GroupChange,
+        event: NewMessage,
+    ) -> StorageResult<Result<GroupChanged, GroupRefusal>> {
+        self.write(move |tx| {
+            let before = load_chat(tx, chat_id)?
+                .filter(|chat| chat.kind == ChatKind::Group)
+                .ok_or_else(|| StorageError::NotFound(format!("group {chat_id}")))?;
+            let previous_avatar = match apply_group_change(tx, &before, change, event.sent_at_ms)? {
+                Ok(previous_avatar) => previous_avatar,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            Ok(Ok(record_group_event(tx, chat_id, &before.members, event, previous_avatar)?))
+        })
+        .await
+    }
+}
+
+/// Who hears of a reader's watermarks moving from `before` to `after`: in
+/// a 1:1 chat both members; in a group the reader and the current members
+/// who sent a message in the range the move covers.
+fn receipt_audience(
+    conn: &Connection,
+    chat_id: i64,
+    before: ReceiptRecord,
+    after: ReceiptRecord,
+) -> StorageResult<Vec<i64>> {
+    let kind: String =
+        conn.prepare_cached("SELECT kind FROM chats WHERE id = ?1")?.query_row([chat_id], |row| row.get(0))?;
+    let mut audience = if chat_kind(&kind)? == ChatKind::Group {
+        // The covered range: from the lowest watermark that moved to the highest.
+        let moved = [(before.delivered_up_to, after.delivered_up_to), (before.seen_up_to, after.seen_up_to)];
+        let moved = moved.iter().filter(|(old, new)| old != new);
+        let low = moved.clone().map(|(old, _)| *old).min().unwrap_or(0);
+        let high = moved.map(|(_, new)| *new).max().unwrap_or(0);
+        conn.prepare_cached(
+            "SELECT DISTINCT m.sender_id FROM messages m
+             JOIN chat_members c ON c.chat_id = m.chat_id AND c.user_id = m.sender_id
+             WHERE m.chat_id = ?1 AND m.id > ?2 AND m.id <= ?3",
+        )?
+        .query_map([chat_id, low, high], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?
+    } else {
+        conn.prepare_cached("SELECT user_id FROM chat_members WHERE chat_id = ?1")?
+            .query_map([chat_id], |row| row.get(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?
+    };
+    audience.push(after.user_id);
+    audience.sort_unstable();
+    audience.dedup();
+    Ok(audience)
 }
 
 /// `"a, b"` with `prefix` `t` becomes `"t.a, t.b"`.

@@ -43,7 +43,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 const _: () = assert!(READER_POOL_SIZE > 0, "the reader pool needs at least one connection");
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
 
 /// Version 1: users, token families, 1:1 chats, messages, update logs and
 /// the ID clock's high-water marks.
@@ -216,6 +216,27 @@ const MIGRATION_4: &str = r#"
 ALTER TABLE chat_members ADD COLUMN seen_up_to INTEGER NOT NULL DEFAULT 0;
 "#;
 
+/// Version 5: groups (name, avatar, member count), members' roles, join
+/// times and the message from which they see history, event messages.
+const MIGRATION_5: &str = r#"
+CREATE TABLE groups (
+    chat_id      INTEGER PRIMARY KEY REFERENCES chats (id),
+    name         TEXT    NOT NULL,
+    avatar       TEXT,
+    member_count INTEGER NOT NULL
+) STRICT;
+
+ALTER TABLE chat_members ADD COLUMN role TEXT NOT NULL DEFAULT 'member'
+    CHECK (role IN ('owner', 'admin', 'member'));
+CREATE INDEX chat_members_staff ON chat_members (chat_id, user_id) WHERE role <> 'member';
+ALTER TABLE chat_members ADD COLUMN joined_at_ms INTEGER NOT NULL DEFAULT 0;
+-- the member sees the chat's messages with a greater ID
+ALTER TABLE chat_members ADD COLUMN history_from INTEGER NOT NULL DEFAULT 0;
+
+-- an event message (a group change) as JSON; its body is empty
+ALTER TABLE messages ADD COLUMN event TEXT;
+"#;
+
 /// Appends to `user_id`'s update log: bumps the user's seq and returns it.
 /// [`StorageError::NotFound`] for an unknown user.
 fn next_seq(conn: &Connection, user_id: i64) -> StorageResult<u64> {
@@ -229,6 +250,8 @@ fn next_seq(conn: &Connection, user_id: i64) -> StorageResult<u64> {
 
 /// `chats.kind` of a 1:1 chat.
 const KIND_DIRECT: &str = "direct";
+/// `chats.kind` of a group.
+const KIND_GROUP: &str = "group";
 /// `user_updates.kind` of an entry naming a message.
 const UPDATE_MESSAGE: &str = "message";
 /// `user_updates.kind` of an entry naming an edited message.
@@ -519,6 +542,7 @@ mod tests {
             client_msg_id: "c1".to_owned(),
             body: "hi".to_owned(),
             sent_at_ms: 1,
+            event: None,
         };
 
         // The second audience member does not exist: the whole append rolls back.
