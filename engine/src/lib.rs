@@ -11,12 +11,13 @@ mod error;
 pub mod ids;
 pub mod metrics;
 pub mod policy;
+pub mod presence;
 mod registry;
 pub mod shard;
 mod user;
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use actix::{Actor, Addr, Arbiter, ArbiterHandle};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -38,7 +39,7 @@ pub use shard::{OwnsAll, ShardId, ShardMap, ShardOwnership};
 pub use user::{ConnectionHandle, Kick};
 
 use crate::chat::{ChangeGroup, ChangeMessage, PostMessage};
-use crate::registry::{Attach, ChatAddr, Detach, ShardActor};
+use crate::registry::{Attach, ChatAddr, Detach, PresenceControl, SetChoice, SetIdle, ShardActor, route_by_shard};
 
 /// What every actor shares.
 pub(crate) struct Core {
@@ -48,6 +49,8 @@ pub(crate) struct Core {
     pub bus: Arc<dyn Bus>,
     pub metrics: Arc<Metrics>,
     pub config: EngineConfig,
+    /// Each shard's presence mailbox, by shard number.
+    pub presence_routes: OnceLock<Vec<actix::Recipient<PresenceControl>>>,
 }
 
 /// A stored (or found-again) message.
@@ -86,7 +89,15 @@ impl Engine {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
         let ids = IdGenerator::start(config.generator_id, clock, stores.meta.clone()).await?;
         let bus = Arc::new(InProcessBus::default());
-        let core = Arc::new(Core { stores, ids, shards, bus: bus.clone(), metrics, config: config.clone() });
+        let core = Arc::new(Core {
+            stores,
+            ids,
+            shards,
+            bus: bus.clone(),
+            metrics,
+            config: config.clone(),
+            presence_routes: OnceLock::new(),
+        });
         let arbiters: Vec<ArbiterHandle> = (0..config.actor_threads()).map(|_| Arbiter::new().handle()).collect();
         let ownership = OwnsAll;
         let mut shard_actors = Vec::with_capacity(shards.count() as usize);
@@ -96,6 +107,7 @@ impl Engine {
             shard_actors.push(ShardActor::start_in_arbiter(arbiter, move |_| ShardActor::new(shard, core)));
         }
         bus.connect(shard_actors.iter().map(|addr| addr.clone().recipient()).collect())?;
+        let _ = core.presence_routes.set(shard_actors.iter().map(|addr| addr.clone().recipient()).collect());
         let quota = Quota::per_second(nonzero(config.sends_per_second)).allow_burst(nonzero(config.send_burst));
         tracing::info!(shards = shards.count(), generator = config.generator_id, "engine started");
         Ok(Engine {
@@ -136,9 +148,79 @@ impl Engine {
     /// Attaches a client connection: from now on every update of the user
     /// is queued to it. Returns the user's newest update `seq`, read after
     /// attaching, so anything older is available through [`Engine::sync`].
+    ///
+    /// The user shows as online to the people entitled to their presence,
+    /// and every device of the user is sent a `presence` snapshot of those
+    /// people, then their changes.
     pub async fn attach(&self, user_id: UserId, conn: ConnectionHandle) -> Result<u64, EngineError> {
-        self.shard_actor(user_id.0).send(Attach { user_id: user_id.0, conn }).await?;
-        Ok(self.core.stores.chats.latest_seq(user_id.0).await?)
+        let user = self.core.stores.users.user_by_id(user_id.0).await?.ok_or(EngineError::UserNotFound)?;
+        let attach = Attach { user_id: user_id.0, conn, choice: user.presence, status_text: user.status_text };
+        self.shard_actor(user_id.0).send(attach).await?;
+        let seq = self.core.stores.chats.latest_seq(user_id.0).await?;
+        let peers = self.core.stores.relations.presence_peers(user_id.0, None).await?;
+        let links = peers.into_iter().map(|peer| (user_id.0, peer)).collect();
+        route_by_shard(&self.core, links, |links| PresenceControl::AddInterest { links, snapshot: true });
+        Ok(seq)
+    }
+
+    /// A connection reports its user idle (or active again).
+    pub fn set_idle(&self, user_id: UserId, conn_id: u64, idle: bool) {
+        self.shard_actor(user_id.0).do_send(SetIdle { user_id: user_id.0, conn_id, idle });
+    }
+
+    /// Stores the user's presence choice and status text and shows them to
+    /// the people entitled (coalesced like every presence change).
+    pub async fn set_presence(
+        &self,
+        user_id: UserId,
+        choice: storage::PresenceChoice,
+        status_text: String,
+    ) -> Result<(), EngineError> {
+        use protocol::limits::MAX_STATUS_TEXT_CHARS;
+        let status_text = status_text.trim().to_owned();
+        if status_text.chars().count() > MAX_STATUS_TEXT_CHARS || status_text.chars().any(char::is_control) {
+            return Err(EngineError::InvalidField(format!(
+                "status text must be at most {MAX_STATUS_TEXT_CHARS} characters without control characters"
+            )));
+        }
+        match self.core.stores.users.set_presence(user_id.0, choice, status_text.clone()).await {
+            Ok(()) => {}
+            Err(storage::StorageError::NotFound(_)) => return Err(EngineError::UserNotFound),
+            Err(error) => return Err(error.into()),
+        }
+        self.shard_actor(user_id.0).do_send(SetChoice { user_id: user_id.0, choice, status_text });
+        Ok(())
+    }
+
+    /// Re-decides whether `user` and each of `among` see each other's
+    /// presence (after a friendship, block or group membership changed)
+    /// and starts or stops the watching both ways.
+    async fn refresh_presence(&self, user: i64, among: Vec<i64>) -> Result<(), EngineError> {
+        let stores = &self.core.stores;
+        let among: Vec<i64> = among.into_iter().filter(|other| *other != user).collect();
+        if among.is_empty() {
+            return Ok(());
+        }
+        let Some(me) = stores.users.user_by_id(user).await? else { return Ok(()) };
+        let me = storage::PresencePeer { user_id: user, last_seen_ms: me.last_seen_ms, status_text: me.status_text };
+        let peers = stores.relations.presence_peers(user, Some(among.clone())).await?;
+        let mut add = Vec::new();
+        let mut remove = Vec::new();
+        for other in among {
+            match peers.iter().find(|peer| peer.user_id == other) {
+                Some(peer) => {
+                    add.push((user, peer.clone()));
+                    add.push((other, me.clone()));
+                }
+                None => {
+                    remove.push((user, other));
+                    remove.push((other, user));
+                }
+            }
+        }
+        route_by_shard(&self.core, add, |links| PresenceControl::AddInterest { links, snapshot: false });
+        route_by_shard(&self.core, remove, |links| PresenceControl::RemoveInterest { links });
+        Ok(())
     }
 
     /// Detaches a connection (it closed).
@@ -361,6 +443,9 @@ impl Engine {
         };
         let created = self.core.stores.chats.create_group(group, event).await?.map_err(GroupError::from)?;
         chat::publish_message(&self.core, &created.message, created.seqs.clone()).await;
+        for member in &created.chat.members {
+            self.refresh_presence(*member, created.chat.members.clone()).await?;
+        }
         tracing::info!(chat_id = id, creator = %creator, members = created.chat.members.len(), "group created");
         Ok(created)
     }
@@ -377,6 +462,19 @@ impl Engine {
             other => other,
         };
         let changed = self.ask_chat(chat_id, || ChangeGroup { user_id: user_id.0, command: command.clone() }).await?;
+        // Who shares a group changed: so may who sees whose presence.
+        match &command {
+            GroupCommand::AddMembers(users) => {
+                for user in users {
+                    self.refresh_presence(*user, changed.chat.members.clone()).await?;
+                }
+            }
+            GroupCommand::RemoveMember(user) => {
+                let before = changed.seqs.iter().map(|(member, _)| *member).collect();
+                self.refresh_presence(*user, before).await?;
+            }
+            _ => {}
+        }
         tracing::info!(chat_id = %chat_id, user_id = %user_id, event = ?changed.message.event, "group changed");
         Ok(changed)
     }
@@ -461,6 +559,7 @@ impl Engine {
             chat::publish(&self.core, &update, vec![(side, seq)]).await;
         }
         tracing::info!(user_id = %user_id, other = %other, ?action, "relation changed");
+        self.refresh_presence(user_id.0, vec![other.0]).await?;
         Ok(change.view)
     }
 

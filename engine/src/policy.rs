@@ -198,6 +198,8 @@ pub fn may_change_for_everyone(
 
 #[cfg(test)]
 mod tests {
+    use storage::PresenceChoice;
+
     use super::*;
 
     fn user(id: i64) -> UserRecord {
@@ -212,6 +214,9 @@ mod tests {
             avatar: None,
             email: None,
             phone: None,
+            presence: PresenceChoice::default(),
+            status_text: String::new(),
+            last_seen_ms: None,
         }
     }
 

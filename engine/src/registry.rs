@@ -1,15 +1,19 @@
 //! The shard actor: one per owned virtual shard. It owns the lifecycle of
-//! the user and chat actors whose IDs hash to its shard, and routes bus
-//! deliveries to them.
+//! the user and chat actors whose IDs hash to its shard, routes bus
+//! deliveries to them, and keeps its users' presence (see [`crate::presence`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, SpawnHandle};
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, WrapFuture};
+use protocol::ws::{PresenceStatus, PresenceView, ServerFrame};
+use storage::{PresenceChoice, PresencePeer};
 
 use crate::Core;
-use crate::bus::Delivery;
+use crate::bus::{Delivery, Payload};
 use crate::chat::{ChatActor, ChatStopped};
+use crate::presence::{PresenceBook, Publish};
 use crate::shard::ShardId;
 use crate::user::{AddConnection, ConnectionHandle, Deliver, RemoveConnection, Retire, UserActor};
 
@@ -19,6 +23,46 @@ use crate::user::{AddConnection, ConnectionHandle, Deliver, RemoveConnection, Re
 pub(crate) struct Attach {
     pub user_id: i64,
     pub conn: ConnectionHandle,
+    /// The user's stored presence choice and status text.
+    pub choice: PresenceChoice,
+    pub status_text: String,
+}
+
+/// A connection reports its user idle or active.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetIdle {
+    pub user_id: i64,
+    pub conn_id: u64,
+    pub idle: bool,
+}
+
+/// The user chose a presence (already stored).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetChoice {
+    pub user_id: i64,
+    pub choice: PresenceChoice,
+    pub status_text: String,
+}
+
+/// Presence bookkeeping between shards (in a cluster it travels between
+/// nodes like deliveries do).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) enum PresenceControl {
+    /// For users of the receiving shard: each watcher (of this shard)
+    /// should watch the peer, if the watcher is online. With `snapshot`
+    /// (a new connection) the peer's presence is sent even if it was
+    /// watched already.
+    AddInterest { links: Vec<(i64, PresencePeer)>, snapshot: bool },
+    /// For users of the receiving shard: each stops watching the other.
+    RemoveInterest { links: Vec<(i64, i64)> },
+    /// `watcher` watches these users of the receiving shard from now on
+    /// and is sent their current presence.
+    Watch { watcher: i64, peers: Vec<PresencePeer> },
+    /// `watcher` stops watching these users of the receiving shard.
+    Unwatch { watcher: i64, targets: Vec<i64> },
 }
 
 /// Detaches a connection; the user actor retires after the idle grace.
@@ -47,11 +91,136 @@ pub(crate) struct ShardActor {
     core: Arc<Core>,
     users: HashMap<i64, UserEntry>,
     chats: HashMap<i64, Addr<ChatActor>>,
+    presence: PresenceBook,
+    /// A pending coalesced presence flush per user.
+    flush_timers: HashMap<i64, SpawnHandle>,
+    /// A running offline grace period per user.
+    grace_timers: HashMap<i64, SpawnHandle>,
 }
 
 impl ShardActor {
     pub(crate) fn new(shard: ShardId, core: Arc<Core>) -> Self {
-        ShardActor { shard, core, users: HashMap::new(), chats: HashMap::new() }
+        ShardActor {
+            shard,
+            core,
+            users: HashMap::new(),
+            chats: HashMap::new(),
+            presence: PresenceBook::default(),
+            flush_timers: HashMap::new(),
+            grace_timers: HashMap::new(),
+        }
+    }
+
+    /// Publishes the user's presence after the coalescing window, unless a
+    /// flush is pending already (it will carry this change too).
+    fn schedule_flush(&mut self, user_id: i64, ctx: &mut Context<Self>) {
+        if self.flush_timers.contains_key(&user_id) {
+            return;
+        }
+        let window = Duration::from_millis(self.core.config.presence_coalesce_ms);
+        let timer = ctx.run_later(window, move |shard, ctx| {
+            shard.flush_timers.remove(&user_id);
+            if let Some(publish) = shard.presence.flush(user_id, crate::now_ms()) {
+                shard.publish_presence(publish, ctx);
+            }
+        });
+        self.flush_timers.insert(user_id, timer);
+    }
+
+    fn publish_presence(&self, publish: Publish, ctx: &mut Context<Self>) {
+        self.send_presence(vec![publish.view], publish.watchers, ctx);
+    }
+
+    /// Sends a `presence` frame to every device of `recipients`, through
+    /// the bus like any delivery. Spawned in order on this actor, so
+    /// frames about one user arrive in the order they were decided.
+    fn send_presence(&self, users: Vec<PresenceView>, recipients: Vec<i64>, ctx: &mut Context<Self>) {
+        if recipients.is_empty() || users.is_empty() {
+            return;
+        }
+        let json = match serde_json::to_string(&ServerFrame::Presence { users }) {
+            Ok(json) => json,
+            Err(error) => return tracing::error!(%error, "serializing a presence frame failed"),
+        };
+        let core = self.core.clone();
+        let recipients = recipients.into_iter().map(|user| (user, 0)).collect();
+        ctx.spawn(
+            async move { crate::chat::deliver(&core, Payload::Ephemeral(json.into()), recipients).await }
+                .into_actor(self),
+        );
+    }
+
+    /// The user's last connection closed: offline once the grace ends.
+    fn start_grace(&mut self, user_id: i64, ctx: &mut Context<Self>) {
+        let grace = Duration::from_millis(self.core.config.presence_offline_grace_ms);
+        let timer = ctx.run_later(grace, move |shard, ctx| {
+            shard.grace_timers.remove(&user_id);
+            let Some(offline) = shard.presence.grace_expired(user_id, crate::now_ms()) else { return };
+            if let Some(timer) = shard.flush_timers.remove(&user_id) {
+                ctx.cancel_future(timer);
+            }
+            if let Some(publish) = offline.publish {
+                shard.publish_presence(publish, ctx);
+            }
+            route_by_shard(&shard.core, offline.unwatch, |targets| PresenceControl::Unwatch {
+                watcher: user_id,
+                targets,
+            });
+            if let Some(last_seen) = offline.last_seen_ms {
+                let users = shard.core.stores.users.clone();
+                ctx.spawn(async move { users.set_last_seen(user_id, last_seen).await }.into_actor(shard).map(
+                    move |result, _, _| {
+                        if let Err(error) = result {
+                            tracing::warn!(%error, user_id, "storing last-seen failed");
+                        }
+                    },
+                ));
+            }
+        });
+        if let Some(old) = self.grace_timers.insert(user_id, timer) {
+            ctx.cancel_future(old);
+        }
+    }
+}
+
+/// Sends one [`PresenceControl`] per shard owning some of `users`, built
+/// from that shard's share.
+pub(crate) fn route_by_shard<T>(core: &Core, users: Vec<T>, control: impl Fn(Vec<T>) -> PresenceControl)
+where
+    T: UserKeyed,
+{
+    let mut by_shard: BTreeMap<ShardId, Vec<T>> = BTreeMap::new();
+    for item in users {
+        by_shard.entry(core.shards.shard_of(item.user_key())).or_default().push(item);
+    }
+    for (shard, items) in by_shard {
+        match core.presence_routes.get().and_then(|routes| routes.get(shard.0 as usize)) {
+            Some(route) => route.do_send(control(items)),
+            None => tracing::warn!(shard = shard.0, "no presence route to shard"),
+        }
+    }
+}
+
+/// Something that belongs to the shard of a user.
+pub(crate) trait UserKeyed {
+    fn user_key(&self) -> i64;
+}
+
+impl UserKeyed for i64 {
+    fn user_key(&self) -> i64 {
+        *self
+    }
+}
+
+impl UserKeyed for PresencePeer {
+    fn user_key(&self) -> i64 {
+        self.user_id
+    }
+}
+
+impl<T> UserKeyed for (i64, T) {
+    fn user_key(&self) -> i64 {
+        self.0
     }
 }
 
@@ -81,13 +250,81 @@ impl Handler<Attach> for ShardActor {
             ctx.cancel_future(timer);
         }
         entry.connections += 1;
+        let conn_id = msg.conn.id;
         entry.addr.do_send(AddConnection { conn: msg.conn });
+        self.presence.connect(msg.user_id, conn_id, msg.choice, msg.status_text);
+        if let Some(timer) = self.grace_timers.remove(&msg.user_id) {
+            ctx.cancel_future(timer);
+        }
+        self.schedule_flush(msg.user_id, ctx);
+    }
+}
+
+impl Handler<SetIdle> for ShardActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetIdle, ctx: &mut Self::Context) {
+        self.presence.set_idle(msg.user_id, msg.conn_id, msg.idle);
+        self.schedule_flush(msg.user_id, ctx);
+    }
+}
+
+impl Handler<SetChoice> for ShardActor {
+    type Result = ();
+    fn handle(&mut self, msg: SetChoice, ctx: &mut Self::Context) {
+        self.presence.set_choice(msg.user_id, msg.choice, msg.status_text);
+        self.schedule_flush(msg.user_id, ctx);
+    }
+}
+
+impl Handler<PresenceControl> for ShardActor {
+    type Result = ();
+    fn handle(&mut self, msg: PresenceControl, ctx: &mut Self::Context) {
+        match msg {
+            PresenceControl::AddInterest { links, snapshot } => {
+                let mut by_watcher: BTreeMap<i64, Vec<PresencePeer>> = BTreeMap::new();
+                for (user_id, peer) in links {
+                    let added = !self.presence.add_interest(user_id, &[peer.user_id]).is_empty();
+                    if added || (snapshot && self.presence.is_online(user_id)) {
+                        by_watcher.entry(user_id).or_default().push(peer);
+                    }
+                }
+                for (watcher, peers) in by_watcher {
+                    route_by_shard(&self.core, peers, |peers| PresenceControl::Watch { watcher, peers });
+                }
+            }
+            PresenceControl::RemoveInterest { links } => {
+                for (user_id, target) in links {
+                    if self.presence.remove_interest(user_id, &[target]).is_empty() {
+                        continue;
+                    }
+                    route_by_shard(&self.core, vec![target], |targets| PresenceControl::Unwatch {
+                        watcher: user_id,
+                        targets,
+                    });
+                    let hidden = PresenceView {
+                        user_id: protocol::UserId(target),
+                        status: PresenceStatus::Offline,
+                        status_text: String::new(),
+                        last_seen: None,
+                    };
+                    self.send_presence(vec![hidden], vec![user_id], ctx);
+                }
+            }
+            PresenceControl::Watch { watcher, peers } => {
+                let views = self.presence.watch(watcher, &peers);
+                self.send_presence(views, vec![watcher], ctx);
+            }
+            PresenceControl::Unwatch { watcher, targets } => self.presence.unwatch(watcher, &targets),
+        }
     }
 }
 
 impl Handler<Detach> for ShardActor {
     type Result = ();
     fn handle(&mut self, msg: Detach, ctx: &mut Self::Context) {
+        if self.presence.disconnect(msg.user_id, msg.conn_id) {
+            self.start_grace(msg.user_id, ctx);
+        }
         let Some(entry) = self.users.get_mut(&msg.user_id) else { return };
         entry.addr.do_send(RemoveConnection { conn_id: msg.conn_id });
         entry.connections = entry.connections.saturating_sub(1);

@@ -107,14 +107,18 @@ impl Handler<Retire> for UserActor {
 impl Handler<Deliver> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
-        let frame: Arc<str> = match msg.payload {
-            Payload::Update(update) => format!(r#"{{"type":"update","seq":{},"update":{update}}}"#, msg.seq).into(),
-            Payload::Ephemeral(frame) => frame,
+        let (frame, is_update): (Arc<str>, bool) = match msg.payload {
+            Payload::Update(update) => {
+                (format!(r#"{{"type":"update","seq":{},"update":{update}}}"#, msg.seq).into(), true)
+            }
+            Payload::Ephemeral(frame) => (frame, false),
         };
         let metrics = &self.metrics;
         self.connections.retain(|conn_id, conn| match conn.outbound.try_send(frame.clone()) {
             Ok(()) => {
-                metrics.messages_delivered.inc();
+                if is_update {
+                    metrics.messages_delivered.inc();
+                }
                 true
             }
             Err(TrySendError::Full(_)) => {

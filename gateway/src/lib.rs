@@ -149,6 +149,7 @@ fn routes_config(cfg: &mut web::ServiceConfig) {
                 .route("/me/avatar", web::delete().to(routes::avatars::delete_avatar))
                 .route("/media/{key:.*}", web::get().to(routes::avatars::media))
                 .route("/me", web::patch().to(users::update_me))
+                .route("/me/presence", web::put().to(users::set_presence))
                 .route("/me/email", web::post().to(routes::contacts::request_email))
                 .route("/me/email", web::delete().to(routes::contacts::delete_email))
                 .route("/me/email/confirm", web::post().to(routes::contacts::confirm_email))

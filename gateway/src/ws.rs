@@ -217,6 +217,7 @@ impl Connection {
             ClientFrame::Seen { chat_id, message_id } => self.mark_read(chat_id, message_id, true, ctx),
             ClientFrame::Sync { after_seq } => self.sync(after_seq, ctx),
             ClientFrame::Ping {} => self.push(&ServerFrame::Pong {}, ctx),
+            ClientFrame::Activity { idle } => self.state.engine.set_idle(self.user_id, self.id, idle),
             ClientFrame::Typing { chat_id } => {
                 let (engine, user_id) = (self.engine(), self.user_id);
                 self.spawn_quiet(async move { engine.typing(user_id, chat_id).await }, ctx);

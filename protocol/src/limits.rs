@@ -88,3 +88,6 @@ pub const GROUP_NAME_LEN: std::ops::RangeInclusive<usize> = 1..=100;
 /// Most users named in one create or add request, so the request fits the
 /// 16 KiB body limit; larger groups are built with several requests.
 pub const MAX_MEMBERS_PER_REQUEST: usize = 256;
+
+/// Longest presence status text, in characters (Slack allows 100).
+pub const MAX_STATUS_TEXT_CHARS: usize = 100;

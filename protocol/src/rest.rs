@@ -82,6 +82,30 @@ pub struct OwnProfile {
     pub email: Option<String>,
     /// Confirmed phone number (E.164), visible only to its owner.
     pub phone: Option<String>,
+    /// The presence the caller chose and their status text.
+    pub presence: PresenceSetting,
+}
+
+/// `PUT /me/presence`, and the caller's setting in their profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceSetting {
+    pub status: PresenceChoice,
+    /// At most 100 characters; empty for none.
+    #[serde(default)]
+    pub status_text: String,
+}
+
+/// The presence a user chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceChoice {
+    /// Online while connected; away while every device reports idle.
+    Auto,
+    Away,
+    Busy,
+    /// Shown offline; last-seen does not move.
+    Invisible,
 }
 
 /// `PATCH /me`: absent fields stay as they are.

@@ -46,6 +46,10 @@ pub enum ClientFrame {
     /// Delete a message for everyone (your own, within the edit window) or
     /// only for yourself (any message of the chat). Answered like `edit`.
     Delete { request_id: String, chat_id: ChatId, message_id: MessageId, for_everyone: bool },
+    /// This device's user is idle (no input for a while; the client
+    /// decides how long) or active again. A user whose every device is idle
+    /// shows as away. Never answered (unless invalid).
+    Activity { idle: bool },
 }
 
 /// A frame the server sends.
@@ -87,8 +91,35 @@ pub enum ServerFrame {
     /// A member is typing in a chat: show it for `expires_in_ms`, or until
     /// a message from them arrives. Ephemeral: no `seq`, never replayed.
     Typing { chat_id: ChatId, user_id: UserId, expires_in_ms: u64 },
+    /// Presence of people the user may see (friends, members of shared
+    /// groups): a snapshot after connecting, then each change. Ephemeral:
+    /// no `seq`, never replayed; the newest frame about a user wins.
+    Presence { users: Vec<PresenceView> },
     /// A request failed; nothing was changed.
     Error(ErrorFrame),
+}
+
+/// One user's presence as others see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PresenceView {
+    pub user_id: UserId,
+    pub status: PresenceStatus,
+    /// Short text the user set; empty if none.
+    pub status_text: String,
+    /// When the user was last online (milliseconds since the epoch), if known.
+    pub last_seen: Option<i64>,
+}
+
+/// A shown presence status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    Away,
+    Busy,
+    /// No connection (or invisible); see `last_seen`.
+    #[default]
+    Offline,
 }
 
 /// What happened, as recorded in a user's update log.

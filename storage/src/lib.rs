@@ -44,6 +44,11 @@ pub trait UserStore: Send + Sync + 'static {
     /// display name's search key follows it. [`StorageError::NotFound`] for
     /// an unknown user.
     async fn update_profile(&self, user_id: i64, update: ProfileUpdate) -> StorageResult<UserRecord>;
+    /// Stores the user's presence choice and status text.
+    /// [`StorageError::NotFound`] for an unknown user.
+    async fn set_presence(&self, user_id: i64, choice: PresenceChoice, status_text: String) -> StorageResult<()>;
+    /// Records when the user was last seen online.
+    async fn set_last_seen(&self, user_id: i64, last_seen_ms: i64) -> StorageResult<()>;
     /// Sets (or clears) the avatar's media key; returns the previous key so
     /// the caller can delete its files. [`StorageError::NotFound`] for an unknown user.
     async fn set_avatar(&self, user_id: i64, avatar: Option<String>) -> StorageResult<Option<String>>;
@@ -86,6 +91,10 @@ pub trait RelationStore: Send + Sync + 'static {
     ) -> StorageResult<Vec<RelationEntry>>;
     /// The users `user` blocks, paged like [`RelationStore::relations`].
     async fn blocked(&self, user: i64, after: Option<RelationEntry>, limit: u32) -> StorageResult<Vec<RelationEntry>>;
+    /// Who sees `user`'s presence, and whose presence `user` sees (the
+    /// relation is symmetric): friends and members of a group `user` is
+    /// in, unless either blocks the other; only among `among` if given.
+    async fn presence_peers(&self, user: i64, among: Option<Vec<i64>>) -> StorageResult<Vec<PresencePeer>>;
 }
 
 /// Refresh tokens, grouped in families (one family per login).

@@ -33,6 +33,34 @@ pub struct UserRecord {
     pub email: Option<String>,
     /// Confirmed phone number in E.164 form (private to the user).
     pub phone: Option<String>,
+    /// The presence the user chose.
+    pub presence: PresenceChoice,
+    /// A short status text shown with their presence; empty if unset.
+    pub status_text: String,
+    /// When they were last seen online (their last visible connection closed).
+    pub last_seen_ms: Option<i64>,
+}
+
+/// The presence a user chose; the shown status follows from it and from
+/// their connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PresenceChoice {
+    /// Online while connected, away while every device is idle.
+    #[default]
+    Auto,
+    Away,
+    Busy,
+    /// Shown offline to everyone; last-seen is not updated.
+    Invisible,
+}
+
+/// Someone entitled to see a user's presence, with what storage knows of
+/// their own presence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresencePeer {
+    pub user_id: i64,
+    pub last_seen_ms: Option<i64>,
+    pub status_text: String,
 }
 
 /// Changes to a profile; `None` leaves a field as it is.

@@ -76,6 +76,8 @@ macro_rules! backend_tests {
                 group_limits_refuse_and_write_nothing,
                 group_receipts_reach_the_reader_and_the_senders_they_cover,
                 group_overviews_carry_the_group_without_every_member,
+                presence_settings_and_last_seen_are_kept,
+                presence_peers_are_friends_and_group_members_without_blocks,
             );
             with_harness!($harness;
                 data_survives_reopen,
@@ -114,8 +116,8 @@ backend_tests!(sqlite, SqliteHarness);
 mod suite {
     use storage::{
         AppendOutcome, ChatKind, ChatRecord, GroupChange, GroupChanged, GroupRefusal, MessageRecord, NewGroup,
-        NewMessage, NewRefreshToken, NewTokenFamily, NewUser, ReceiptRecord, Relation, RelationAction, Role,
-        RotateOutcome, StorageError, StorageResult, Stores, TokenHash, UpdateKind, UserRecord,
+        NewMessage, NewRefreshToken, NewTokenFamily, NewUser, PresenceChoice, PresencePeer, ReceiptRecord, Relation,
+        RelationAction, Role, RotateOutcome, StorageError, StorageResult, Stores, TokenHash, UpdateKind, UserRecord,
     };
 
     use super::{Error, Harness, TestResult};
@@ -146,6 +148,9 @@ mod suite {
             avatar: None,
             email: None,
             phone: None,
+            presence: PresenceChoice::default(),
+            status_text: String::new(),
+            last_seen_ms: None,
         }
     }
 
@@ -737,6 +742,37 @@ mod suite {
         assert_eq!(overview.receipts.len(), 1);
         assert_eq!(overview.receipts[0].user_id, 2);
         assert_eq!(stores.chats.receipts(100).await?.len(), 3);
+        Ok(())
+    }
+
+    pub async fn presence_settings_and_last_seen_are_kept(stores: &Stores) -> TestResult {
+        users(stores, &[1]).await?;
+        stores.users.set_presence(1, PresenceChoice::Busy, "in a meeting".into()).await?;
+        stores.users.set_last_seen(1, 5_000).await?;
+        stores.users.set_last_seen(1, 4_000).await?;
+        let user = stores.users.user_by_id(1).await?.ok_or("user missing")?;
+        assert_eq!((user.presence, user.status_text.as_str()), (PresenceChoice::Busy, "in a meeting"));
+        assert_eq!(user.last_seen_ms, Some(5_000), "last seen never moves back");
+        let unknown = stores.users.set_presence(404, PresenceChoice::Away, String::new()).await;
+        assert!(matches!(unknown, Err(StorageError::NotFound(_))), "{unknown:?}");
+        Ok(())
+    }
+
+    pub async fn presence_peers_are_friends_and_group_members_without_blocks(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3, 4, 5, 6]).await?;
+        let relate = |a, b, action| stores.relations.apply(a, b, action, 10);
+        relate(1, 2, RelationAction::Request).await??;
+        relate(2, 1, RelationAction::Accept).await??;
+        relate(1, 6, RelationAction::Request).await??; // a pending request is not enough
+        create_group(stores, group(100, 3, &[3, 1, 4, 5])).await?;
+        relate(5, 1, RelationAction::Block).await??; // 5 blocks 1: no presence either way
+        stores.users.set_last_seen(4, 77).await?;
+        let peers = stores.relations.presence_peers(1, None).await?;
+        assert_eq!(peers.iter().map(|p| p.user_id).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(peers[2], PresencePeer { user_id: 4, last_seen_ms: Some(77), status_text: String::new() });
+        let among = stores.relations.presence_peers(1, Some(vec![4, 5, 6])).await?;
+        assert_eq!(among.iter().map(|p| p.user_id).collect::<Vec<_>>(), [4]);
+        assert!(stores.relations.presence_peers(5, Some(vec![1])).await?.is_empty(), "the blocker sees nothing of 1");
         Ok(())
     }
 

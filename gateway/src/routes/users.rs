@@ -3,7 +3,9 @@
 use actix_web::web;
 use protocol::UserId;
 use protocol::limits::{DEFAULT_SEARCH_PAGE, MAX_BIO_CHARS, MAX_SEARCH_CHARS, MAX_SEARCH_OFFSET, MAX_SEARCH_PAGE};
-use protocol::rest::{OwnProfile, ProfilePatch, SearchHit, SearchQuery, SearchResults, UserView};
+use protocol::rest::{
+    OwnProfile, PresenceChoice, PresenceSetting, ProfilePatch, SearchHit, SearchQuery, SearchResults, UserView,
+};
 use storage::{ProfileUpdate, StorageError, UserRecord};
 
 use crate::errors::ApiError;
@@ -101,7 +103,38 @@ pub fn user_view(record: &UserRecord) -> UserView {
 }
 
 fn own_profile(record: &UserRecord) -> OwnProfile {
-    OwnProfile { user: user_view(record), email: record.email.clone(), phone: record.phone.clone() }
+    let status = match record.presence {
+        storage::PresenceChoice::Auto => PresenceChoice::Auto,
+        storage::PresenceChoice::Away => PresenceChoice::Away,
+        storage::PresenceChoice::Busy => PresenceChoice::Busy,
+        storage::PresenceChoice::Invisible => PresenceChoice::Invisible,
+    };
+    OwnProfile {
+        user: user_view(record),
+        email: record.email.clone(),
+        phone: record.phone.clone(),
+        presence: PresenceSetting { status, status_text: record.status_text.clone() },
+    }
+}
+
+/// Choose a presence (auto, away, busy or invisible) and a status text;
+/// the people entitled to the caller's presence see the change.
+#[utoipa::path(put, path = "/api/v1/me/presence", tag = "users", security(("bearer" = [])), request_body = PresenceSetting,
+    responses((status = 200, body = PresenceSetting), (status = 422, body = protocol::rest::Problem, description = "invalid_field")))]
+pub async fn set_presence(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    body: web::Json<PresenceSetting>,
+) -> Result<web::Json<PresenceSetting>, ApiError> {
+    let PresenceSetting { status, status_text } = body.into_inner();
+    let choice = match status {
+        PresenceChoice::Auto => storage::PresenceChoice::Auto,
+        PresenceChoice::Away => storage::PresenceChoice::Away,
+        PresenceChoice::Busy => storage::PresenceChoice::Busy,
+        PresenceChoice::Invisible => storage::PresenceChoice::Invisible,
+    };
+    state.engine.set_presence(user.user_id, choice, status_text.clone()).await?;
+    Ok(web::Json(PresenceSetting { status, status_text: status_text.trim().to_owned() }))
 }
 
 fn validate_bio(bio: &str) -> Result<String, ApiError> {

@@ -43,7 +43,7 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 const _: () = assert!(READER_POOL_SIZE > 0, "the reader pool needs at least one connection");
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
 
 /// Version 1: users, token families, 1:1 chats, messages, update logs and
 /// the ID clock's high-water marks.
@@ -235,6 +235,14 @@ ALTER TABLE chat_members ADD COLUMN history_from INTEGER NOT NULL DEFAULT 0;
 
 -- an event message (a group change) as JSON; its body is empty
 ALTER TABLE messages ADD COLUMN event TEXT;
+"#;
+
+/// Version 6: presence choice, status text and last-seen time.
+const MIGRATION_6: &str = r#"
+ALTER TABLE users ADD COLUMN presence_choice TEXT NOT NULL DEFAULT 'auto'
+    CHECK (presence_choice IN ('auto', 'away', 'busy', 'invisible'));
+ALTER TABLE users ADD COLUMN status_text TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN last_seen_ms INTEGER;
 "#;
 
 /// Appends to `user_id`'s update log: bumps the user's seq and returns it.

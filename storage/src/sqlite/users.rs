@@ -2,8 +2,8 @@
 
 use super::*;
 
-pub(super) const USER_COLUMNS: &str =
-    "id, username, display_name, password_hash, pepper_version, created_at_ms, bio, avatar, email, phone";
+pub(super) const USER_COLUMNS: &str = "id, username, display_name, password_hash, pepper_version, created_at_ms, \
+     bio, avatar, email, phone, presence_choice, status_text, last_seen_ms";
 
 pub(super) fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
     Ok(UserRecord {
@@ -17,7 +17,31 @@ pub(super) fn user_from_row(row: &Row<'_>) -> rusqlite::Result<UserRecord> {
         avatar: row.get(7)?,
         email: row.get(8)?,
         phone: row.get(9)?,
+        presence: parse_choice(&row.get::<_, String>(10)?)?,
+        status_text: row.get(11)?,
+        last_seen_ms: row.get(12)?,
     })
+}
+
+fn parse_choice(choice: &str) -> rusqlite::Result<PresenceChoice> {
+    match choice {
+        "auto" => Ok(PresenceChoice::Auto),
+        "away" => Ok(PresenceChoice::Away),
+        "busy" => Ok(PresenceChoice::Busy),
+        "invisible" => Ok(PresenceChoice::Invisible),
+        other => {
+            Err(rusqlite::Error::InvalidColumnType(10, format!("presence {other:?}"), rusqlite::types::Type::Text))
+        }
+    }
+}
+
+fn choice_name(choice: PresenceChoice) -> &'static str {
+    match choice {
+        PresenceChoice::Auto => "auto",
+        PresenceChoice::Away => "away",
+        PresenceChoice::Busy => "busy",
+        PresenceChoice::Invisible => "invisible",
+    }
 }
 
 /// The user as stored, or [`StorageError::NotFound`].
@@ -41,7 +65,7 @@ WITH candidates (id) AS (
     SELECT id FROM users WHERE NOT ?5 AND display_name_key >= ?1 AND display_name_key < ?1 || char(1114111)
 )
 SELECT u.id, u.username, u.display_name, u.password_hash, u.pepper_version, u.created_at_ms,
-       u.bio, u.avatar, u.email, u.phone,
+       u.bio, u.avatar, u.email, u.phone, u.presence_choice, u.status_text, u.last_seen_ms,
        CASE
            WHEN u.username_key = ?1 OR u.display_name_key = ?1 THEN 0
            WHEN substr(u.username_key, 1, length(?1)) = ?1 OR substr(u.display_name_key, 1, length(?1)) = ?1
@@ -89,6 +113,9 @@ impl UserStore for SqliteStore {
                 avatar: None,
                 email: None,
                 phone: None,
+                presence: PresenceChoice::default(),
+                status_text: String::new(),
+                last_seen_ms: None,
             })
         })
         .await
@@ -166,6 +193,28 @@ impl UserStore for SqliteStore {
             let previous = load_user(tx, user_id)?.avatar;
             tx.prepare_cached("UPDATE users SET avatar = ?2 WHERE id = ?1")?.execute(params![user_id, avatar])?;
             Ok(previous)
+        })
+        .await
+    }
+
+    async fn set_presence(&self, user_id: i64, choice: PresenceChoice, status_text: String) -> StorageResult<()> {
+        self.write(move |tx| {
+            let changed = tx
+                .prepare_cached("UPDATE users SET presence_choice = ?2, status_text = ?3 WHERE id = ?1")?
+                .execute(params![user_id, choice_name(choice), status_text])?;
+            if changed == 0 {
+                return Err(StorageError::NotFound(format!("user {user_id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_last_seen(&self, user_id: i64, last_seen_ms: i64) -> StorageResult<()> {
+        self.write(move |tx| {
+            tx.prepare_cached("UPDATE users SET last_seen_ms = MAX(COALESCE(last_seen_ms, ?2), ?2) WHERE id = ?1")?
+                .execute([user_id, last_seen_ms])?;
+            Ok(())
         })
         .await
     }
