@@ -216,13 +216,14 @@ export class Store {
    * caller loads the chat list). Counts unread for live messages of others.
    */
   addMessages(chatId, messages, { live = false } = {}) {
+    // A message ends its sender's typing indicator, even in a chat not loaded yet.
+    for (const message of messages) this.clearTyping(chatId, message.sender_id);
     const chat = this.chats.get(chatId);
     if (!chat) return false;
     for (const message of messages) {
       const fresh = !chat.messages.has(message.id);
       chat.messages.set(message.id, message);
       if (message.sender_id === this.me) this.outbox.delete(message.client_msg_id);
-      else this.clearTyping(chatId, message.sender_id);
       const mySeen = chat.receipts.get(this.me)?.seen ?? '0';
       if (live && fresh && message.sender_id !== this.me && compareIds(message.id, mySeen) > 0) chat.unread += 1;
       this.#noteLast(chat, message);
