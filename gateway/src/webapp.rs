@@ -1,7 +1,8 @@
 //! The web client: the files of `web/app/`, embedded in the binary at build
 //! time, served at `/` with content types, ETags, cache rules and a strict
-//! Content-Security-Policy; unknown page paths fall back to the app's
-//! `index.html` (client-side routes), never the API or operators' paths.
+//! Content-Security-Policy; unknown page paths asked for as HTML (browser
+//! navigations to client-side routes) get the app's `index.html`, never
+//! the API or operators' paths.
 //!
 //! The files are embedded by `rust-embed` with `debug-embed`, so debug and
 //! release binaries serve the same bytes (each file is an `include_bytes!`:
@@ -107,7 +108,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Serves a file of the app, or `index.html` for a page path (no extension).
+/// Serves a file of the app, or `index.html` for `/` and for a page path (no extension) asked for as HTML.
 async fn serve(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let path = req.path();
     let reserved = RESERVED_PREFIXES
@@ -119,7 +120,9 @@ async fn serve(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let relative = path.trim_start_matches('/');
     let asset = match SITE.get(relative) {
         Some(asset) => asset,
-        None if is_page(relative) => SITE.get(INDEX).ok_or(ApiError::NotFound)?,
+        None if relative.is_empty() || (is_page(relative) && accepts_html(&req)) => {
+            SITE.get(INDEX).ok_or(ApiError::NotFound)?
+        }
         None => return Err(ApiError::NotFound),
     };
     let not_modified = etag_matches(&req, &asset.etag);
@@ -139,6 +142,15 @@ async fn serve(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 /// A client-side route: a path whose last segment has no file extension.
 fn is_page(relative: &str) -> bool {
     !relative.rsplit('/').next().unwrap_or_default().contains('.')
+}
+
+/// A browser navigating (it asks for HTML); API clients and scripts asking
+/// for anything else get the 404 problem for an unknown path.
+fn accepts_html(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT)
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/html"))
 }
 
 /// `If-None-Match` names the current ETag (weak comparison, as for GET).
@@ -161,7 +173,7 @@ fn content_security_policy(req: &HttpRequest) -> HeaderValue {
         });
     let sockets = host.map(|host| format!(" ws://{host} wss://{host}")).unwrap_or_default();
     let policy = format!(
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
          connect-src 'self'{sockets}; worker-src 'self'; manifest-src 'self'; object-src 'none'; \
          base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     );

@@ -95,17 +95,23 @@ async fn the_service_worker_names_the_build_and_the_shell_and_is_never_cached() 
     }
 }
 
+/// What a browser sends when it navigates to a page.
+const NAVIGATION: (&str, &str) = ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8");
+
 #[actix_web::test]
-async fn page_paths_fall_back_to_the_app_but_missing_files_are_404() {
+async fn page_paths_fall_back_to_the_app_for_browsers_but_missing_files_are_404() {
     let server = TestServer::start().await;
     let index = server.get_full("/", None).await;
     for page in ["/login", "/chats/7263548651380510721", "/friends"] {
-        let response = server.get_full(page, None).await;
+        let response = server.request(Method::GET, page, &[NAVIGATION], Bytes::new()).await;
         assert_eq!((response.status, response.content_type()), (200, "text/html; charset=utf-8"), "{page}");
         assert_eq!(response.body, index.body, "{page}");
+        // A script or API client asking for something else gets the problem.
+        server.get_full(page, None).await.assert_problem(404, "not_found");
     }
-    server.get_full("/assets/js/missing.js", None).await.assert_problem(404, "not_found");
-    server.get_full("/favicon.ico", None).await.assert_problem(404, "not_found");
+    for missing in ["/assets/js/missing.js", "/favicon.ico"] {
+        server.request(Method::GET, missing, &[NAVIGATION], Bytes::new()).await.assert_problem(404, "not_found");
+    }
 }
 
 #[actix_web::test]
@@ -114,6 +120,7 @@ async fn the_api_and_the_operators_paths_are_never_the_app() {
     for path in ["/api/v1/unknown", "/api/v1/chats/1/nothing", "/api", "/api/v2/chats", "/metrics/extra", "/healthz/x"]
     {
         server.get_full(path, None).await.assert_problem(404, "not_found");
+        server.request(Method::GET, path, &[NAVIGATION], Bytes::new()).await.assert_problem(404, "not_found");
     }
     // Methods other than GET and HEAD are not the app's either.
     server.call("POST", "/friends", None, None).await.assert_problem(404, "not_found");
