@@ -35,7 +35,7 @@ export function uniqueName(prefix) {
 
 /**
  * A person with their own browser context (own storage, own tokens).
- * `errors` collects uncaught page errors and unhandled rejections.
+ * `errors` collects uncaught page errors, unhandled rejections and CSP violations.
  */
 export async function person(browser, { name, device = DESKTOP }) {
   const context = await browser.newContext({ ...device, baseURL: BASE, reducedMotion: 'reduce' });
@@ -43,6 +43,10 @@ export async function person(browser, { name, device = DESKTOP }) {
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(error));
+  // The app must live within its own Content-Security-Policy.
+  page.on('console', (msg) => {
+    if (/Content.Security.Policy/i.test(msg.text())) errors.push(new Error(msg.text()));
+  });
   return { name, username: uniqueName(name.toLowerCase()), password: `password-${name}-0123`, context, page, errors };
 }
 
