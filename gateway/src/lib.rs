@@ -14,6 +14,7 @@ pub mod openapi;
 mod routes;
 pub mod state;
 pub mod telemetry;
+mod webapp;
 mod ws;
 
 use std::net::{SocketAddr, TcpListener};
@@ -186,6 +187,7 @@ fn routes_config(cfg: &mut web::ServiceConfig) {
                 .route("/ws", web::get().to(ws::connect))
                 .default_service(web::to(not_found)),
         )
+        .configure(webapp::routes)
         .default_service(web::to(not_found));
 }
 

@@ -1,0 +1,204 @@
+// Your profile: display name, bio, avatar; email and phone changes
+// confirmed with a code; logging out.
+
+import { h } from '../dom.js';
+import { icon } from '../icons.js';
+import { avatar, busy, field, formError, screenHeader, toast, toastError } from './ui.js';
+
+const CHANNELS = {
+  email: { title: 'Email', type: 'email', autocomplete: 'email', placeholder: 'you@example.com', inputmode: 'email' },
+  phone: { title: 'Phone', type: 'tel', autocomplete: 'tel', placeholder: '+15551234567', inputmode: 'tel' },
+};
+
+export class ProfileView {
+  constructor(ctx) {
+    this.ctx = ctx;
+    this.pending = { email: null, phone: null };
+    this.body = h('div', { class: 'screen-body' });
+    this.el = h('section', { class: 'profile screen' }, screenHeader({ title: 'Profile', back: '/' }), this.body);
+    this.unsubscribe = ctx.store.on('profile', () => this.render());
+  }
+
+  async mounted() {
+    this.render();
+    try {
+      this.ctx.store.setProfile(await this.ctx.api.me());
+    } catch (error) {
+      if (error?.code !== 'network') toastError(error);
+    }
+  }
+
+  render() {
+    const profile = this.ctx.store.profile;
+    if (!profile) {
+      this.body.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+      return;
+    }
+    // Keep what is being typed if the profile changes underneath.
+    if (this.body.contains(document.activeElement) && document.activeElement.matches('input, textarea')) return;
+    this.body.replaceChildren(this.#identity(profile), this.#details(profile), this.#contact('email', profile), this.#contact('phone', profile), this.#account());
+  }
+
+  #identity(profile) {
+    const file = h('input', { type: 'file', accept: 'image/png,image/jpeg,image/webp,image/gif', class: 'visually-hidden', id: 'avatar-file' });
+    const change = h('label', { for: 'avatar-file', class: 'btn small ghost', role: 'button', tabindex: '0' }, icon('camera', { size: 18 }), profile.avatar ? 'Change photo' : 'Add photo');
+    change.addEventListener('keydown', (event) => {
+      if (event.key === 'Enter' || event.key === ' ') {
+        event.preventDefault();
+        file.click();
+      }
+    });
+    file.addEventListener('change', async () => {
+      const picked = file.files?.[0];
+      if (!picked) return;
+      if (picked.size > 5 * 1024 * 1024) {
+        toast('That picture is larger than 5 MB.', { kind: 'error' });
+        return;
+      }
+      try {
+        await this.ctx.api.putAvatar(picked);
+        this.ctx.store.setProfile(await this.ctx.api.me());
+        toast('Photo updated.');
+      } catch (error) {
+        toastError(error);
+      }
+    });
+    const remove = profile.avatar
+      ? h('button', { type: 'button', class: 'btn small ghost' }, 'Remove')
+      : null;
+    remove?.addEventListener('click', () =>
+      busy(remove, async () => {
+        await this.ctx.api.deleteAvatar();
+        this.ctx.store.setProfile(await this.ctx.api.me());
+      }),
+    );
+    return h(
+      'div',
+      { class: 'identity card' },
+      avatar(profile, { size: 96 }),
+      h('div', { class: 'identity-text' }, h('h2', {}, profile.display_name), h('p', { class: 'muted' }, '@' + profile.username), h('div', { class: 'row' }, change, remove, file)),
+    );
+  }
+
+  #details(profile) {
+    const error = formError();
+    const save = h('button', { type: 'submit', class: 'btn primary' }, 'Save');
+    const form = h(
+      'form',
+      { class: 'card', 'aria-label': 'Profile details' },
+      h('h2', { class: 'card-title' }, 'About you'),
+      field({ label: 'Display name', name: 'display_name', value: profile.display_name, maxlength: 64, required: true, autocomplete: 'name' }),
+      field({ label: 'Bio', name: 'bio', type: 'textarea', value: profile.bio ?? '', maxlength: 280, rows: 3, hint: 'Up to 280 characters. Visible to other people.' }),
+      error.el,
+      h('div', { class: 'row end' }, save),
+    );
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      error.clear();
+      const data = new FormData(form);
+      const displayName = String(data.get('display_name')).trim();
+      if (!displayName) {
+        error.show('Enter a display name.');
+        return;
+      }
+      busy(
+        save,
+        async () => {
+          document.activeElement?.blur();
+          this.ctx.store.setProfile(await this.ctx.api.updateMe({ display_name: displayName, bio: String(data.get('bio')) }));
+          toast('Profile saved.');
+        },
+        (e) => error.show(e),
+      );
+    });
+    return form;
+  }
+
+  #contact(channel, profile) {
+    const spec = CHANNELS[channel];
+    const current = profile[channel];
+    const pending = this.pending[channel];
+    const error = formError();
+    const card = h('form', { class: 'card contact', 'aria-label': spec.title, dataset: { channel } }, h('h2', { class: 'card-title' }, spec.title));
+    card.append(h('p', { class: current ? '' : 'muted' }, current ?? `No ${spec.title.toLowerCase()} yet.`));
+    if (pending) {
+      const submit = h('button', { type: 'submit', class: 'btn primary' }, 'Confirm');
+      const again = h('button', { type: 'button', class: 'btn ghost' }, 'Change address');
+      card.append(
+        h('p', { class: 'notice' }, `We sent a 6-digit code to ${pending}.`),
+        field({ label: 'Code', name: 'code', inputmode: 'numeric', autocomplete: 'one-time-code', maxlength: 6, pattern: '[0-9]{6}', required: true }),
+        error.el,
+        h('div', { class: 'row end' }, again, submit),
+      );
+      again.addEventListener('click', () => {
+        this.pending[channel] = null;
+        this.render();
+      });
+      card.addEventListener('submit', (event) => {
+        event.preventDefault();
+        error.clear();
+        const code = String(new FormData(card).get('code')).trim();
+        if (!/^[0-9]{6}$/.test(code)) {
+          error.show('Enter the 6 digits from the message.');
+          return;
+        }
+        busy(
+          submit,
+          async () => {
+            await this.ctx.api.confirmContact(channel, code);
+            this.pending[channel] = null;
+            document.activeElement?.blur();
+            this.ctx.store.setProfile(await this.ctx.api.me());
+            toast(`${spec.title} confirmed.`);
+          },
+          (e) => error.show(e),
+        );
+      });
+      return card;
+    }
+    const submit = h('button', { type: 'submit', class: 'btn primary' }, 'Send code');
+    card.append(
+      field({ label: current ? `New ${spec.title.toLowerCase()}` : spec.title, name: 'value', type: spec.type, autocomplete: spec.autocomplete, placeholder: spec.placeholder, inputmode: spec.inputmode, required: true }),
+      error.el,
+    );
+    const remove = current ? h('button', { type: 'button', class: 'btn ghost danger-text' }, 'Remove') : null;
+    remove?.addEventListener('click', () =>
+      busy(remove, async () => {
+        await this.ctx.api.removeContact(channel);
+        this.ctx.store.setProfile(await this.ctx.api.me());
+      }),
+    );
+    card.append(h('div', { class: 'row end' }, remove, submit));
+    card.addEventListener('submit', (event) => {
+      event.preventDefault();
+      error.clear();
+      const value = String(new FormData(card).get('value')).trim();
+      if (!value) {
+        error.show(`Enter ${channel === 'email' ? 'an email address' : 'a phone number'}.`);
+        return;
+      }
+      busy(
+        submit,
+        async () => {
+          const change = await this.ctx.api.requestContact(channel, value);
+          this.pending[channel] = change.pending;
+          document.activeElement?.blur();
+          this.render();
+          this.body.querySelector(`[data-channel="${channel}"] input`)?.focus();
+        },
+        (e) => error.show(e),
+      );
+    });
+    return card;
+  }
+
+  #account() {
+    const logout = h('button', { type: 'button', class: 'btn danger' }, icon('logout', { size: 18 }), 'Log out');
+    logout.addEventListener('click', () => busy(logout, () => this.ctx.auth.logout()));
+    return h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Account'), h('p', { class: 'muted' }, 'Logging out ends this session on this device and clears its cached chats.'), h('div', { class: 'row' }, logout));
+  }
+
+  destroy() {
+    this.unsubscribe();
+  }
+}
