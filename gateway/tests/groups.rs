@@ -360,6 +360,37 @@ async fn group_receipts_reach_the_sender_and_tell_who_has_read() {
     let outsider = server.register("outsider").await;
     let (status, _) = server.get(&path, Some(&outsider.tokens.access_token)).await;
     assert_eq!(status, 404);
+
+    // A device of Bob's that was away learns the same from its log.
+    let mut b2 = server.connect(&bob).await;
+    let replayed = b2.sync_all(0).await.updates.into_iter().find_map(|(_, update)| match update {
+        Update::Receipt { user_id, seen_up_to, .. } if user_id == carol.id => Some(seen_up_to),
+        _ => None,
+    });
+    assert_eq!(replayed, Some(second.id), "the log resolves to Carol's current watermark");
+}
+
+#[actix_web::test]
+async fn typing_reaches_the_other_members_only() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let [bob, carol] = <[TestUser; 2]>::try_from(friends_of(&server, &alice, &["bob", "carol"]).await).unwrap();
+    let group = create(&server, &alice, "g", &[&bob, &carol]).await;
+    let mut a = server.connect(&alice).await;
+    let mut b = server.connect(&bob).await;
+    let mut c = server.connect(&carol).await;
+    b.send(&ClientFrame::Typing { chat_id: group.id }).await;
+    for device in [&mut a, &mut c] {
+        let typist = device
+            .wait_for(|frame| match frame {
+                ServerFrame::Typing { chat_id, user_id, .. } if *chat_id == group.id => Some(*user_id),
+                _ => None,
+            })
+            .await;
+        assert_eq!(typist, bob.id);
+    }
+    b.ping_pong().await;
+    assert!(b.backlog().iter().all(|frame| !matches!(frame, ServerFrame::Typing { .. })), "not to the typist");
 }
 
 #[actix_web::test]
