@@ -93,6 +93,8 @@ export class ChatView {
     }, { root: this.scroller, rootMargin: '200px 0px 0px 0px' });
 
     this.onVisible = () => this.#markSeen();
+    // "last seen 5 min ago" ages: look again every minute.
+    this.clock = setInterval(() => this.#renderHeaderIfShown(), 60_000);
     document.addEventListener('visibilitychange', this.onVisible);
     this.unsubscribe = [
       this.store.on('chat:' + chatId, () => this.render()),
@@ -107,9 +109,11 @@ export class ChatView {
 
   /** Opens or closes the group info panel (the `/chats/{id}/info` route). */
   setInfo(open) {
+    const hadFocus = Boolean(this.panel?.el.contains(document.activeElement));
     this.infoWanted = open;
     this.#syncPanel();
     this.#renderHeaderIfShown();
+    if (!open && hadFocus) this.header.querySelector('a[aria-label="Group info"]')?.focus({ preventScroll: true });
   }
 
   #syncPanel() {
@@ -118,7 +122,7 @@ export class ChatView {
       this.panel = new GroupView(this.ctx, this.chatId);
       this.panelSlot.replaceChildren(this.panel.el);
       this.el.classList.add('with-panel');
-      this.panel.mounted();
+      this.panel.mounted({ focus: this.el.isConnected });
     } else if (!want && this.panel) {
       this.panel.destroy();
       this.panel = null;
@@ -432,6 +436,7 @@ export class ChatView {
   }
 
   destroy() {
+    clearInterval(this.clock);
     this.panel?.destroy();
     for (const off of this.unsubscribe) off();
     this.observer.disconnect();

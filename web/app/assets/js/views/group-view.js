@@ -30,11 +30,15 @@ export class GroupView {
       h(
         'header',
         { class: 'panel-header' },
-        h('h2', { id: `group-info-${chatId}` }, 'Group info'),
+        h('h2', { id: `group-info-${chatId}`, tabindex: '-1' }, 'Group info'),
         h('a', { class: 'icon-btn', href: `/chats/${chatId}`, 'data-link': '', 'aria-label': 'Close group info' }, icon('close')),
       ),
       h('div', { class: 'panel-body' }, this.identity, this.error.el, h('section', { class: 'members-section', 'aria-label': 'Members' }, this.membersHead, this.membersEl), this.footer),
     );
+    // Escape closes the panel (unless a dialog of its own is open).
+    this.el.addEventListener('keydown', (event) => {
+      if (event.key === 'Escape' && !this.renaming && !event.defaultPrevented) ctx.router.go(`/chats/${chatId}`);
+    });
     const render = () => this.render();
     this.unsubscribe = [
       this.store.on('chat:' + chatId, render),
@@ -49,9 +53,11 @@ export class GroupView {
     return this.store.chats.get(this.chatId);
   }
 
-  mounted() {
+  mounted({ focus = false } = {}) {
     this.render();
     this.reload();
+    // Opened by the user: move there, so keyboard and screen reader users land in it.
+    if (focus) this.el.querySelector('h2')?.focus({ preventScroll: true });
   }
 
   reload() {
