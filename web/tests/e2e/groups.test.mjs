@@ -1,7 +1,9 @@
 // Group chats and presence: three people (one on a 360 px phone) make a
-// group, talk in it, hand out roles, rename it and remove a member, all
-// seen live; and two friends see each other online, busy with a status
-// text, away while a tab is hidden, and offline with a last-seen time.
+// group, talk in it, see who has read what, hand out roles, rename it,
+// give it a photo, remove and re-add a member, moderate, hand over
+// ownership and leave, all seen live; and two friends see each other
+// online, busy with a status text, away while a tab is hidden, and
+// offline with a last-seen time.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { PHONE, befriend, launch, message, openFriends, person, register, send, snap, waitForStatus } from './helpers.mjs';
@@ -36,7 +38,7 @@ function memberRow(panel, name) {
   return panel.locator('.member', { has: panel.page().locator('.person-name', { hasText: name }) });
 }
 
-test('a group: created among friends, messages, roles, a live rename and a removal', async () => {
+test('a group: created among friends, messages, roles, a live rename, a removal and a handover', async () => {
   const alice = await person(browser, { name: 'Alice' });
   const bob = await person(browser, { name: 'Bob' });
   const carol = await person(browser, { name: 'Carol', device: SMALL_PHONE });
@@ -153,18 +155,30 @@ test('a group: created among friends, messages, roles, a live rename and a remov
   await carol.page.getByRole('textbox', { name: 'Message' }).waitFor();
   await send(carol, 'Thanks for having me back');
   await message(bob.page, 'Thanks for having me back').waitFor();
+  // An admin deletes anyone's message for everyone.
+  await message(bob.page, 'Thanks for having me back').hover();
+  await message(bob.page, 'Thanks for having me back').getByRole('button', { name: 'Message actions' }).click();
+  await bob.page.getByRole('dialog').getByRole('button', { name: 'Delete for everyone' }).click();
+  await message(carol.page, 'This message was deleted').waitFor();
 
-  // Only the owner's role allows leaving after a transfer: the server's refusal is shown.
+  // The owner must hand the group over before leaving: the server's refusal is shown.
   await panel.getByRole('button', { name: 'Leave group' }).click();
   await alice.page.getByRole('dialog').getByRole('button', { name: 'Leave group' }).click();
   await panel.getByRole('alert').filter({ hasText: 'make another member the owner before leaving' }).waitFor();
-  // Bob leaves; Alice sees the line and the count drop.
-  await bobPanel.getByRole('button', { name: 'Leave group' }).click();
-  await bob.page.getByRole('dialog').getByRole('button', { name: 'Leave group' }).click();
-  await bob.page.waitForURL(/\/$/);
-  await bob.page.locator('.chat-item', { hasText: 'Weekend hikers' }).waitFor({ state: 'detached' });
-  await systemLine(alice.page, 'Bob left the group').waitFor();
-  await memberRow(panel, 'Bob').waitFor({ state: 'detached' });
+  // Alice makes Bob the owner (she becomes an admin), then leaves.
+  await memberRow(panel, 'Bob').getByRole('button', { name: 'More actions for Bob' }).click();
+  await alice.page.getByRole('dialog').getByRole('button', { name: 'Make owner' }).click();
+  await alice.page.getByRole('dialog', { name: 'Make Bob the owner?' }).getByRole('button', { name: 'Make owner' }).click();
+  await memberRow(panel, 'Bob').locator('.role-badge', { hasText: 'Owner' }).waitFor();
+  await memberRow(panel, 'Alice').locator('.role-badge', { hasText: 'Admin' }).waitFor();
+  await systemLine(bob.page, 'Alice made you the owner').waitFor();
+  await memberRow(bobPanel, 'Alice').getByRole('button', { name: 'More actions for Alice' }).waitFor();
+  await panel.getByRole('button', { name: 'Leave group' }).click();
+  await alice.page.getByRole('dialog').getByRole('button', { name: 'Leave group' }).click();
+  await alice.page.waitForURL(/\/$/);
+  await alice.page.locator('.chat-item', { hasText: 'Weekend hikers' }).waitFor({ state: 'detached' });
+  await systemLine(bob.page, 'Alice left the group').waitFor();
+  await memberRow(bobPanel, 'Alice').waitFor({ state: 'detached' });
 
   assert.deepEqual([...alice.errors, ...bob.errors, ...carol.errors], []);
   for (const user of [alice, bob, carol]) await user.context.close();
