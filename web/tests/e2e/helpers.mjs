@@ -67,9 +67,9 @@ export async function snap(page, name) {
   // Transient toasts would cover the screen being shown. (Through the CSSOM:
   // the app's Content-Security-Policy refuses injected style sheets.)
   const toasts = page.locator('#toasts');
-  await toasts.evaluate((el) => el.style.setProperty('visibility', 'hidden'));
+  await toasts.evaluate((el) => el.style.setProperty('display', 'none'));
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`) });
-  await toasts.evaluate((el) => el.style.removeProperty('visibility'));
+  await toasts.evaluate((el) => el.style.removeProperty('display'));
 }
 
 /** The message bubble (list item) whose text is `text`. */

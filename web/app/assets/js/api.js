@@ -28,6 +28,14 @@ const MESSAGES = {
   refresh_token_invalid: 'Your session has ended. Please log in again.',
   refresh_token_reused: 'Your session was ended for safety. Please log in again.',
   internal: 'The server had a problem. Please try again.',
+  forbidden: "You don't have permission to do that.",
+  chat_not_found: 'This chat no longer exists, or you are no longer in it.',
+  not_a_friend: 'Only your friends can be added to a group.',
+  already_member: 'That person is already in the group.',
+  not_a_member: 'That person is no longer in the group.',
+  group_full: 'The group is full.',
+  too_many_groups: 'Someone you picked is in as many groups as allowed.',
+  owner_must_transfer: 'You own this group: make another member the owner before leaving.',
 };
 
 function describe(error) {
@@ -174,9 +182,55 @@ export class Api {
   openDirectChat(userId) {
     return this.authed('/chats/direct', { method: 'POST', body: { user_id: userId } });
   }
+  chat(chatId) {
+    return this.authed(`/chats/${chatId}`);
+  }
   history(chatId, { before, limit = 50 } = {}) {
     const query = new URLSearchParams({ limit });
     if (before) query.set('before', before);
     return this.authed(`/chats/${chatId}/messages?${query}`);
+  }
+
+  // ---- groups
+
+  createGroup(name, members) {
+    return this.authed('/chats/groups', { method: 'POST', body: { name, members } });
+  }
+  renameGroup(chatId, name) {
+    return this.authed(`/chats/${chatId}`, { method: 'PATCH', body: { name } });
+  }
+  putGroupAvatar(chatId, blob) {
+    return this.authed(`/chats/${chatId}/avatar`, { method: 'PUT', body: blob });
+  }
+  deleteGroupAvatar(chatId) {
+    return this.authed(`/chats/${chatId}/avatar`, { method: 'DELETE' });
+  }
+  members(chatId) {
+    return this.authed(`/chats/${chatId}/members`);
+  }
+  addMembers(chatId, members) {
+    return this.authed(`/chats/${chatId}/members`, { method: 'POST', body: { members } });
+  }
+  /** Removes a member; naming yourself leaves the group. */
+  removeMember(chatId, userId) {
+    return this.authed(`/chats/${chatId}/members/${userId}`, { method: 'DELETE' });
+  }
+  /** `role`: `admin` or `member`. */
+  setRole(chatId, userId, role) {
+    return this.authed(`/chats/${chatId}/members/${userId}/role`, { method: 'PUT', body: { role } });
+  }
+  transferOwnership(chatId, userId) {
+    return this.authed(`/chats/${chatId}/owner`, { method: 'POST', body: { user_id: userId } });
+  }
+  /** Who has received and read a message: `{ delivered: [ids], seen: [ids] }`. */
+  messageReceipts(chatId, messageId) {
+    return this.authed(`/chats/${chatId}/messages/${messageId}/receipts`);
+  }
+
+  // ---- presence
+
+  /** `status`: `auto`, `away`, `busy` or `invisible`; `status_text` at most 100 characters. */
+  setPresence(status, statusText) {
+    return this.authed('/me/presence', { method: 'PUT', body: { status, status_text: statusText } });
   }
 }

@@ -59,3 +59,13 @@ export function initials(name) {
 export function utf8Bytes(text) {
   return new TextEncoder().encode(text).length;
 }
+
+/** `last seen just now`, `… 5 min ago`, `… today at 14:05`, `… yesterday at 09:10`, `… 3 Mar`. */
+export function lastSeen(ms, now = Date.now()) {
+  const minutes = Math.floor((now - ms) / 60_000);
+  if (minutes < 1) return 'last seen just now';
+  if (minutes < 60) return `last seen ${minutes} min ago`;
+  if (sameDay(ms, now)) return `last seen today at ${timeFormat.format(ms)}`;
+  if (sameDay(ms, now - 24 * 3600 * 1000)) return `last seen yesterday at ${timeFormat.format(ms)}`;
+  return `last seen ${dateFormat.format(ms)}`;
+}

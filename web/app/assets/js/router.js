@@ -6,6 +6,8 @@ const ROUTES = [
   ['register', /^\/register$/],
   ['chats', /^\/$/],
   ['chat', /^\/chats\/(?<chatId>[0-9]{1,19})$/],
+  ['chat-info', /^\/chats\/(?<chatId>[0-9]{1,19})\/info$/],
+  ['group-new', /^\/groups\/new$/],
   ['friends', /^\/friends$/],
   ['profile', /^\/profile$/],
 ];

@@ -1,10 +1,13 @@
 // The protocol session (`parley.v1`) on top of the socket: hello and gap
 // detection with `sync` (the per-user `seq`), the outbox of sends resent
 // with the same client_msg_id until acknowledged, edits and deletions,
-// typing, and delivered/seen receipts.
+// typing, delivered/seen receipts, group events (the chat and its members
+// refetched), presence frames and this device's idle reports.
 
 import { ApiError } from './api.js';
+import { eventUsers } from './events.js';
 import { compareIds, newClientId } from './format.js';
+import { IdleReporter } from './presence.js';
 import { Socket } from './socket.js';
 
 /** A send not acknowledged within this long shows as failed (and is resent on reconnect). */
@@ -32,6 +35,9 @@ export class Session extends EventTarget {
   #typingSent = new Map();
   #reported = new Map();
   #chatsTimer = 0;
+  #chatTimers = new Map();
+  #membersLoading = new Map();
+  #usersLoading = new Set();
 
   constructor({ store, api, auth }) {
     super();
@@ -45,14 +51,18 @@ export class Session extends EventTarget {
     this.socket.addEventListener('state', (e) => store.setConnection(e.detail.state));
     this.socket.addEventListener('frame', (e) => this.#onFrame(e.detail));
     this.socket.addEventListener('tokenexpired', () => auth.refresh().catch(() => {}));
+    this.idle = new IdleReporter({ send: (idle) => this.socket.send({ type: 'activity', idle }) });
   }
 
   start() {
+    this.idle.start();
     this.socket.start();
   }
 
   stop() {
+    this.idle.stop();
     this.socket.stop();
+    for (const timer of this.#chatTimers.values()) clearTimeout(timer);
     for (const timer of this.#ackTimers.values()) clearTimeout(timer);
     for (const { reject, timer } of this.#requests.values()) {
       clearTimeout(timer);
@@ -78,6 +88,8 @@ export class Session extends EventTarget {
         return this.#settle(frame.request_id, null);
       case 'typing':
         return this.store.setTyping(frame.chat_id, frame.user_id, frame.expires_in_ms);
+      case 'presence':
+        return this.store.applyPresence(frame.users);
       default:
         return undefined; // `pong` and frames newer than this client.
     }
@@ -98,6 +110,7 @@ export class Session extends EventTarget {
       this.#sync(store.last);
     }
     this.loadChats();
+    this.idle.connected();
     for (const entry of store.outbox.values()) {
       if (entry.state === 'sending' || entry.autoRetry) this.#transmit(entry);
     }
@@ -132,6 +145,7 @@ export class Session extends EventTarget {
     switch (update.kind) {
       case 'message':
         known = store.addMessages(update.message.chat_id, [update.message], { live: true });
+        if (update.message.event) known = this.#onEvent(update.message, known);
         if (known) this.#afterNewMessages(update.message.chat_id);
         break;
       case 'edited':
@@ -151,6 +165,31 @@ export class Session extends EventTarget {
     }
     // An update for a chat we do not know means a new chat: load the list.
     if (!known) this.loadChats();
+  }
+
+  /**
+   * A change to a group (an event message): the chat and, if loaded, its
+   * members are fetched again. Being removed is the last thing a member
+   * hears of a group; leaving (from any device) drops it here.
+   */
+  #onEvent(message, known) {
+    const store = this.store;
+    const { chat_id: chatId, event } = message;
+    this.resolveUsers(eventUsers(message));
+    if (event.type === 'member_removed' && event.user_id === store.me) {
+      store.markRemoved(chatId, { by: message.sender_id });
+      return true;
+    }
+    if (event.type === 'member_left' && message.sender_id === store.me) {
+      store.dropChat(chatId);
+      return true;
+    }
+    const joined = event.type === 'created' || (event.type === 'members_added' && event.members?.includes(store.me));
+    if (joined) store.clearRemoved(chatId);
+    if (!known) return false;
+    this.refreshChat(chatId);
+    if (store.members.has(chatId)) this.loadMembers(chatId).catch(() => {});
+    return true;
   }
 
   #onAck({ client_msg_id, message }) {
@@ -193,20 +232,114 @@ export class Session extends EventTarget {
       try {
         this.store.applyChatList(await this.api.chats());
         for (const chat of this.store.chats.values()) this.#afterNewMessages(chat.id);
+        // Group previews name the sender (or the people an event names).
+        const ids = [];
+        for (const chat of this.store.chats.values()) {
+          if (chat.group && chat.lastMessage) ids.push(...eventUsers(chat.lastMessage));
+        }
+        this.resolveUsers(ids);
       } catch (error) {
         this.dispatchEvent(new CustomEvent('error', { detail: error }));
       }
     }, 50);
   }
 
+  /** Fetches one chat's summary again (coalesced per chat); a 404 means the user is no longer in it. */
+  refreshChat(chatId) {
+    clearTimeout(this.#chatTimers.get(chatId));
+    this.#chatTimers.set(
+      chatId,
+      setTimeout(async () => {
+        this.#chatTimers.delete(chatId);
+        try {
+          const summary = await this.api.chat(chatId);
+          if (!this.store.chats.get(chatId)?.removed) this.store.applyChatSummary(summary);
+        } catch (error) {
+          if (error?.code === 'chat_not_found') this.store.markRemoved(chatId);
+        }
+      }, 50),
+    );
+  }
+
+  /** Loads a group's members and roles (one request at a time per chat). */
+  loadMembers(chatId) {
+    const running = this.#membersLoading.get(chatId);
+    if (running) {
+      running.again = true;
+      return running.promise;
+    }
+    const entry = { again: false, promise: null };
+    entry.promise = (async () => {
+      try {
+        do {
+          entry.again = false;
+          const list = await this.api.members(chatId);
+          if (this.store.chats.get(chatId)?.removed) return;
+          this.store.setMembers(chatId, list.members);
+        } while (entry.again);
+      } catch (error) {
+        if (error?.code === 'chat_not_found') this.store.markRemoved(chatId);
+        throw error;
+      } finally {
+        this.#membersLoading.delete(chatId);
+      }
+    })();
+    this.#membersLoading.set(chatId, entry);
+    return entry.promise;
+  }
+
+  /** Loads the names of users this device has not met (former members, people named by events). */
+  resolveUsers(ids) {
+    const unknown = [...new Set(ids)].filter((id) => id && !this.store.users.has(id) && !this.#usersLoading.has(id));
+    if (!unknown.length) return;
+    for (const id of unknown) this.#usersLoading.add(id);
+    Promise.allSettled(unknown.map((id) => this.api.user(id))).then((results) => {
+      for (const result of results) if (result.status === 'fulfilled') this.store.setUser(result.value);
+      for (const id of unknown) this.#usersLoading.delete(id);
+      if (results.some((r) => r.status === 'fulfilled')) {
+        this.store.emit('users');
+        this.store.emit('chats');
+      }
+    });
+  }
+
+  /** Who has received and read one of my group messages; also raises the members' known watermarks. */
+  async messageReceipts(chatId, messageId) {
+    const receipts = await this.api.messageReceipts(chatId, messageId);
+    this.store.applyMessageReceipts(chatId, messageId, receipts);
+    this.resolveUsers([...receipts.delivered, ...receipts.seen]);
+    return receipts;
+  }
+
   /** Loads the newest page of a chat (merged with what is cached). */
   async loadLatest(chatId) {
-    const page = await this.api.history(chatId);
+    let page;
+    try {
+      page = await this.api.history(chatId);
+    } catch (error) {
+      if (error?.code === 'chat_not_found' && this.store.chats.get(chatId)?.group) {
+        this.store.markRemoved(chatId);
+        return;
+      }
+      throw error;
+    }
     const chat = this.store.chats.get(chatId);
     if (!chat) return;
     if (chat.cursor === undefined) chat.cursor = page.next_before;
     this.store.addMessages(chatId, page.messages);
     this.#afterNewMessages(chatId);
+    if (chat.group) this.#afterGroupPage(chatId, page.messages);
+  }
+
+  /**
+   * A group page: names for its senders and events, and, since a group's
+   * summary carries only my own receipts, who has read my newest message.
+   */
+  #afterGroupPage(chatId, messages) {
+    this.resolveUsers(messages.flatMap((m) => (m.event ? eventUsers(m) : [m.sender_id])));
+    const mine = messages.filter((m) => m.sender_id === this.store.me && !m.event && !m.deleted);
+    const newest = mine.reduce((a, b) => (!a || compareIds(b.id, a.id) > 0 ? b : a), null);
+    if (newest) this.messageReceipts(chatId, newest.id).catch(() => {});
   }
 
   /** Loads the next older page; false when the start of the chat is reached. */
@@ -218,6 +351,7 @@ export class Session extends EventTarget {
     const page = await this.api.history(chatId, { before });
     chat.cursor = page.next_before;
     this.store.addMessages(chatId, page.messages);
+    if (chat.group) this.resolveUsers(page.messages.flatMap((m) => (m.event ? eventUsers(m) : [m.sender_id])));
     return chat.cursor !== null;
   }
 
@@ -326,6 +460,7 @@ export class Session extends EventTarget {
   }
 
   #report(type, chatId, messageId, known) {
+    if (this.store.chats.get(chatId)?.removed) return;
     const key = type + ':' + chatId;
     if (compareIds(messageId, known) <= 0 || compareIds(messageId, this.#reported.get(key) ?? '0') <= 0) return;
     if (this.socket.send({ type, chat_id: chatId, message_id: messageId })) this.#reported.set(key, messageId);

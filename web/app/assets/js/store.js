@@ -1,9 +1,10 @@
 // The client's state: users, chats with their messages and receipts,
-// relations, typing, the outbox of unacknowledged sends, and `last` (the
-// highest update `seq` processed). Views subscribe to topics; a snapshot is
+// groups' members and roles, presence, relations, typing, the outbox of
+// unacknowledged sends, and `last` (the highest update `seq` processed). Views subscribe to topics; a snapshot is
 // kept in localStorage per user so the app opens offline with cached chats.
 
 import { compareIds, maxId } from './format.js';
+import { PresenceBook } from './presence.js';
 
 const CACHE_PREFIX = 'parley.cache.';
 const CACHE_VERSION = 1;
@@ -29,6 +30,10 @@ export class Store {
     this.relations = new Map();
     /** @type {Map<string, Map<string, number>>} typing users' expiry by chat. */
     this.typing = new Map();
+    /** @type {Map<string, Map<string, object>>} a group's members (`{ role, joined_at }` by user ID), once loaded. */
+    this.members = new Map();
+    /** Presence of friends and fellow members (ephemeral: never cached). */
+    this.presence = new PresenceBook();
     /** @type {Map<string, object>} unacknowledged sends by client_msg_id. */
     this.outbox = new Map();
     /** Highest update seq processed; null before the first `hello`. */
@@ -49,7 +54,7 @@ export class Store {
 
   emit(topic) {
     for (const fn of this.#listeners.get(topic) ?? []) fn();
-    if (topic !== 'connection' && !topic.startsWith('typing')) this.#scheduleSave();
+    if (topic !== 'connection' && topic !== 'presence' && !topic.startsWith('typing')) this.#scheduleSave();
   }
 
   // ---- persistence
@@ -132,6 +137,8 @@ export class Store {
     this.setUser(profile);
     this.emit('profile');
     this.emit('chats');
+    // My own presence shows my choice.
+    this.emit('presence');
   }
 
   // ---- chats
@@ -140,10 +147,12 @@ export class Store {
   applyChatList(list) {
     const seen = new Set();
     for (const summary of list.chats) {
+      this.clearRemoved(summary.id);
       this.applyChatSummary(summary, { quiet: true });
       seen.add(summary.id);
     }
-    for (const id of [...this.chats.keys()]) if (!seen.has(id)) this.chats.delete(id);
+    // A group the user was removed from stays, read-only, until they drop it.
+    for (const [id, chat] of [...this.chats]) if (!seen.has(id) && !chat.removed) this.chats.delete(id);
     this.chatsLoaded = true;
     this.emit('chats');
     for (const id of seen) this.emit('chat:' + id);
@@ -158,9 +167,17 @@ export class Store {
       cursor: undefined,
     };
     chat.kind = summary.kind;
-    chat.memberIds = summary.members.map((m) => m.id);
-    // Groups will carry their own name; a direct chat is named after the peer.
-    chat.name = summary.name ?? null;
+    if (summary.group) {
+      // A group's summary lists no members: they come from the member list.
+      chat.group = { ...summary.group };
+      chat.name = summary.group.name;
+      const members = this.members.get(summary.id);
+      chat.memberIds = members ? [...members.keys()] : chat.memberIds ?? [];
+    } else {
+      chat.group = null;
+      chat.name = null;
+      chat.memberIds = summary.members.map((m) => m.id);
+    }
     chat.unread = summary.unread ?? 0;
     for (const r of summary.receipts ?? []) {
       chat.receipts.set(r.user_id, { delivered: r.delivered_up_to, seen: r.seen_up_to });
@@ -187,6 +204,7 @@ export class Store {
 
   /** The name to show for a chat. */
   titleOf(chat) {
+    if (chat.group?.name) return chat.group.name;
     if (chat.name) return chat.name;
     const peers = this.peersOf(chat);
     return peers.map((p) => p.display_name).join(', ') || 'Chat';
@@ -296,12 +314,136 @@ export class Store {
    * member; in a group, by all of them).
    */
   statusOf(chat, message) {
+    if (chat.kind === 'group') {
+      const others = Math.max(0, (chat.group?.member_count ?? 1) - 1);
+      if (others === 0) return 'sent';
+      const { seen, delivered } = this.readersOf(chat, message.id);
+      if (seen >= others) return 'seen';
+      if (delivered >= others) return 'delivered';
+      return 'sent';
+    }
     const others = (chat.memberIds ?? []).filter((id) => id !== this.me);
     if (others.length === 0) return 'sent';
     const all = (field) => others.every((id) => compareIds((chat.receipts.get(id) ?? NO_RECEIPT)[field], message.id) >= 0);
     if (all('seen')) return 'seen';
     if (all('delivered')) return 'delivered';
     return 'sent';
+  }
+
+  /**
+   * How many other members are known to have a message (`delivered`) and
+   * to have read it (`seen`), from their watermarks. In a group these come
+   * from `receipt` updates about my messages and from message receipts
+   * fetched over REST, so they are a lower bound.
+   */
+  readersOf(chat, messageId) {
+    const members = this.members.get(chat.id);
+    let seen = 0;
+    let delivered = 0;
+    for (const [userId, receipt] of chat.receipts) {
+      if (userId === this.me || (members && !members.has(userId))) continue;
+      if (compareIds(receipt.seen, messageId) >= 0) seen += 1;
+      if (compareIds(receipt.delivered, messageId) >= 0 || compareIds(receipt.seen, messageId) >= 0) delivered += 1;
+    }
+    return { seen, delivered };
+  }
+
+  /** Folds a message's receipts (`{ delivered: [ids], seen: [ids] }`) into the members' watermarks. */
+  applyMessageReceipts(chatId, messageId, { delivered = [], seen = [] }) {
+    const chat = this.chats.get(chatId);
+    if (!chat) return;
+    const raise = (userId, field) => {
+      const before = chat.receipts.get(userId) ?? NO_RECEIPT;
+      chat.receipts.set(userId, { ...before, [field]: maxId(before[field], messageId) });
+    };
+    for (const id of delivered) raise(id, 'delivered');
+    for (const id of seen) {
+      raise(id, 'delivered');
+      raise(id, 'seen');
+    }
+    this.emit('chat:' + chatId);
+  }
+
+  // ---- groups
+
+  /** Records a group's member list (`GET /chats/{id}/members`). */
+  setMembers(chatId, list) {
+    const members = new Map();
+    for (const member of list) {
+      this.setUser(member.user);
+      members.set(member.user.id, { role: member.role, joined_at: member.joined_at });
+    }
+    this.members.set(chatId, members);
+    const chat = this.chats.get(chatId);
+    if (chat) {
+      chat.memberIds = [...members.keys()];
+      if (chat.group) chat.group.member_count = members.size;
+    }
+    this.emit('members:' + chatId);
+    this.emit('chat:' + chatId);
+    this.emit('chats');
+  }
+
+  /** A group's members with their users, owner first, then admins, then by name; null until loaded. */
+  membersOf(chatId) {
+    const members = this.members.get(chatId);
+    if (!members) return null;
+    const rank = { owner: 0, admin: 1, member: 2 };
+    return [...members]
+      .map(([id, member]) => ({ ...member, user: this.user(id) }))
+      .sort((a, b) => rank[a.role] - rank[b.role] || a.user.display_name.localeCompare(b.user.display_name));
+  }
+
+  /** My role in a group (`owner`, `admin`, `member`), or null. */
+  myRole(chat) {
+    return chat?.group && !chat.removed ? chat.group.role : null;
+  }
+
+  /** Back in a group the user had been removed from (added again). */
+  clearRemoved(chatId) {
+    const chat = this.chats.get(chatId);
+    if (chat?.removed) chat.removed = null;
+  }
+
+  /** The user was removed from a group: it stays, read-only, until they drop it. */
+  markRemoved(chatId, { by = null } = {}) {
+    const chat = this.chats.get(chatId);
+    if (!chat || chat.removed) return;
+    chat.removed = { by };
+    this.members.delete(chatId);
+    this.typing.delete(chatId);
+    this.emit('chat:' + chatId);
+    this.emit('chats');
+  }
+
+  /** Forgets a chat on this device (the user left it, or dropped a group they were removed from). */
+  dropChat(chatId) {
+    if (!this.chats.delete(chatId)) return;
+    this.members.delete(chatId);
+    for (const [id, entry] of [...this.outbox]) if (entry.chat_id === chatId) this.outbox.delete(id);
+    this.emit('chat:' + chatId);
+    this.emit('chats');
+  }
+
+  // ---- presence
+
+  /** Applies a `presence` frame's views. */
+  applyPresence(users) {
+    if (this.presence.apply(users)) this.emit('presence');
+  }
+
+  /**
+   * A user's presence `{ status, status_text, last_seen }`, or null if
+   * unknown. Mine follows my own choice while this device is connected.
+   */
+  presenceOf(userId) {
+    if (userId === this.me) {
+      const setting = this.profile?.presence ?? { status: 'auto', status_text: '' };
+      const online = this.connection === 'online';
+      const status = !online || setting.status === 'invisible' ? 'offline' : setting.status === 'auto' ? 'online' : setting.status;
+      return { status, status_text: setting.status_text ?? '', last_seen: null };
+    }
+    return this.presence.get(userId);
   }
 
   // ---- outbox

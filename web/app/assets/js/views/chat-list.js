@@ -1,10 +1,13 @@
-// The chat list: every chat with its picture, name, last message (or who is
-// typing), time and unread count, most recent first.
+// The chat list: every chat with its picture (a peer's with a presence
+// dot), name, last message (or who is typing, or a group event), time and
+// unread count, most recent first.
 
+import { eventText } from '../events.js';
 import { h, reconcile } from '../dom.js';
 import { shortWhen } from '../format.js';
 import { icon } from '../icons.js';
-import { avatar, screenHeader } from './ui.js';
+import { presenceLabel } from '../presence.js';
+import { chatAvatar, screenHeader } from './ui.js';
 
 export class ChatList {
   constructor({ store }) {
@@ -22,12 +25,16 @@ export class ChatList {
       { class: 'chat-list-wrap' },
       screenHeader({
         title: 'Chats',
-        actions: [h('a', { href: '/friends', 'data-link': '', class: 'icon-btn', 'aria-label': 'New chat' }, icon('plus'))],
+        actions: [
+          h('a', { href: '/groups/new', 'data-link': '', class: 'icon-btn', 'aria-label': 'New group', title: 'New group' }, icon('group')),
+          h('a', { href: '/friends', 'data-link': '', class: 'icon-btn', 'aria-label': 'New chat', title: 'New chat' }, icon('plus')),
+        ],
       }),
       this.items,
       this.empty,
     );
-    this.unsubscribe = [store.on('chats', () => this.render()), store.on('typing', () => this.render())];
+    const render = () => this.render();
+    this.unsubscribe = [store.on('chats', render), store.on('typing', render), store.on('presence', render), store.on('users', render), store.on('connection', render)];
     this.render();
   }
 
@@ -51,24 +58,39 @@ export class ChatList {
           chat.lastMessage?.deleted,
           store.titleOf(chat),
           store.typingIn(chat.id).length,
-          JSON.stringify(store.peersOf(chat)[0]?.avatar ?? null),
+          JSON.stringify(chat.group?.avatar ?? store.peersOf(chat)[0]?.avatar ?? null),
+          JSON.stringify(chat.group ? null : store.presenceOf(store.peersOf(chat)[0]?.id)),
+          chat.lastMessage ? this.#previewText(chat, chat.lastMessage) : '',
+          Boolean(chat.removed),
         ].join('|'),
       render: (chat) => this.#item(chat),
     });
   }
 
+  /** The sender's name before a group message ("Bob: "), or an event as a sentence. */
+  #previewText(chat, message) {
+    if (message.event) return eventText(this.store, message);
+    if (chat.group && message.sender_id !== this.store.me) return this.store.user(message.sender_id).display_name;
+    return '';
+  }
+
   #item(chat) {
     const store = this.store;
     const title = store.titleOf(chat);
-    const peer = store.peersOf(chat)[0];
+    const peer = chat.group ? null : store.peersOf(chat)[0];
     const last = chat.lastMessage;
-    const typing = store.typingIn(chat.id);
+    const typing = chat.removed ? [] : store.typingIn(chat.id);
     let preview;
-    if (typing.length) preview = h('span', { class: 'typing-text' }, 'typing…');
+    if (chat.removed) preview = h('em', { class: 'muted' }, 'You are no longer a member');
+    else if (typing.length) preview = h('span', { class: 'typing-text' }, chat.group ? `${typing[0].display_name} is typing…` : 'typing…');
     else if (!last) preview = h('span', { class: 'muted' }, 'No messages yet');
+    else if (last.event) preview = h('span', { class: 'muted event-preview' }, eventText(store, last));
     else if (last.deleted) preview = h('em', { class: 'muted' }, 'Message deleted');
-    else preview = [last.sender_id === store.me ? h('span', { class: 'muted' }, 'You: ') : null, last.body];
+    else if (last.sender_id === store.me) preview = [h('span', { class: 'muted' }, 'You: '), last.body];
+    else if (chat.group) preview = [h('span', { class: 'muted' }, store.user(last.sender_id).display_name + ': '), last.body];
+    else preview = last.body;
     const unread = chat.unread > 0;
+    const presence = peer ? presenceLabel(store.presenceOf(peer.id), { text: false }) : null;
     return h(
       'li',
       {},
@@ -79,9 +101,9 @@ export class ChatList {
           'data-link': '',
           class: ['chat-item', unread && 'unread'],
           'aria-current': chat.id === this.selected ? 'page' : null,
-          'aria-label': `${title}${unread ? `, ${chat.unread} unread` : ''}`,
+          'aria-label': `${title}${chat.group ? ', group' : ''}${presence ? `, ${presence}` : ''}${unread ? `, ${chat.unread} unread` : ''}`,
         },
-        avatar(peer ?? { id: chat.id, display_name: title }, { size: 48 }),
+        chatAvatar(store, chat, { size: 48 }),
         h(
           'span',
           { class: 'chat-item-text' },

@@ -1,8 +1,10 @@
 // Friends: find people, send, accept, decline and cancel requests, open a
-// chat with a friend, remove friends, block and unblock.
+// chat with a friend, remove friends, block and unblock; friends show
+// their presence.
 
 import { h } from '../dom.js';
 import { icon } from '../icons.js';
+import { dotFor, presenceLabel } from '../presence.js';
 import { avatar, busy, choose, screenHeader, toast, toastError } from './ui.js';
 
 const SEARCH_DELAY_MS = 250;
@@ -49,10 +51,15 @@ export class FriendsView {
       clearTimeout(this.searchTimer);
       this.searchTimer = setTimeout(() => this.#runSearch(), SEARCH_DELAY_MS);
     });
-    this.unsubscribe = ctx.store.on('relations', () => {
+    const offRelations = ctx.store.on('relations', () => {
       clearTimeout(this.refreshTimer);
       this.refreshTimer = setTimeout(() => this.refresh(), 100);
     });
+    const offPresence = ctx.store.on('presence', () => this.#refreshPresence());
+    this.unsubscribe = () => {
+      offRelations();
+      offPresence();
+    };
   }
 
   mounted() {
@@ -171,13 +178,36 @@ export class FriendsView {
         h('button', { type: 'button', class: 'icon-btn', 'aria-label': `More actions for ${name}`, on: { click: () => this.#more(user, relation) } }, icon('more', { size: 18 })),
       );
     }
-    return h(
+    const row = h(
       'li',
       { class: 'person', dataset: { userId: user.id, relation } },
       avatar(user, { size: 44 }),
-      h('div', { class: 'person-text' }, h('span', { class: 'person-name' }, name), h('span', { class: 'person-handle' }, '@' + user.username)),
+      h(
+        'div',
+        { class: 'person-text' },
+        h('span', { class: 'person-name' }, name),
+        h('span', { class: 'person-handle' }, '@' + user.username, h('span', { class: 'person-presence' })),
+      ),
       h('div', { class: 'person-actions' }, buttons),
     );
+    row.user = user;
+    this.#showPresence(row);
+    return row;
+  }
+
+  /** Puts a friend's presence on their row: a dot on the avatar and a few words. */
+  #showPresence(row) {
+    if (row.dataset.relation !== 'friends') return;
+    const presence = this.ctx.store.presenceOf(row.dataset.userId);
+    const dot = dotFor(presence);
+    row.dataset.presence = presence?.status ?? '';
+    row.querySelector('.avatar').replaceWith(avatar(row.user, { size: 44, presence: dot }));
+    const label = presenceLabel(presence);
+    row.querySelector('.person-presence').textContent = label ? ` · ${label}` : '';
+  }
+
+  #refreshPresence() {
+    for (const row of this.el.querySelectorAll('.person[data-relation="friends"]')) this.#showPresence(row);
   }
 
   async #more(user, relation) {

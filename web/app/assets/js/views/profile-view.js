@@ -1,9 +1,20 @@
-// Your profile: display name, bio, avatar; email and phone changes
+// Your profile: display name, bio, avatar; your status (automatic, away,
+// busy or invisible, with a status text); email and phone changes
 // confirmed with a code; logging out.
 
 import { h } from '../dom.js';
 import { icon } from '../icons.js';
+import { dotFor } from '../presence.js';
 import { avatar, busy, field, formError, screenHeader, toast, toastError } from './ui.js';
+
+const CHOICES = [
+  ['auto', 'Automatic', 'Online while you use Parley, away when idle.'],
+  ['away', 'Away', 'Shown as away.'],
+  ['busy', 'Busy', 'Shown as busy.'],
+  ['invisible', 'Invisible', 'Shown as offline; your last seen time stays put.'],
+];
+/** Longest status text the server takes (characters). */
+const MAX_STATUS_TEXT = 100;
 
 const CHANNELS = {
   email: { title: 'Email', type: 'email', autocomplete: 'email', placeholder: 'you@example.com', inputmode: 'email' },
@@ -36,7 +47,7 @@ export class ProfileView {
     }
     // Keep what is being typed if the profile changes underneath.
     if (this.body.contains(document.activeElement) && document.activeElement.matches('input, textarea')) return;
-    this.body.replaceChildren(this.#identity(profile), this.#details(profile), this.#contact('email', profile), this.#contact('phone', profile), this.#account());
+    this.body.replaceChildren(this.#identity(profile), this.#status(profile), this.#details(profile), this.#contact('email', profile), this.#contact('phone', profile), this.#account());
   }
 
   #identity(profile) {
@@ -75,9 +86,56 @@ export class ProfileView {
     return h(
       'div',
       { class: 'identity card' },
-      avatar(profile, { size: 96 }),
+      avatar(profile, { size: 96, presence: dotFor(this.ctx.store.presenceOf(profile.id)) }),
       h('div', { class: 'identity-text' }, h('h2', {}, profile.display_name), h('p', { class: 'muted' }, '@' + profile.username), h('div', { class: 'row' }, change, remove, file)),
     );
+  }
+
+  #status(profile) {
+    const setting = profile.presence ?? { status: 'auto', status_text: '' };
+    const error = formError();
+    const save = h('button', { type: 'submit', class: 'btn primary' }, 'Set status');
+    const options = CHOICES.map(([value, label, hint]) => {
+      const id = `presence-${value}`;
+      return h(
+        'label',
+        { class: 'choice', for: id },
+        h('input', { type: 'radio', name: 'status', id, value, '.checked': setting.status === value }),
+        h('span', { class: ['choice-dot', value] , 'aria-hidden': 'true' }),
+        h('span', { class: 'choice-text' }, h('span', { class: 'choice-label' }, label), h('span', { class: 'hint' }, hint)),
+      );
+    });
+    const form = h(
+      'form',
+      { class: 'card status-card', 'aria-label': 'Status' },
+      h('h2', { class: 'card-title' }, 'Status'),
+      h('fieldset', { class: 'choices' }, h('legend', { class: 'visually-hidden' }, 'Show me as'), options),
+      field({ label: 'Status message', name: 'status_text', value: setting.status_text ?? '', maxlength: MAX_STATUS_TEXT, placeholder: 'What are you up to?', autocomplete: 'off', hint: `Up to ${MAX_STATUS_TEXT} characters. Friends and group members see it.` }),
+      error.el,
+      h('div', { class: 'row end' }, save),
+    );
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      error.clear();
+      const data = new FormData(form);
+      const status = String(data.get('status') ?? 'auto');
+      const text = String(data.get('status_text') ?? '').trim();
+      if ([...text].length > MAX_STATUS_TEXT) {
+        error.show(`A status message has at most ${MAX_STATUS_TEXT} characters.`);
+        return;
+      }
+      busy(
+        save,
+        async () => {
+          const presence = await this.ctx.api.setPresence(status, text);
+          document.activeElement?.blur();
+          this.ctx.store.setProfile({ ...this.ctx.store.profile, presence });
+          toast('Status saved.');
+        },
+        (e) => error.show(e),
+      );
+    });
+    return form;
   }
 
   #details(profile) {

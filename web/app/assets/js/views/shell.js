@@ -7,6 +7,7 @@ import { icon } from '../icons.js';
 import { ChatList } from './chat-list.js';
 import { ChatView } from './chat-view.js';
 import { FriendsView } from './friends-view.js';
+import { GroupCreateView } from './group-create.js';
 import { ProfileView } from './profile-view.js';
 
 const TABS = [
@@ -38,20 +39,29 @@ export class Shell {
 
   /** Shows the screen for `route`. */
   show(route) {
-    const key = route.name + ':' + (route.params.chatId ?? '');
-    this.el.dataset.screen = route.name;
+    // A chat and its info panel are one screen.
+    const screen = route.name === 'chat-info' ? 'chat' : route.name;
+    const key = screen + ':' + (route.params.chatId ?? '');
+    this.el.dataset.screen = screen;
     for (const tab of this.nav.querySelectorAll('.tab')) {
-      const active = tab.dataset.tab === (route.name === 'chat' ? 'chats' : route.name);
+      const active = tab.dataset.tab === (screen === 'chat' || screen === 'group-new' ? 'chats' : screen);
       if (active) tab.setAttribute('aria-current', 'page');
       else tab.removeAttribute('aria-current');
     }
     this.list.select(route.params.chatId ?? null);
-    if (this.currentKey === key) return;
+    if (this.currentKey === key) {
+      this.current?.setInfo?.(route.name === 'chat-info');
+      return;
+    }
     this.currentKey = key;
     this.current?.destroy?.();
-    switch (route.name) {
+    switch (screen) {
       case 'chat':
         this.current = new ChatView(this.ctx, route.params.chatId);
+        this.current.setInfo(route.name === 'chat-info');
+        break;
+      case 'group-new':
+        this.current = new GroupCreateView(this.ctx);
         break;
       case 'friends':
         this.current = new FriendsView(this.ctx);

@@ -5,18 +5,57 @@ import { ApiError } from '../api.js';
 import { h } from '../dom.js';
 import { initials } from '../format.js';
 import { icon } from '../icons.js';
+import { dotFor } from '../presence.js';
 
-/** A round avatar: the user's picture, or their initials on a colour derived from their ID. */
-export function avatar(user, { size = 40, presence = null } = {}) {
+/**
+ * A round avatar: the user's picture, or their initials on a colour derived
+ * from their ID; `presence` (`online`, `away`, `busy`) adds a dot; `group`
+ * makes it a rounded square.
+ */
+export function avatar(user, { size = 40, presence = null, group = false } = {}) {
   const hue = [...String(user?.id ?? '0')].reduce((sum, c) => (sum * 31 + c.charCodeAt(0)) % 360, 7);
   const picture = user?.avatar?.[size > 64 ? 'large' : 'small'];
   return h(
     'span',
-    { class: 'avatar', style: { '--size': `${size}px`, '--hue': String(hue) }, 'aria-hidden': 'true' },
+    { class: ['avatar', group && 'group'], style: { '--size': `${size}px`, '--hue': String(hue) }, 'aria-hidden': 'true' },
     picture ? h('img', { src: picture, alt: '', width: size, height: size, loading: 'lazy', decoding: 'async' }) : initials(user?.display_name),
-    // Presence (online/away) slots in here once the server reports it.
-    presence ? h('span', { class: ['presence', presence] }) : null,
+    presence ? h('span', { class: ['presence', presence], dataset: { presence } }) : null,
   );
+}
+
+/** A chat's picture: the group's, or the peer's with their presence dot. */
+export function chatAvatar(store, chat, { size = 40 } = {}) {
+  if (chat.group || chat.kind === 'group') {
+    return avatar({ id: chat.id, display_name: store.titleOf(chat), avatar: chat.group?.avatar ?? null }, { size, group: true });
+  }
+  const peer = store.peersOf(chat)[0];
+  return avatar(peer ?? { id: chat.id, display_name: store.titleOf(chat) }, { size, presence: peer ? dotFor(store.presenceOf(peer.id)) : null });
+}
+
+/**
+ * A modal sheet with a title and content built by `build(close)`; resolves
+ * with the value passed to `close` (null if dismissed).
+ */
+export function sheet({ title, build, className = null }) {
+  return new Promise((resolve) => {
+    let result = null;
+    const titleId = `sheet-${Math.random().toString(36).slice(2, 8)}`;
+    const dialog = h('dialog', { class: ['sheet', className], 'aria-labelledby': titleId });
+    const close = (value = null) => {
+      result = value;
+      dialog.close();
+    };
+    dialog.append(h('h2', { id: titleId, class: 'sheet-title' }, title), ...[build(close)].flat().filter(Boolean));
+    dialog.addEventListener('click', (event) => {
+      if (event.target === dialog) dialog.close();
+    });
+    dialog.addEventListener('close', () => {
+      dialog.remove();
+      resolve(result);
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+  });
 }
 
 /** A short message at the bottom of the screen. `kind`: `info` or `error`. */
