@@ -31,6 +31,9 @@ pub enum Payload {
     Update(Arc<str>),
     /// A complete frame that is not in any update log (typing indicators).
     Ephemeral(Arc<str>),
+    /// Presence of some users; each recipient's user actor merges these
+    /// into one `presence` frame per coalescing window.
+    Presence(Arc<[protocol::ws::PresenceView]>),
 }
 
 /// Errors of a bus.

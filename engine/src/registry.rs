@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, WrapFuture};
-use protocol::ws::{PresenceStatus, PresenceView, ServerFrame};
+use protocol::ws::{PresenceStatus, PresenceView};
 use storage::{PresenceChoice, PresencePeer};
 
 use crate::Core;
@@ -131,21 +131,17 @@ impl ShardActor {
         self.send_presence(vec![publish.view], publish.watchers, ctx);
     }
 
-    /// Sends a `presence` frame to every device of `recipients`, through
-    /// the bus like any delivery. Spawned in order on this actor, so
-    /// frames about one user arrive in the order they were decided.
+    /// Sends presence views to every device of `recipients`, through the
+    /// bus like any delivery; their user actors batch them. Spawned in order
+    /// on this actor, so views of one user arrive in the order they were decided.
     fn send_presence(&self, users: Vec<PresenceView>, recipients: Vec<i64>, ctx: &mut Context<Self>) {
         if recipients.is_empty() || users.is_empty() {
             return;
         }
-        let json = match serde_json::to_string(&ServerFrame::Presence { users }) {
-            Ok(json) => json,
-            Err(error) => return tracing::error!(%error, "serializing a presence frame failed"),
-        };
         let core = self.core.clone();
         let recipients = recipients.into_iter().map(|user| (user, 0)).collect();
         ctx.spawn(
-            async move { crate::chat::deliver(&core, Payload::Ephemeral(json.into()), recipients).await }
+            async move { crate::chat::deliver(&core, Payload::Presence(users.into()), recipients).await }
                 .into_actor(self),
         );
     }
@@ -242,7 +238,8 @@ impl Handler<Attach> for ShardActor {
     fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) {
         let metrics = self.core.metrics.clone();
         let entry = self.users.entry(msg.user_id).or_insert_with(|| UserEntry {
-            addr: UserActor::new(msg.user_id, metrics).start(),
+            addr: UserActor::new(msg.user_id, metrics, Duration::from_millis(self.core.config.presence_coalesce_ms))
+                .start(),
             connections: 0,
             retire_timer: None,
         });

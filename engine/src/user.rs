@@ -1,10 +1,13 @@
 //! The user actor: one per user with a live connection; fans updates out
-//! to every connection (device) of the user.
+//! to every connection (device) of the user, and batches the presence it
+//! is sent into one frame per coalescing window.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix::{Actor, Context, Handler, Message, Recipient};
+use actix::{Actor, AsyncContext, Context, Handler, Message, Recipient};
+use protocol::ws::{PresenceView, ServerFrame};
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::bus::Payload;
@@ -60,11 +63,52 @@ pub(crate) struct UserActor {
     user_id: i64,
     connections: HashMap<u64, ConnectionHandle>,
     metrics: Arc<Metrics>,
+    /// Presence views waiting for the next `presence` frame, newest per user.
+    pending_presence: BTreeMap<i64, PresenceView>,
+    presence_window: Duration,
 }
 
 impl UserActor {
-    pub(crate) fn new(user_id: i64, metrics: Arc<Metrics>) -> Self {
-        UserActor { user_id, connections: HashMap::new(), metrics }
+    pub(crate) fn new(user_id: i64, metrics: Arc<Metrics>, presence_window: Duration) -> Self {
+        UserActor {
+            user_id,
+            connections: HashMap::new(),
+            metrics,
+            pending_presence: BTreeMap::new(),
+            presence_window,
+        }
+    }
+
+    /// Queues a frame to every connection; a full queue closes its connection.
+    fn send(&mut self, frame: Arc<str>, is_update: bool) {
+        let metrics = &self.metrics;
+        self.connections.retain(|conn_id, conn| match conn.outbound.try_send(frame.clone()) {
+            Ok(()) => {
+                if is_update {
+                    metrics.messages_delivered.inc();
+                }
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(conn_id, "outbound queue full, closing slow consumer");
+                metrics.slow_consumer_closes.inc();
+                conn.kick.do_send(Kick { code: protocol::ws::close::SLOW_CONSUMER, reason: "slow consumer" });
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        });
+    }
+
+    /// Sends the batched presence views as one frame.
+    fn flush_presence(&mut self) {
+        let users: Vec<PresenceView> = std::mem::take(&mut self.pending_presence).into_values().collect();
+        if users.is_empty() {
+            return;
+        }
+        match serde_json::to_string(&ServerFrame::Presence { users }) {
+            Ok(json) => self.send(json.into(), false),
+            Err(error) => tracing::error!(%error, "serializing a presence frame failed"),
+        }
     }
 }
 
@@ -106,28 +150,22 @@ impl Handler<Retire> for UserActor {
 
 impl Handler<Deliver> for UserActor {
     type Result = ();
-    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
-        let (frame, is_update): (Arc<str>, bool) = match msg.payload {
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        match msg.payload {
             Payload::Update(update) => {
-                (format!(r#"{{"type":"update","seq":{},"update":{update}}}"#, msg.seq).into(), true)
+                self.send(format!(r#"{{"type":"update","seq":{},"update":{update}}}"#, msg.seq).into(), true)
             }
-            Payload::Ephemeral(frame) => (frame, false),
-        };
-        let metrics = &self.metrics;
-        self.connections.retain(|conn_id, conn| match conn.outbound.try_send(frame.clone()) {
-            Ok(()) => {
-                if is_update {
-                    metrics.messages_delivered.inc();
+            Payload::Ephemeral(frame) => self.send(frame, false),
+            Payload::Presence(views) => {
+                // However many users change at once, each device gets one
+                // frame per window: a storm costs frames per watcher, not per change.
+                if self.pending_presence.is_empty() {
+                    ctx.run_later(self.presence_window, |actor, _| actor.flush_presence());
                 }
-                true
+                for view in views.iter() {
+                    self.pending_presence.insert(view.user_id.0, view.clone());
+                }
             }
-            Err(TrySendError::Full(_)) => {
-                tracing::warn!(conn_id, "outbound queue full, closing slow consumer");
-                metrics.slow_consumer_closes.inc();
-                conn.kick.do_send(Kick { code: protocol::ws::close::SLOW_CONSUMER, reason: "slow consumer" });
-                false
-            }
-            Err(TrySendError::Closed(_)) => false,
-        });
+        }
     }
 }
