@@ -199,7 +199,8 @@ type Socket = actix_codec::Framed<awc::BoxedSocket, ws::Codec>;
 async fn connect_ws(base: &str, token: &str) -> Socket {
     let url = format!("{}/api/v1/ws", base.replacen("http", "ws", 1));
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let (_, socket) = client.ws(url).protocols(["parley.v1"]).bearer_auth(token).connect().await.unwrap();
+    let request = client.ws(url).protocols(["parley.v1"]).bearer_auth(token).max_frame_size(4 << 20);
+    let (_, socket) = request.connect().await.unwrap();
     socket
 }
 
