@@ -70,13 +70,7 @@ pub(crate) struct UserActor {
 
 impl UserActor {
     pub(crate) fn new(user_id: i64, metrics: Arc<Metrics>, presence_window: Duration) -> Self {
-        UserActor {
-            user_id,
-            connections: HashMap::new(),
-            metrics,
-            pending_presence: BTreeMap::new(),
-            presence_window,
-        }
+        UserActor { user_id, connections: HashMap::new(), metrics, pending_presence: BTreeMap::new(), presence_window }
     }
 
     /// Queues a frame to every connection; a full queue closes its connection.

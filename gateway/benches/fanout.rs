@@ -76,7 +76,9 @@ async fn main() {
     actix_rt::time::sleep(Duration::from_secs(1)).await;
 
     println!();
-    println!("| msgs/s | sent | deliveries | deliveries/s | p50 ms | p90 ms | p99 ms | max ms | ack p99 ms | CPU cores |");
+    println!(
+        "| msgs/s | sent | deliveries | deliveries/s | p50 ms | p90 ms | p99 ms | max ms | ack p99 ms | CPU cores |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut counter = 0u64;
     for &(rate, secs) in STEPS {
@@ -96,7 +98,8 @@ async fn main() {
             counter += 1;
             let id = format!("b-{counter}");
             recorder.borrow_mut().scheduled.insert(id.clone(), scheduled);
-            let frame = json!({"type": "send", "client_msg_id": id, "chat_id": chat, "body": "fan-out benchmark message"});
+            let frame =
+                json!({"type": "send", "client_msg_id": id, "chat_id": chat, "body": "fan-out benchmark message"});
             sender.send(ws::Message::Text(frame.to_string().into())).await.unwrap();
             drain_acks(&mut sender, &recorder).await;
         }
@@ -176,8 +179,12 @@ async fn create_group(http: &awc::Client, base: &str, owner: &User, others: &[Us
     let mut chunks = others.chunks(protocol::limits::MAX_MEMBERS_PER_REQUEST);
     let first: Vec<&str> = chunks.next().unwrap_or_default().iter().map(|u| u.id.as_str()).collect();
     let body = json!({"name": "fan-out", "members": first});
-    let mut resp =
-        http.post(format!("{base}/api/v1/chats/groups")).bearer_auth(&owner.access_token).send_json(&body).await.unwrap();
+    let mut resp = http
+        .post(format!("{base}/api/v1/chats/groups"))
+        .bearer_auth(&owner.access_token)
+        .send_json(&body)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
     let chat: serde_json::Value = resp.json().await.unwrap();
     let chat = chat["id"].as_str().unwrap().to_string();

@@ -56,6 +56,11 @@ impl Claims {
     pub fn user_id(&self) -> Option<protocol::UserId> {
         self.sub.parse().ok()
     }
+
+    /// The token family (login session) as an ID; 0 if malformed.
+    pub fn session_id(&self) -> i64 {
+        self.sid.parse().unwrap_or(0)
+    }
 }
 
 /// Signs and verifies access tokens with the node's Ed25519 key.

@@ -143,6 +143,7 @@ fn routes_config(cfg: &mut web::ServiceConfig) {
                 .route("/auth/login", web::post().to(auth::login))
                 .route("/auth/refresh", web::post().to(auth::refresh))
                 .route("/auth/logout", web::post().to(auth::logout))
+                .route("/auth/logout-others", web::post().to(auth::logout_others))
                 .route("/auth/ws-ticket", web::post().to(auth::ws_ticket))
                 .route("/auth/jwks", web::get().to(auth::jwks))
                 .route("/me", web::get().to(users::me))

@@ -10,7 +10,7 @@ use crate::routes::{auth, chats, friends, groups, users};
 #[openapi(
     info(title = "Parley API", version = "1", description = "REST API of Parley. Errors are RFC 9457 problem+json bodies with a stable `code`; the WebSocket protocol is described in docs/protocol.md."),
     paths(
-        auth::register, auth::login, auth::refresh, auth::logout, auth::ws_ticket, auth::jwks,
+        auth::register, auth::login, auth::refresh, auth::logout, auth::logout_others, auth::ws_ticket, auth::jwks,
         users::me, users::update_me, users::set_presence, users::user, users::search,
         friends::request, friends::cancel, friends::accept, friends::decline, friends::remove,
         friends::block, friends::unblock, friends::friends, friends::incoming, friends::outgoing, friends::blocked,
@@ -32,7 +32,7 @@ use crate::routes::{auth, chats, friends, groups, users};
         protocol::rest::OwnProfile, protocol::rest::ProfilePatch, protocol::rest::MemberReceipts, protocol::rest::RelationState,
         protocol::rest::FriendRequest, protocol::rest::RelationStatus, protocol::rest::RelatedUser,
         protocol::rest::RelatedUserPage, protocol::rest::SearchHit, protocol::rest::SearchResults,
-        protocol::rest::PresenceSetting, protocol::rest::PresenceChoice, protocol::ws::PresenceView,
+        protocol::rest::LoggedOutOthers, protocol::rest::PresenceSetting, protocol::rest::PresenceChoice, protocol::ws::PresenceView,
         protocol::ws::PresenceStatus, protocol::rest::GroupInfo, protocol::rest::Role, protocol::rest::CreateGroup, protocol::rest::GroupPatch,
         protocol::rest::AddMembers, protocol::rest::SetRole, protocol::rest::TransferOwnership,
         protocol::rest::ChatMember, protocol::rest::MemberList, protocol::rest::MessageReceipts, protocol::ws::ChatEvent,

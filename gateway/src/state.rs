@@ -27,6 +27,8 @@ pub struct AppState {
     hash_permits: tokio::sync::Semaphore,
     pub tickets: Tickets,
     pub connections: Connections,
+    /// Login sessions ended before their access tokens expire.
+    pub revoked_sessions: RevokedSessions,
     auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// User searches per user.
     pub searches: UserLimit,
@@ -46,6 +48,7 @@ impl AppState {
             hash_permits: tokio::sync::Semaphore::new(hash_concurrency()),
             tickets: Tickets::default(),
             connections: Connections::default(),
+            revoked_sessions: RevokedSessions::default(),
             auth_limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
             searches: UserLimit::new(
                 "search",
@@ -145,11 +148,43 @@ fn hash_concurrency() -> usize {
     std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4)
 }
 
+/// Login sessions ended early, remembered until their access tokens have
+/// expired anyway (a node-local set; a cluster shares it through Redis).
+#[derive(Default)]
+pub struct RevokedSessions {
+    ended: Mutex<HashMap<i64, std::time::Instant>>,
+}
+
+impl RevokedSessions {
+    /// Refuses `sessions`' access tokens from now on, for `ttl` (their
+    /// longest remaining life).
+    pub fn revoke(&self, sessions: &[i64], ttl: std::time::Duration) {
+        if let Ok(mut ended) = self.ended.lock() {
+            let now = std::time::Instant::now();
+            ended.retain(|_, until| *until > now);
+            for session in sessions {
+                ended.insert(*session, now + ttl);
+            }
+        }
+    }
+
+    pub fn contains(&self, session: i64) -> bool {
+        self.ended.lock().is_ok_and(|ended| ended.get(&session).is_some_and(|until| *until > std::time::Instant::now()))
+    }
+}
+
 /// The live WebSocket connections of this node, to close them on shutdown.
 #[derive(Default)]
 pub struct Connections {
     next_id: AtomicU64,
-    live: Mutex<HashMap<u64, Recipient<Kick>>>,
+    live: Mutex<HashMap<u64, LiveConnection>>,
+}
+
+/// A live connection: whose, of which login session, and how to close it.
+struct LiveConnection {
+    user_id: UserId,
+    session_id: i64,
+    kick: Recipient<Kick>,
 }
 
 impl Connections {
@@ -158,9 +193,19 @@ impl Connections {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub fn insert(&self, id: u64, kick: Recipient<Kick>) {
+    pub fn insert(&self, id: u64, user_id: UserId, session_id: i64, kick: Recipient<Kick>) {
         if let Ok(mut live) = self.live.lock() {
-            live.insert(id, kick);
+            live.insert(id, LiveConnection { user_id, session_id, kick });
+        }
+    }
+
+    /// Closes the user's connections that belong to one of `sessions`.
+    pub fn kick_sessions(&self, user_id: UserId, sessions: &[i64], kick: Kick) {
+        if let Ok(live) = self.live.lock() {
+            let ended = live.values().filter(|c| c.user_id == user_id && sessions.contains(&c.session_id));
+            for connection in ended {
+                connection.kick.do_send(kick);
+            }
         }
     }
 
@@ -172,8 +217,8 @@ impl Connections {
 
     fn kick_all(&self, kick: Kick) {
         if let Ok(live) = self.live.lock() {
-            for recipient in live.values() {
-                recipient.do_send(kick);
+            for connection in live.values() {
+                connection.kick.do_send(kick);
             }
         }
     }
@@ -200,13 +245,16 @@ impl AuthUser {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
             .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
-        Self::from_claims(state.keys.verify(token))
+        Self::from_claims(state.keys.verify(token), state)
     }
 
-    /// Accepts verified claims.
-    pub fn from_claims(claims: Option<Claims>) -> Result<Self, ApiError> {
+    /// Accepts verified claims of a session that has not been ended.
+    pub fn from_claims(claims: Option<Claims>, state: &AppState) -> Result<Self, ApiError> {
         let claims = claims.ok_or(ApiError::Unauthorized("invalid or expired token"))?;
         let user_id = claims.user_id().ok_or(ApiError::Unauthorized("invalid or expired token"))?;
+        if state.revoked_sessions.contains(claims.session_id()) {
+            return Err(ApiError::Unauthorized("this login was ended; log in again"));
+        }
         Ok(AuthUser { user_id, claims })
     }
 }

@@ -46,7 +46,7 @@ pub async fn connect(
         return Err(ApiError::Unavailable);
     }
     let user = match &query.ticket {
-        Some(ticket) => AuthUser::from_claims(state.tickets.redeem(ticket))?,
+        Some(ticket) => AuthUser::from_claims(state.tickets.redeem(ticket), &state)?,
         None => AuthUser::from_headers(&req, &state)?,
     };
     let offered = req
@@ -63,7 +63,8 @@ pub async fn connect(
     let stream =
         stream.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations().max_continuation_size(MAX_FRAME_BYTES);
     let token_expires_in = Duration::from_secs(user.claims.exp.saturating_sub(crate::auth::unix_secs()));
-    let connection = Connection::new(user.user_id, state.into_inner(), session, token_expires_in);
+    let connection =
+        Connection::new(user.user_id, user.claims.session_id(), state.into_inner(), session, token_expires_in);
     Connection::create(|ctx| {
         ctx.add_stream(stream);
         connection
@@ -89,6 +90,8 @@ struct WriterClose {
 pub struct Connection {
     id: u64,
     user_id: UserId,
+    /// The login session (token family) the connection authenticated with.
+    session_id: i64,
     state: Arc<AppState>,
     session: Session,
     outbound: mpsc::Sender<Arc<str>>,
@@ -103,11 +106,18 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(user_id: UserId, state: Arc<AppState>, session: Session, token_expires_in: Duration) -> Self {
+    fn new(
+        user_id: UserId,
+        session_id: i64,
+        state: Arc<AppState>,
+        session: Session,
+        token_expires_in: Duration,
+    ) -> Self {
         let (outbound, outbound_rx) = mpsc::channel(state.config.engine.outbound_queue.max(1));
         Connection {
             id: state.connections.next_id(),
             user_id,
+            session_id,
             state,
             session,
             outbound,
@@ -373,7 +383,7 @@ impl Actor for Connection {
         let metrics = self.state.engine.metrics();
         metrics.connections.inc();
         metrics.actors.with_label_values(&["connection"]).inc();
-        self.state.connections.insert(self.id, ctx.address().recipient());
+        self.state.connections.insert(self.id, self.user_id, self.session_id, ctx.address().recipient());
         tracing::info!(conn_id = self.id, user_id = %self.user_id, "connection opened");
         // The shutdown flag is set before connections are kicked: either the
         // kick saw this connection, or this connection sees the flag.

@@ -523,3 +523,34 @@ async fn too_many_auth_requests_from_one_address_are_rate_limited() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["code"], "rate_limited");
 }
+
+#[actix_web::test]
+async fn logging_out_other_devices_ends_them_at_once_and_keeps_this_one() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let phone = server.login("alice", &alice.password).await;
+    let laptop = server.login("alice", &alice.password).await;
+    let mut phone_ws = WsClient::connect(&server.ws_url(""), Some(&phone.access_token)).await.unwrap();
+    let bob = server.register("bob").await;
+    let mut bob_ws = server.connect(&bob).await;
+
+    let response = server.call("POST", "/api/v1/auth/logout-others", Some(&alice.tokens.access_token), None).await;
+    assert_eq!((response.status, response.json()["sessions_ended"].as_u64()), (200, Some(2)));
+    let (_, code) = phone_ws.frames_until_close().await;
+    assert_eq!(code, Some(close::SESSION_REVOKED));
+
+    for ended in [&phone, &laptop] {
+        server.get_full("/api/v1/me", Some(&ended.access_token)).await.assert_problem(401, "unauthorized");
+        let refresh = RefreshRequest { refresh_token: ended.refresh_token.clone() };
+        let (status, body) = server.post("/api/v1/auth/refresh", None, &refresh).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("refresh_token_invalid")));
+        let refused = WsClient::connect(&server.ws_url(""), Some(&ended.access_token)).await;
+        assert!(matches!(refused, Err(HandshakeRefused { status: 401 })));
+    }
+    // This device and other users carry on.
+    let (status, _) = server.get("/api/v1/me", Some(&alice.tokens.access_token)).await;
+    assert_eq!(status, 200);
+    let refresh = RefreshRequest { refresh_token: alice.tokens.refresh_token.clone() };
+    assert_eq!(server.post("/api/v1/auth/refresh", None, &refresh).await.0, 200);
+    bob_ws.ping_pong().await;
+}

@@ -47,6 +47,13 @@ pub struct TokenResponse {
     pub user_id: UserId,
 }
 
+/// `POST /auth/logout-others`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LoggedOutOthers {
+    /// How many other login sessions were ended.
+    pub sessions_ended: u32,
+}
+
 /// `POST /auth/ws-ticket`: a one-time credential for browsers, which cannot
 /// set headers on a WebSocket handshake.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]

@@ -273,6 +273,9 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     /// The access token expired during the connection. Refresh, then reconnect.
     pub const TOKEN_EXPIRED: u16 = 4001;
+    /// This login was ended from another device ("log out other devices").
+    /// Do not reconnect: the user must log in again.
+    pub const SESSION_REVOKED: u16 = 4003;
     /// The client could not keep up with its outbound queue. Reconnect and `sync`.
     pub const SLOW_CONSUMER: u16 = 4008;
     /// Nothing heard from the client for `idle_timeout_secs`. Reconnect.

@@ -56,7 +56,11 @@ fn append(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut group = c.benchmark_group("append_message");
     group.throughput(Throughput::Elements(1));
-    let cases = [("normal", Synchronous::Normal, 2), ("full", Synchronous::Full, 2), ("group_1024", Synchronous::Normal, 1_024)];
+    let cases = [
+        ("normal", Synchronous::Normal, 2),
+        ("full", Synchronous::Full, 2),
+        ("group_1024", Synchronous::Normal, 1_024),
+    ];
     for (name, synchronous, members) in cases {
         let dir = tempfile::tempdir().unwrap();
         let config = StorageConfig::Sqlite { path: "bench.sqlite3".into(), synchronous };

@@ -112,6 +112,9 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn rotate(&self, presented: &TokenHash, next: NewRefreshToken, now_ms: i64) -> StorageResult<RotateOutcome>;
     /// Revokes the family of `token` (logout). Returns false if the token is unknown.
     async fn revoke_family_of(&self, token: &TokenHash, now_ms: i64) -> StorageResult<bool>;
+    /// Revokes every live family of `user_id` except `keep` ("log out other
+    /// devices"); returns the families it revoked.
+    async fn revoke_other_families(&self, user_id: i64, keep: i64, now_ms: i64) -> StorageResult<Vec<i64>>;
 }
 
 /// Chats, their members, messages and each user's update log.

@@ -49,6 +49,7 @@ macro_rules! backend_tests {
                 expired_token_changes_nothing,
                 unknown_token_changes_nothing,
                 logout_revokes_the_family,
+                logging_out_other_devices_keeps_only_this_one,
                 direct_chat_is_idempotent_and_symmetric,
                 concurrent_direct_chats_agree,
                 append_assigns_consecutive_seqs_per_user,
@@ -346,6 +347,23 @@ mod suite {
     }
 
     // --------------------------------------------------------------- chats
+
+    pub async fn logging_out_other_devices_keeps_only_this_one(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2]).await?;
+        family(stores, 10, 1, 1).await?;
+        family(stores, 11, 1, 2).await?;
+        family(stores, 12, 1, 3).await?;
+        family(stores, 20, 2, 4).await?;
+        stores.tokens.revoke_family_of(&hash(3), 5).await?;
+        assert_eq!(stores.tokens.revoke_other_families(1, 10, 6).await?, [11], "12 was revoked already");
+        let kept = stores.tokens.rotate(&hash(1), token(5, 10_000), 7).await?;
+        assert!(matches!(kept, RotateOutcome::Rotated { family_id: 10, .. }), "{kept:?}");
+        let ended = stores.tokens.rotate(&hash(2), token(6, 10_000), 7).await?;
+        assert_eq!(ended, RotateOutcome::Revoked);
+        let other_user = stores.tokens.rotate(&hash(4), token(7, 10_000), 7).await?;
+        assert!(matches!(other_user, RotateOutcome::Rotated { family_id: 20, .. }), "other users keep theirs");
+        Ok(())
+    }
 
     pub async fn direct_chat_is_idempotent_and_symmetric(stores: &Stores) -> TestResult {
         users(stores, &[1, 2, 3]).await?;

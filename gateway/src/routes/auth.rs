@@ -5,7 +5,9 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::UserId;
 use protocol::limits::{DISPLAY_NAME_LEN, PASSWORD_LEN, USERNAME_LEN};
-use protocol::rest::{LoginRequest, RefreshRequest, RegisterRequest, TokenResponse, UserView, WsTicketResponse};
+use protocol::rest::{
+    LoggedOutOthers, LoginRequest, RefreshRequest, RegisterRequest, TokenResponse, UserView, WsTicketResponse,
+};
 use storage::{NewRefreshToken, NewTokenFamily, NewUser, RotateOutcome, StorageError};
 
 use crate::auth::{random_token, token_hash};
@@ -129,6 +131,22 @@ pub async fn logout(state: web::Data<AppState>, body: web::Json<RefreshRequest>)
     } else {
         Err(ApiError::RefreshTokenInvalid)
     }
+}
+
+/// Log out every other device: ends every login session of the caller but
+/// the one making the request. Their refresh tokens stop working, their
+/// access tokens are refused from now on, and their WebSockets close with
+/// 4003.
+#[utoipa::path(post, path = "/api/v1/auth/logout-others", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = LoggedOutOthers), (status = 401, body = protocol::rest::Problem, description = "unauthorized")))]
+pub async fn logout_others(user: AuthUser, state: web::Data<AppState>) -> Result<web::Json<LoggedOutOthers>, ApiError> {
+    let keep = user.claims.session_id();
+    let ended = state.engine.stores().tokens.revoke_other_families(user.user_id.0, keep, engine::now_ms()).await?;
+    state.revoked_sessions.revoke(&ended, Duration::from_secs(state.config.auth.access_token_ttl_secs));
+    let kick = engine::Kick { code: protocol::ws::close::SESSION_REVOKED, reason: "logged out from another device" };
+    state.connections.kick_sessions(user.user_id, &ended, kick);
+    tracing::info!(user_id = %user.user_id, sessions = ended.len(), "other sessions logged out");
+    Ok(web::Json(LoggedOutOthers { sessions_ended: ended.len() as u32 }))
 }
 
 /// A one-time ticket to open the WebSocket from a browser.

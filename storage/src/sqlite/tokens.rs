@@ -73,6 +73,27 @@ impl TokenStore for SqliteStore {
         })
         .await
     }
+
+    async fn revoke_other_families(&self, user_id: i64, keep: i64, now_ms: i64) -> StorageResult<Vec<i64>> {
+        self.write(move |tx| {
+            let families = other_live_families(tx, user_id, keep)?;
+            for family_id in &families {
+                revoke_family(tx, *family_id, now_ms)?;
+            }
+            Ok(families)
+        })
+        .await
+    }
+}
+
+/// Live token families of `user_id` other than `keep`.
+fn other_live_families(tx: &Transaction<'_>, user_id: i64, keep: i64) -> StorageResult<Vec<i64>> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT id FROM token_families WHERE user_id = ?1 AND id <> ?2 AND revoked_at_ms IS NULL ORDER BY id",
+        )?
+        .query_map([user_id, keep], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?)
 }
 
 fn insert_token(tx: &Transaction<'_>, family_id: i64, token: &NewRefreshToken) -> StorageResult<()> {
