@@ -2,12 +2,15 @@
 //! chat's messages (one append at a time), persists them, and publishes
 //! one delivery per destination shard.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, Message, WrapFuture};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture, WrapFuture};
 use storage::{AppendOutcome, ChatKind, ChatRecord, GroupChanged, NewMessage, Role};
+use tokio::sync::oneshot;
 
 use crate::bus::{Delivery, Payload};
 use crate::policy::GroupCommand;
@@ -56,11 +59,108 @@ pub(crate) struct ChatActor {
     core: Arc<Core>,
     last_activity: Instant,
     on_stop: actix::Recipient<ChatStopped>,
+    /// Work waiting its turn, in arrival order.
+    queue: VecDeque<Op>,
+    /// A step (a batch of posts, or one change) is being written.
+    busy: bool,
 }
+
+/// One queued request with the channel its answer goes back on.
+enum Op {
+    Post(PostMessage, Reply<Posted>),
+    Change(ChangeMessage, Reply<()>),
+    Group(ChangeGroup, Reply<GroupChanged>),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// Most posts written in one transaction.
+const MAX_BATCH: usize = 128;
 
 impl ChatActor {
     pub(crate) fn new(chat_id: i64, core: Arc<Core>, on_stop: actix::Recipient<ChatStopped>) -> Self {
-        ChatActor { chat_id, chat: None, core, last_activity: Instant::now(), on_stop }
+        ChatActor {
+            chat_id,
+            chat: None,
+            core,
+            last_activity: Instant::now(),
+            on_stop,
+            queue: VecDeque::new(),
+            busy: false,
+        }
+    }
+
+    /// Queues a request and answers when its turn has been written.
+    fn enqueue<T: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        op: impl FnOnce(Reply<T>) -> Op,
+    ) -> ResponseFuture<Result<T, EngineError>> {
+        self.last_activity = Instant::now();
+        let (reply, answer) = oneshot::channel();
+        self.queue.push_back(op(reply));
+        self.drive(ctx);
+        Box::pin(async move { answer.await.unwrap_or(Err(EngineError::Unavailable)) })
+    }
+
+    /// Starts the next step unless one is running. Steps run one at a time
+    /// in queue order, so a chat's IDs, commits, update seqs and bus records
+    /// share one order; posts that queued up behind a step are written
+    /// together in the next one (group commit).
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        if self.busy || self.queue.is_empty() {
+            return;
+        }
+        let Some(chat) = self.chat.clone() else {
+            for op in self.queue.drain(..) {
+                op.fail(EngineError::ChatNotFound);
+            }
+            return;
+        };
+        self.busy = true;
+        let core = self.core.clone();
+        let step: Pin<Box<dyn Future<Output = Option<ChatRecord>>>> = match self.queue.pop_front() {
+            Some(Op::Post(post, reply)) => {
+                let mut posts = vec![(post, reply)];
+                while posts.len() < MAX_BATCH && matches!(self.queue.front(), Some(Op::Post(..))) {
+                    if let Some(Op::Post(post, reply)) = self.queue.pop_front() {
+                        posts.push((post, reply));
+                    }
+                }
+                Box::pin(async move {
+                    write_posts(&core, &chat, posts).await;
+                    None
+                })
+            }
+            Some(Op::Change(change, reply)) => Box::pin(async move {
+                let _ = reply.send(change_message(&core, &chat, change).await);
+                None
+            }),
+            Some(Op::Group(change, reply)) => Box::pin(async move {
+                let result = change_group(&core, &chat, change).await;
+                let updated = result.as_ref().ok().map(|changed| changed.chat.clone());
+                let _ = reply.send(result);
+                updated
+            }),
+            None => Box::pin(async { None }),
+        };
+        ctx.spawn(step.into_actor(self).map(|updated, actor, ctx| {
+            if let Some(chat) = updated {
+                actor.chat = Some(chat);
+            }
+            actor.busy = false;
+            actor.drive(ctx);
+        }));
+    }
+}
+
+impl Op {
+    fn fail(self, error: EngineError) {
+        let _ = match self {
+            Op::Post(_, reply) => reply.send(Err(error)).is_ok(),
+            Op::Change(_, reply) => reply.send(Err(error)).is_ok(),
+            Op::Group(_, reply) => reply.send(Err(error)).is_ok(),
+        };
     }
 }
 
@@ -81,7 +181,7 @@ impl Actor for ChatActor {
         }));
         let grace = self.core.config.chat_idle_grace();
         ctx.run_interval(grace.min(Duration::from_secs(30)), move |actor, ctx| {
-            if actor.last_activity.elapsed() >= grace {
+            if actor.last_activity.elapsed() >= grace && !actor.busy && actor.queue.is_empty() {
                 ctx.stop();
             }
         });
@@ -94,143 +194,145 @@ impl Actor for ChatActor {
 }
 
 impl Handler<PostMessage> for ChatActor {
-    type Result = AtomicResponse<Self, Result<Posted, EngineError>>;
+    type Result = ResponseFuture<Result<Posted, EngineError>>;
 
-    fn handle(&mut self, msg: PostMessage, _ctx: &mut Self::Context) -> Self::Result {
-        self.last_activity = Instant::now();
-        let members = match &self.chat {
-            Some(chat) if chat.members.contains(&msg.sender_id) => chat.members.clone(),
-            _ => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(EngineError::ChatNotFound)))),
-        };
-        let core = self.core.clone();
-        let chat_id = self.chat_id;
-        let peer = self.chat.as_ref().and_then(|chat| direct_peer(chat, msg.sender_id));
-        // Atomic: the next post waits until this one is stored and published,
-        // so IDs, update seqs and bus records of a chat share one order.
-        AtomicResponse::new(Box::pin(
-            async move {
-                if let Some(peer) = peer {
-                    policy::may_message(core.stores.relations.relation(msg.sender_id, peer).await?)?;
-                }
-                let id = core.ids.next_id().await?;
-                let message = NewMessage {
-                    id,
-                    chat_id,
-                    sender_id: msg.sender_id,
-                    sent_at_ms: ids::decompose(id).unix_ms as i64,
-                    client_msg_id: msg.client_msg_id,
-                    body: msg.body,
-                    event: None,
-                };
-                match core.stores.chats.append_message(message.clone(), &members).await? {
+    fn handle(&mut self, msg: PostMessage, ctx: &mut Self::Context) -> Self::Result {
+        self.enqueue(ctx, |reply| Op::Post(msg, reply))
+    }
+}
+
+impl Handler<ChangeMessage> for ChatActor {
+    type Result = ResponseFuture<Result<(), EngineError>>;
+
+    fn handle(&mut self, msg: ChangeMessage, ctx: &mut Self::Context) -> Self::Result {
+        self.enqueue(ctx, |reply| Op::Change(msg, reply))
+    }
+}
+
+impl Handler<ChangeGroup> for ChatActor {
+    type Result = ResponseFuture<Result<GroupChanged, EngineError>>;
+
+    fn handle(&mut self, msg: ChangeGroup, ctx: &mut Self::Context) -> Self::Result {
+        self.enqueue(ctx, |reply| Op::Group(msg, reply))
+    }
+}
+
+/// Writes a run of posts in one transaction, then publishes and answers
+/// each. Posts the chat refuses (not a member, a block) are answered
+/// without being written; a failed write fails every post of the run.
+async fn write_posts(core: &Core, chat: &ChatRecord, posts: Vec<(PostMessage, Reply<Posted>)>) {
+    let mut batch = Vec::with_capacity(posts.len());
+    let mut replies = Vec::with_capacity(posts.len());
+    for (post, reply) in posts {
+        match prepare_post(core, chat, post).await {
+            Ok(message) => {
+                batch.push(message);
+                replies.push(reply);
+            }
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+    if batch.is_empty() {
+        return;
+    }
+    core.metrics.append_batch.observe(batch.len() as f64);
+    let asked: Vec<NewMessage> = batch.clone();
+    match core.stores.chats.append_messages(batch, &chat.members).await {
+        Ok(outcomes) => {
+            for ((outcome, asked), reply) in outcomes.into_iter().zip(asked).zip(replies) {
+                let _ = reply.send(match outcome {
                     AppendOutcome::Appended { message, seqs } => {
                         core.metrics.messages_sent.inc();
-                        publish_message(&core, &message, seqs).await;
+                        publish_message(core, &message, seqs).await;
                         Ok(Posted { message: message_view(&message), duplicate: false })
                     }
                     AppendOutcome::Duplicate { message: stored } => {
-                        if stored.chat_id == message.chat_id && stored.body == message.body {
+                        if stored.chat_id == asked.chat_id && stored.body == asked.body {
                             Ok(Posted { message: message_view(&stored), duplicate: true })
                         } else {
                             Err(EngineError::ClientMsgIdConflict)
                         }
                     }
-                }
+                });
             }
-            .into_actor(self),
-        ))
+        }
+        Err(error) => {
+            tracing::error!(chat_id = chat.id, %error, posts = replies.len(), "appending messages failed");
+            for reply in replies {
+                let _ = reply.send(Err(EngineError::Storage(storage::StorageError::Backend(error.to_string().into()))));
+            }
+        }
     }
 }
 
-impl Handler<ChangeMessage> for ChatActor {
-    type Result = AtomicResponse<Self, Result<(), EngineError>>;
-
-    fn handle(&mut self, msg: ChangeMessage, _ctx: &mut Self::Context) -> Self::Result {
-        self.last_activity = Instant::now();
-        let (members, moderator) = match &self.chat {
-            Some(chat) if chat.members.contains(&msg.user_id) => {
-                let moderator = chat.group.is_some() && chat.role_of(msg.user_id) >= Some(Role::Admin);
-                (chat.members.clone(), moderator)
-            }
-            _ => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(EngineError::ChatNotFound)))),
-        };
-        let core = self.core.clone();
-        let chat_id = self.chat_id;
-        // Serialised with posts: a change never overtakes the message it changes.
-        AtomicResponse::new(Box::pin(
-            async move {
-                let chats = &core.stores.chats;
-                let message = chats.message(chat_id, msg.message_id).await?.ok_or(EngineError::MessageNotFound)?;
-                let now = crate::now_ms();
-                let (update, seqs) = match msg.new_body {
-                    Some(body) => {
-                        policy::may_edit(&message, msg.user_id, now)?;
-                        let (edited, seqs) = chats.edit_message(chat_id, message.id, body, now, &members).await?;
-                        (protocol::ws::Update::Edited { message: message_view(&edited) }, seqs)
-                    }
-                    None => {
-                        policy::may_change_for_everyone(&message, msg.user_id, moderator, now)?;
-                        let seqs = chats.delete_message(chat_id, message.id, now, &members).await?;
-                        let update = protocol::ws::Update::Deleted {
-                            chat_id: protocol::ChatId(chat_id),
-                            message_id: protocol::MessageId(message.id),
-                            for_everyone: true,
-                        };
-                        (update, seqs)
-                    }
-                };
-                publish(&core, &update, seqs).await;
-                Ok(())
-            }
-            .into_actor(self),
-        ))
+/// Checks a post against the chat and gives it its ID.
+async fn prepare_post(core: &Core, chat: &ChatRecord, post: PostMessage) -> Result<NewMessage, EngineError> {
+    if !chat.members.contains(&post.sender_id) {
+        return Err(EngineError::ChatNotFound);
     }
+    if let Some(peer) = direct_peer(chat, post.sender_id) {
+        policy::may_message(core.stores.relations.relation(post.sender_id, peer).await?)?;
+    }
+    let id = core.ids.next_id().await?;
+    Ok(NewMessage {
+        id,
+        chat_id: chat.id,
+        sender_id: post.sender_id,
+        sent_at_ms: ids::decompose(id).unix_ms as i64,
+        client_msg_id: post.client_msg_id,
+        body: post.body,
+        event: None,
+    })
 }
 
-impl Handler<ChangeGroup> for ChatActor {
-    type Result = AtomicResponse<Self, Result<GroupChanged, EngineError>>;
-
-    fn handle(&mut self, msg: ChangeGroup, _ctx: &mut Self::Context) -> Self::Result {
-        self.last_activity = Instant::now();
-        let planned = match &self.chat {
-            Some(chat) => policy::plan_group_change(chat, msg.user_id, msg.command, self.core.config.group_limits()),
-            None => Err(EngineError::ChatNotFound),
-        };
-        let (change, event) = match planned {
-            Ok(planned) => planned,
-            Err(error) => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(error)))),
-        };
-        let core = self.core.clone();
-        let chat_id = self.chat_id;
-        // Serialised with posts: a removed member's next send is refused,
-        // an added member gets every message after the event.
-        AtomicResponse::new(Box::pin(
-            async move {
-                if let storage::GroupChange::AddMembers { users, .. } = &change {
-                    let relations = core.stores.relations.relations_with(msg.user_id, users).await?;
-                    if let Some(stranger) = users.iter().find(|user| {
-                        !relations
-                            .iter()
-                            .any(|(other, relation)| other == *user && *relation == storage::Relation::Friends)
-                    }) {
-                        return Err(GroupError::NotAFriend(*stranger).into());
-                    }
-                }
-                let event = event_message(&core, chat_id, msg.user_id, &event).await?;
-                let changed =
-                    core.stores.chats.change_group(chat_id, change, event).await?.map_err(GroupError::from)?;
-                publish_message(&core, &changed.message, changed.seqs.clone()).await;
-                Ok(changed)
-            }
-            .into_actor(self)
-            .map(|result: Result<GroupChanged, EngineError>, actor, _ctx| {
-                if let Ok(changed) = &result {
-                    actor.chat = Some(changed.chat.clone());
-                }
-                result
-            }),
-        ))
+/// Edits a message or deletes it for everyone, then tells every member.
+async fn change_message(core: &Core, chat: &ChatRecord, msg: ChangeMessage) -> Result<(), EngineError> {
+    if !chat.members.contains(&msg.user_id) {
+        return Err(EngineError::ChatNotFound);
     }
+    let moderator = chat.group.is_some() && chat.role_of(msg.user_id) >= Some(Role::Admin);
+    let chats = &core.stores.chats;
+    let message = chats.message(chat.id, msg.message_id).await?.ok_or(EngineError::MessageNotFound)?;
+    let now = crate::now_ms();
+    let (update, seqs) = match msg.new_body {
+        Some(body) => {
+            policy::may_edit(&message, msg.user_id, now)?;
+            let (edited, seqs) = chats.edit_message(chat.id, message.id, body, now, &chat.members).await?;
+            (protocol::ws::Update::Edited { message: message_view(&edited) }, seqs)
+        }
+        None => {
+            policy::may_change_for_everyone(&message, msg.user_id, moderator, now)?;
+            let seqs = chats.delete_message(chat.id, message.id, now, &chat.members).await?;
+            let update = protocol::ws::Update::Deleted {
+                chat_id: protocol::ChatId(chat.id),
+                message_id: protocol::MessageId(message.id),
+                for_everyone: true,
+            };
+            (update, seqs)
+        }
+    };
+    publish(core, &update, seqs).await;
+    Ok(())
+}
+
+/// Applies a group change the member's role allows, with its event message.
+async fn change_group(core: &Core, chat: &ChatRecord, msg: ChangeGroup) -> Result<GroupChanged, EngineError> {
+    let (change, event) = policy::plan_group_change(chat, msg.user_id, msg.command, core.config.group_limits())?;
+    if let storage::GroupChange::AddMembers { users, .. } = &change {
+        let relations = core.stores.relations.relations_with(msg.user_id, users).await?;
+        let is_friend = |user: &i64| {
+            relations.iter().any(|(other, relation)| other == user && *relation == storage::Relation::Friends)
+        };
+        if let Some(stranger) = users.iter().find(|user| !is_friend(user)) {
+            return Err(GroupError::NotAFriend(*stranger).into());
+        }
+    }
+    let event = event_message(core, chat.id, msg.user_id, &event).await?;
+    let changed = core.stores.chats.change_group(chat.id, change, event).await?.map_err(GroupError::from)?;
+    publish_message(core, &changed.message, changed.seqs.clone()).await;
+    Ok(changed)
 }
 
 /// A new event message of `sender` in the chat, recording `event`.

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub messages_delivered: IntCounter,
     /// Time from receiving a send to acknowledging it, in seconds.
     pub send_ack_seconds: Histogram,
+    /// Messages written per transaction by a chat actor (group commit).
+    pub append_batch: Histogram,
     /// Connections closed because their outbound queue was full.
     pub slow_consumer_closes: IntCounter,
     /// Invalid client frames by error code.
@@ -41,6 +43,10 @@ impl Metrics {
             HistogramOpts::new("send_ack_seconds", "Time from a send frame to its ack")
                 .buckets(vec![0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
         )?;
+        let append_batch = Histogram::with_opts(
+            HistogramOpts::new("append_batch_messages", "Messages written per transaction by a chat actor")
+                .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        )?;
         let slow_consumer_closes =
             IntCounter::new("slow_consumer_closes_total", "Connections closed for a full outbound queue")?;
         let protocol_errors =
@@ -53,6 +59,7 @@ impl Metrics {
         registry.register(Box::new(messages_sent.clone()))?;
         registry.register(Box::new(messages_delivered.clone()))?;
         registry.register(Box::new(send_ack_seconds.clone()))?;
+        registry.register(Box::new(append_batch.clone()))?;
         registry.register(Box::new(slow_consumer_closes.clone()))?;
         registry.register(Box::new(protocol_errors.clone()))?;
         registry.register(Box::new(bus_records.clone()))?;
@@ -70,6 +77,7 @@ impl Metrics {
             messages_sent,
             messages_delivered,
             send_ack_seconds,
+            append_batch,
             slow_consumer_closes,
             protocol_errors,
             bus_records,

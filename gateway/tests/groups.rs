@@ -422,3 +422,48 @@ async fn admins_set_the_group_avatar() {
     let removed = call(&server, &alice, "DELETE", &path, json!(null)).await;
     assert_eq!(removed.json()["group"]["avatar"], json!(null));
 }
+
+#[actix_web::test]
+async fn concurrent_senders_produce_one_order_for_every_member() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let others = friends_of(&server, &alice, &["bob", "carol", "dave", "erin"]).await;
+    let group = create(&server, &alice, "busy", &others.iter().collect::<Vec<_>>()).await;
+    let mut everyone = vec![alice.clone()];
+    everyone.extend(others);
+    let mut senders = Vec::new();
+    let mut readers = Vec::new();
+    for user in &everyone {
+        senders.push((user.username.clone(), server.connect(user).await));
+        readers.push(server.connect(user).await);
+    }
+    const EACH: usize = 20;
+    let sends = senders.iter_mut().map(|(name, client)| async move {
+        for i in 0..EACH {
+            client.send_message(group.id, &format!("{name}-{i}"), &format!("{name} says {i}")).await;
+        }
+    });
+    futures_util::future::join_all(sends).await;
+
+    let total = EACH * everyone.len();
+    let mut orders = Vec::new();
+    for reader in &mut readers {
+        let mut seen = Vec::with_capacity(total);
+        while seen.len() < total {
+            let (_, message) = reader.next_message().await;
+            if message.event.is_none() {
+                seen.push(message.id);
+            }
+        }
+        orders.push(seen);
+    }
+    let path = format!("/api/v1/chats/{}/messages?limit=200", group.id);
+    let page: MessagePage = server.get_ok(&path, &alice.tokens.access_token).await;
+    let mut stored: Vec<_> = page.messages.iter().filter(|m| m.event.is_none()).map(|m| m.id).collect();
+    stored.reverse();
+    assert_eq!(stored.len(), total, "every send stored once");
+    for order in &orders {
+        assert_eq!(order, &stored, "every member sees the chat's one order, which is ID order");
+    }
+    assert!(stored.windows(2).all(|pair| pair[0].0 < pair[1].0));
+}

@@ -135,7 +135,17 @@ pub trait ChatStore: Send + Sync + 'static {
     /// the stored message (whatever chat or body this call names; the
     /// caller compares). Callers serialise appends per chat, so message IDs
     /// of a chat are stored in increasing order.
-    async fn append_message(&self, message: NewMessage, audience: &[i64]) -> StorageResult<AppendOutcome>;
+    async fn append_message(&self, message: NewMessage, audience: &[i64]) -> StorageResult<AppendOutcome> {
+        let mut outcomes = self.append_messages(vec![message], audience).await?;
+        outcomes.pop().ok_or_else(|| StorageError::Backend("append_messages returned nothing".into()))
+    }
+    /// [`ChatStore::append_message`] for several messages of one chat, in
+    /// order, in one atomic step (group commit: a batch costs about what
+    /// one message costs, since the same log pages are written). One
+    /// outcome per message; a pair repeated within the batch is a
+    /// duplicate of its first occurrence. If the step fails, nothing of
+    /// the batch is written.
+    async fn append_messages(&self, messages: Vec<NewMessage>, audience: &[i64]) -> StorageResult<Vec<AppendOutcome>>;
     /// Up to `limit` messages of the chat with an ID below `before` (all if
     /// `None`), newest first, as `viewer` sees them: messages the viewer
     /// deleted for themselves are left out; deleted-for-everyone ones are

@@ -54,6 +54,7 @@ macro_rules! backend_tests {
                 concurrent_direct_chats_agree,
                 append_assigns_consecutive_seqs_per_user,
                 duplicate_append_returns_the_original_and_writes_nothing,
+                a_batch_of_appends_is_one_step_in_order,
                 append_to_unknown_chat_is_not_found,
                 messages_page_newest_first_without_gaps,
                 updates_come_in_seq_order_with_limit,
@@ -457,6 +458,30 @@ mod suite {
 
         // The same client ID from another sender is a different message.
         assert_eq!(append(stores, message(1_002, ab, 2, "retry-me"), &[1, 2]).await?, [(1, 2), (2, 2)]);
+        Ok(())
+    }
+
+    pub async fn a_batch_of_appends_is_one_step_in_order(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2]).await?;
+        let chat = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
+        let batch = vec![message(1_001, chat, 1, "a"), message(1_002, chat, 2, "b"), message(1_003, chat, 1, "a")];
+        let outcomes = stores.chats.append_messages(batch, &[1, 2]).await?;
+        let seqs: Vec<_> = outcomes
+            .iter()
+            .map(|outcome| match outcome {
+                AppendOutcome::Appended { seqs, .. } => Some(seqs.clone()),
+                AppendOutcome::Duplicate { .. } => None,
+            })
+            .collect();
+        assert_eq!(seqs, [Some(vec![(1, 1), (2, 1)]), Some(vec![(1, 2), (2, 2)]), None], "the repeat is a duplicate");
+        assert!(matches!(&outcomes[2], AppendOutcome::Duplicate { message } if message.id == 1_001));
+
+        // A failing batch writes nothing, not even its good messages.
+        let failing = vec![message(1_004, chat, 1, "c"), message(1_005, 404, 1, "d")];
+        let failed = stores.chats.append_messages(failing, &[1, 2]).await;
+        assert!(matches!(failed, Err(StorageError::NotFound(_))), "{failed:?}");
+        assert_eq!(ids(&stores.chats.messages_before(chat, 1, None, 10).await?), [1_002, 1_001]);
+        assert_eq!(stores.chats.latest_seq(1).await?, 2);
         Ok(())
     }
 

@@ -429,26 +429,28 @@ impl ChatStore for SqliteStore {
         .await
     }
 
-    async fn append_message(&self, message: NewMessage, audience: &[i64]) -> StorageResult<AppendOutcome> {
-        // One update per user, even if the caller names someone twice.
-        let mut recipients: Vec<i64> = Vec::with_capacity(audience.len());
-        for &user_id in audience {
-            if !recipients.contains(&user_id) {
-                recipients.push(user_id);
-            }
-        }
+    async fn append_messages(&self, messages: Vec<NewMessage>, audience: &[i64]) -> StorageResult<Vec<AppendOutcome>> {
+        // One update per user, even if the caller names someone twice;
+        // seqs come back in the audience's order.
+        let mut named = std::collections::HashSet::with_capacity(audience.len());
+        let recipients: Vec<i64> = audience.iter().copied().filter(|user| named.insert(*user)).collect();
         self.write(move |tx| {
             let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ?1 AND client_msg_id = ?2");
-            let stored = tx
-                .prepare_cached(&sql)?
-                .query_row(params![message.sender_id, message.client_msg_id], message_from_row)
-                .optional()?;
-            if let Some(stored) = stored {
-                return Ok(AppendOutcome::Duplicate { message: stored });
+            let mut outcomes = Vec::with_capacity(messages.len());
+            for message in messages {
+                let stored = tx
+                    .prepare_cached(&sql)?
+                    .query_row(params![message.sender_id, message.client_msg_id], message_from_row)
+                    .optional()?;
+                if let Some(stored) = stored {
+                    outcomes.push(AppendOutcome::Duplicate { message: stored });
+                    continue;
+                }
+                let message = insert_message(tx, message)?;
+                let seqs = log_message_event(tx, UPDATE_MESSAGE, message.chat_id, message.id, &recipients)?;
+                outcomes.push(AppendOutcome::Appended { message, seqs });
             }
-            let message = insert_message(tx, message)?;
-            let seqs = log_message_event(tx, UPDATE_MESSAGE, message.chat_id, message.id, &recipients)?;
-            Ok(AppendOutcome::Appended { message, seqs })
+            Ok(outcomes)
         })
         .await
     }
