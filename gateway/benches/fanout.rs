@@ -1,6 +1,6 @@
 //! Fan-out of one 1,000-member group with every member connected: a real
-//! node on loopback, 1,000 WebSocket clients in this process, one member
-//! posting at a fixed rate in steps. For each step it reports deliveries
+//! node on loopback, 1,000 WebSocket clients in this process, ten members
+//! posting in turn at a fixed total rate in steps. For each step it reports deliveries
 //! per second and the send-to-delivery latency (p50/p90/p99/max, measured
 //! from each message's *scheduled* send time, so a server that falls
 //! behind is charged for the wait: no coordinated omission), the send-to-ack
@@ -25,8 +25,10 @@ use serde_json::json;
 
 /// Members of the group, all connected.
 const MEMBERS: usize = 1_000;
+/// Members who post (each on a second connection of theirs), in turn.
+const SENDERS: usize = 10;
 /// (messages per second, seconds) of each step; stops early once p99 passes 1 s.
-const STEPS: &[(u32, u64)] = &[(10, 4), (25, 4), (50, 4), (100, 4), (200, 4)];
+const STEPS: &[(u32, u64)] = &[(10, 4), (25, 4), (50, 4), (100, 4), (200, 4), (400, 4)];
 /// How long a step waits for its last deliveries.
 const DRAIN: Duration = Duration::from_secs(15);
 
@@ -71,15 +73,18 @@ async fn main() {
     for user in &users[1..] {
         spawn_member(&base, &user.access_token, recorder.clone()).await;
     }
-    let mut sender = connect_ws(&base, &owner.access_token).await;
+    let mut senders = Vec::with_capacity(SENDERS);
+    for user in &users[..SENDERS] {
+        senders.push(connect_ws(&base, &user.access_token).await);
+    }
     println!("connected {} members in {:.1} s", MEMBERS - 1, connect.elapsed().as_secs_f64());
     actix_rt::time::sleep(Duration::from_secs(1)).await;
 
     println!();
     println!(
-        "| msgs/s | sent | deliveries | deliveries/s | p50 ms | p90 ms | p99 ms | max ms | ack p99 ms | CPU cores |"
+        "| msgs/s | sent | deliveries | deliveries/s | p50 ms | p90 ms | p99 ms | max ms | ack p99 ms | CPU cores | batch |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut counter = 0u64;
     for &(rate, secs) in STEPS {
         {
@@ -91,6 +96,7 @@ async fn main() {
         let count = u64::from(rate) * secs;
         let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
         let cpu_before = cpu_seconds();
+        let batches_before = batch_stats(&http, &base).await;
         let start = Instant::now();
         for i in 0..count {
             let scheduled = start + interval * i as u32;
@@ -100,16 +106,23 @@ async fn main() {
             recorder.borrow_mut().scheduled.insert(id.clone(), scheduled);
             let frame =
                 json!({"type": "send", "client_msg_id": id, "chat_id": chat, "body": "fan-out benchmark message"});
+            let sender = &mut senders[i as usize % SENDERS];
             sender.send(ws::Message::Text(frame.to_string().into())).await.unwrap();
-            drain_acks(&mut sender, &recorder).await;
+            for sender in &mut senders {
+                drain_acks(sender, &recorder).await;
+            }
         }
         let expected = count as usize * (MEMBERS - 1);
         let deadline = Instant::now() + DRAIN;
         while recorder.borrow().deliveries.len() < expected && Instant::now() < deadline {
-            drain_acks(&mut sender, &recorder).await;
+            for sender in &mut senders {
+                drain_acks(sender, &recorder).await;
+            }
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
         let cpu = (cpu_seconds() - cpu_before) / start.elapsed().as_secs_f64();
+        let batches_after = batch_stats(&http, &base).await;
+        let batch = (batches_after.0 - batches_before.0) / (batches_after.1 - batches_before.1).max(1.0);
         let mut r = recorder.borrow_mut();
         let delivered = r.deliveries.len();
         let span = r.last_delivery.map(|last| last - start).unwrap_or_default().as_secs_f64().max(1e-3);
@@ -117,7 +130,7 @@ async fn main() {
         r.acks.sort_unstable();
         let p = |samples: &[u64], q: f64| percentile(samples, q);
         println!(
-            "| {rate} | {count} | {delivered}/{expected} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {cpu:.2} |",
+            "| {rate} | {count} | {delivered}/{expected} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {cpu:.2} | {batch:.1} |",
             delivered as f64 / span,
             p(&r.deliveries, 0.50),
             p(&r.deliveries, 0.90),
@@ -269,6 +282,16 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
     }
     let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[index] as f64 / 1_000.0
+}
+
+/// Messages and transactions the chat actors have written so far, from
+/// the node's metrics: (sum, count) of `parley_append_batch_messages`.
+async fn batch_stats(http: &awc::Client, base: &str) -> (f64, f64) {
+    let mut resp = http.get(format!("{base}/metrics")).send().await.unwrap();
+    let text = String::from_utf8(resp.body().limit(1 << 20).await.unwrap().to_vec()).unwrap();
+    let value =
+        |name: &str| text.lines().find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    (value("parley_append_batch_messages_sum"), value("parley_append_batch_messages_count"))
 }
 
 /// User plus system CPU seconds of this process so far.
