@@ -51,6 +51,8 @@ export class Session extends EventTarget {
     this.socket.addEventListener('state', (e) => store.setConnection(e.detail.state));
     this.socket.addEventListener('frame', (e) => this.#onFrame(e.detail));
     this.socket.addEventListener('tokenexpired', () => auth.refresh().catch(() => {}));
+    // Logged out from another device: the login is over here too (`main.js` shows the login screen).
+    this.socket.addEventListener('revoked', () => auth.end('revoked'));
     this.idle = new IdleReporter({ send: (idle) => this.socket.send({ type: 'activity', idle }) });
   }
 
