@@ -38,6 +38,12 @@ export class Socket extends EventTarget {
     this.ticket = ticket;
     this.isFatal = isFatal;
     window.addEventListener('online', () => this.reconnectNow());
+    // The device lost its network: the socket is dead even if no close has come yet.
+    window.addEventListener('offline', () => {
+      if (!this.#running || !this.#ws) return;
+      this.#drop(4000, 'offline');
+      this.#retryLater();
+    });
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'visible') this.reconnectNow();
     });
