@@ -182,7 +182,7 @@ test('profile: name, bio, avatar, and an email confirmed with a code', async () 
   await page.locator('.profile .screen-body').evaluate((el) => el.scrollTo(0, 0));
   await snap(page, 'profile');
 
-  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByRole('button', { name: 'Log out', exact: true }).click();
   await page.waitForURL(/\/login$/);
   assert.deepEqual(gina.errors, []);
   await gina.context.close();

@@ -1,8 +1,14 @@
 // Shared pieces of the end-to-end tests: the browser, users in their own
 // browser contexts, and screenshots. Every wait is for a condition, with
 // playwright's timeouts; no fixed sleeps.
-import { mkdir } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 
 export const BASE = process.env.PARLEY_URL ?? 'http://127.0.0.1:8080';
@@ -37,8 +43,8 @@ export function uniqueName(prefix) {
  * A person with their own browser context (own storage, own tokens).
  * `errors` collects uncaught page errors, unhandled rejections and CSP violations.
  */
-export async function person(browser, { name, device = DESKTOP }) {
-  const context = await browser.newContext({ ...device, baseURL: BASE, reducedMotion: 'reduce' });
+export async function person(browser, { name, device = DESKTOP, baseURL = BASE }) {
+  const context = await browser.newContext({ ...device, baseURL, reducedMotion: 'reduce' });
   context.setDefaultTimeout(TIMEOUT);
   const page = await context.newPage();
   const errors = [];
@@ -59,6 +65,25 @@ export async function register(user) {
   await page.getByLabel('Password').fill(user.password);
   await page.getByRole('button', { name: 'Create account' }).click();
   await page.getByRole('navigation', { name: 'Main' }).waitFor();
+}
+
+/** Logs in through the UI (`user` from `person`, with the username and password of an account) and waits for the app. */
+export async function login(user) {
+  const { page } = user;
+  await page.goto('/login');
+  await page.getByLabel('Username').fill(user.username);
+  await page.getByLabel('Password').fill(user.password);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('navigation', { name: 'Main' }).waitFor();
+}
+
+/** The same account on another device (a new browser context), logged in. */
+export async function anotherDevice(browser, user, { device = DESKTOP, baseURL = BASE } = {}) {
+  const other = await person(browser, { name: user.name, device, baseURL });
+  other.username = user.username;
+  other.password = user.password;
+  await login(other);
+  return other;
 }
 
 /** Saves a screenshot of the page as `<name>.png` in the artifacts directory. */
@@ -134,4 +159,88 @@ export async function waitForStatus(user, text, status) {
     .locator(`.message-list .msg[data-status="${status}"]`)
     .filter({ has: user.page.locator('.msg-body', { hasText: text }) })
     .waitFor();
+}
+
+/**
+ * A `parley` node of the test's own, for tests that stop and restart it
+ * (the other tests share the one scripts/e2e runs): the binary in
+ * PARLEY_BIN with the same settings (the PARLEY_<SECTION>__<KEY> variables
+ * scripts/e2e exports), on a free loopback port, with its own data
+ * directory that survives restarts. Its log goes to the artifacts.
+ */
+export async function ownServer(name = 'own') {
+  const bin = process.env.PARLEY_BIN;
+  if (!bin) throw new Error('PARLEY_BIN is not set (scripts/e2e sets it)');
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const dataDir = await mkdtemp(join(tmpdir(), 'parley-e2e-own-'));
+  await mkdir(ARTIFACTS, { recursive: true });
+  const log = createWriteStream(join(ARTIFACTS, `server-${name}.log`), { flags: 'a' });
+  // Only settings: other PARLEY_ variables (PARLEY_URL, PARLEY_DATA_DIR, ...) would be read as unknown keys.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('PARLEY_') || key.includes('__')));
+  let child = null;
+  const killOnExit = () => child?.kill('SIGKILL');
+  process.on('exit', killOnExit);
+
+  const server = {
+    url,
+    dataDir,
+    /** Starts the node and waits until it answers /readyz. */
+    async start() {
+      if (child) throw new Error('already running');
+      const proc = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', join(dataDir, 'node')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      proc.stdout.pipe(log, { end: false });
+      proc.stderr.pipe(log, { end: false });
+      child = proc;
+      let exited = null;
+      proc.once('exit', (code, signal) => {
+        exited = { code, signal };
+        if (child === proc) child = null;
+      });
+      const deadline = Date.now() + 20_000;
+      while (Date.now() < deadline) {
+        if (exited) throw new Error(`parley exited early (${JSON.stringify(exited)}); see server-${name}.log`);
+        try {
+          if ((await fetch(`${url}/readyz`)).ok) return;
+        } catch {
+          // Not listening yet.
+        }
+        await sleep(100);
+      }
+      throw new Error(`parley did not become ready at ${url}`);
+    },
+    /** Freezes the node (SIGSTOP): connections stay open, but nothing is read or answered. */
+    freeze() {
+      child?.kill('SIGSTOP');
+    },
+    /** Stops the node with `signal` (SIGTERM: a graceful shutdown), frozen or not, and waits until it has exited. */
+    async stop(signal = 'SIGTERM') {
+      const proc = child;
+      if (!proc) return;
+      const exited = once(proc, 'exit');
+      proc.kill(signal);
+      proc.kill('SIGCONT');
+      await exited;
+    },
+    /** Stops and removes its data (the log stays). */
+    async close() {
+      await server.stop();
+      process.off('exit', killOnExit);
+      log.end();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  await server.start();
+  return server;
+}
+
+/** A free loopback TCP port. */
+async function freePort() {
+  const probe = createServer();
+  probe.listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const { port } = probe.address();
+  probe.close();
+  await once(probe, 'close');
+  return port;
 }

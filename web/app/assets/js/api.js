@@ -113,6 +113,11 @@ export class Api {
     }
   }
 
+  /** Ends every other login of this user at once: `{ sessions_ended }`. */
+  logoutOthers() {
+    return this.authed('/auth/logout-others', { method: 'POST' });
+  }
+
   wsTicket() {
     return this.authed('/auth/ws-ticket', { method: 'POST' });
   }

@@ -7,6 +7,8 @@ import { ApiError, call } from './api.js';
 
 const REFRESH_KEY = 'parley.refresh_token';
 const USER_KEY = 'parley.user_id';
+/** Why the last login here ended, so other tabs can tell the user the same. */
+const REASON_KEY = 'parley.ended';
 /** Renew this long before the access token expires. */
 const RENEW_BEFORE_MS = 60_000;
 /** Treat a token this close to expiry as expired. */
@@ -14,7 +16,12 @@ const EXPIRY_MARGIN_MS = 5_000;
 /** Wait before retrying a silent renewal that could not reach the server. */
 const RENEW_RETRY_MS = 15_000;
 
-/** Dispatches `login` and `logout` (detail: `{ reason }`) events. */
+/**
+ * Dispatches `login` and `logout` (detail: `{ reason, userId }`) events. Reasons:
+ * `logout` (this tab), `revoked` (logged out from another device),
+ * `expired` (the server refused the refresh token), `reused` (a refresh
+ * token was replayed), `elsewhere` (another tab logged out).
+ */
 export class Auth extends EventTarget {
   #access = null;
   #expiresAt = 0;
@@ -23,9 +30,9 @@ export class Auth extends EventTarget {
 
   constructor() {
     super();
-    // Another tab logged out: follow it.
+    // Another tab's login ended: follow it, for the same reason.
     window.addEventListener('storage', (event) => {
-      if (event.key === REFRESH_KEY && !event.newValue && this.#access) this.#clear('elsewhere');
+      if (event.key === REFRESH_KEY && !event.newValue && this.#access) this.end(endedElsewhere());
     });
   }
 
@@ -67,13 +74,14 @@ export class Auth extends EventTarget {
     // Read inside the lock: another tab may have just rotated it.
     const refreshToken = localStorage.getItem(REFRESH_KEY);
     if (!refreshToken) {
-      this.#clear('expired');
+      this.end(endedElsewhere());
       throw new ApiError({ status: 401, code: 'refresh_token_invalid' });
     }
     try {
       this.#accept(await call('/auth/refresh', { method: 'POST', body: { refresh_token: refreshToken } }));
     } catch (error) {
-      if (error instanceof ApiError && error.status === 401) this.#clear('expired');
+      // The login is over (revoked from another device, expired, or replayed).
+      if (error instanceof ApiError && error.status === 401) this.end(error.code === 'refresh_token_reused' ? 'reused' : 'expired');
       throw error;
     }
   }
@@ -81,7 +89,7 @@ export class Auth extends EventTarget {
   /** Ends this login on the server (best effort) and here. */
   async logout() {
     const refreshToken = localStorage.getItem(REFRESH_KEY);
-    this.#clear('logout');
+    this.end('logout');
     if (refreshToken) {
       await call('/auth/logout', { method: 'POST', body: { refresh_token: refreshToken } }).catch(() => {});
     }
@@ -92,6 +100,7 @@ export class Auth extends EventTarget {
     this.#expiresAt = Date.now() + tokens.expires_in * 1000;
     localStorage.setItem(REFRESH_KEY, tokens.refresh_token);
     localStorage.setItem(USER_KEY, tokens.user_id);
+    localStorage.removeItem(REASON_KEY);
     this.#schedule(Math.max(EXPIRY_MARGIN_MS, tokens.expires_in * 1000 - RENEW_BEFORE_MS));
   }
 
@@ -104,12 +113,25 @@ export class Auth extends EventTarget {
     }, delay);
   }
 
-  #clear(reason) {
+  /**
+   * Forgets the login on this device (tokens; listeners drop the cached
+   * chats), for `reason` (see the class comment). The server has ended it
+   * already, or `logout` tells it. The one way every login here ends.
+   */
+  end(reason) {
     const wasLoggedIn = Boolean(this.#access || localStorage.getItem(REFRESH_KEY));
+    const userId = localStorage.getItem(USER_KEY);
     clearTimeout(this.#timer);
     this.#access = null;
     this.#expiresAt = 0;
+    if (localStorage.getItem(REFRESH_KEY)) localStorage.setItem(REASON_KEY, reason);
     localStorage.removeItem(REFRESH_KEY);
-    if (wasLoggedIn) this.dispatchEvent(new CustomEvent('logout', { detail: { reason } }));
+    if (wasLoggedIn) this.dispatchEvent(new CustomEvent('logout', { detail: { reason, userId } }));
   }
+}
+
+/** Why another tab's login ended (it says so before it removes the token). */
+function endedElsewhere() {
+  const reason = localStorage.getItem(REASON_KEY);
+  return !reason || reason === 'logout' ? 'elsewhere' : reason;
 }

@@ -59,12 +59,24 @@ function stop() {
 }
 
 auth.addEventListener('login', () => router.go('/', { replace: true }));
+/** What the login screen says after a login ended other than by this tab's Log out. */
+const ENDED = {
+  revoked: 'You were logged out from another device.',
+  expired: 'Your session has ended: you were logged out from another device, or it expired. Please log in again.',
+  reused: 'Your session was ended for safety. Please log in again.',
+  elsewhere: 'You logged out in another tab.',
+};
+
+// Every way a login ends comes here (`Auth.end`): Log out, logged out from
+// another device (close code 4003), a refused refresh, another tab.
 auth.addEventListener('logout', (event) => {
-  const userId = signedIn?.userId;
+  const { reason, userId } = event.detail;
+  // Cached chats are private: they leave with the session, and nothing
+  // still in flight may write them back.
+  signedIn?.store.close();
   stop();
-  // Cached chats are private: they leave with the session.
   Store.forget(userId);
-  notice = { expired: 'Your session has ended. Please log in again.', elsewhere: 'You logged out in another tab.' }[event.detail.reason] ?? null;
+  notice = ENDED[reason] ?? null;
   router.go('/login', { replace: true });
 });
 

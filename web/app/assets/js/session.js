@@ -17,14 +17,29 @@ const REQUEST_TIMEOUT_MS = 10_000;
 /** Send `typing` at most this often per chat while the user types. */
 const TYPING_EVERY_MS = 3_000;
 
-/** Error codes after which resending the same frame cannot succeed. */
-const PERMANENT = new Set(['invalid_field', 'chat_not_found', 'forbidden', 'client_msg_id_conflict', 'bad_frame', 'frame_too_large']);
+/**
+ * How a failed send can be recovered (`entry.recovery`):
+ * - `auto`: a transient failure (no ack in time, `internal`, a code newer
+ *   than this client): resent by itself after reconnecting; Retry sends now.
+ * - `retry`: the server refused it for now (`forbidden` across a block,
+ *   `chat_not_found`): only the user's Retry sends it again, once the
+ *   condition may have changed (unblocked, added back).
+ * - `edit`: this text can never be sent as it is (`invalid_field`,
+ *   `frame_too_large`, ...): Edit puts it back in the composer.
+ */
+const RECOVERY = {
+  forbidden: 'retry',
+  chat_not_found: 'retry',
+  invalid_field: 'edit',
+  frame_too_large: 'edit',
+  bad_frame: 'edit',
+  client_msg_id_conflict: 'edit',
+};
 
 const SEND_ERRORS = {
-  forbidden: "You can't send messages in this chat.",
-  chat_not_found: 'This chat no longer exists.',
-  invalid_field: 'This message cannot be sent.',
-  frame_too_large: 'This message is too long.',
+  chat_not_found: 'This chat no longer exists, or you are no longer in it.',
+  invalid_field: 'This message cannot be sent. Edit it and try again.',
+  frame_too_large: 'This message is too long. Edit it and try again.',
 };
 
 export class Session extends EventTarget {
@@ -51,6 +66,8 @@ export class Session extends EventTarget {
     this.socket.addEventListener('state', (e) => store.setConnection(e.detail.state));
     this.socket.addEventListener('frame', (e) => this.#onFrame(e.detail));
     this.socket.addEventListener('tokenexpired', () => auth.refresh().catch(() => {}));
+    // Logged out from another device: the login is over here too (`main.js` shows the login screen).
+    this.socket.addEventListener('revoked', () => auth.end('revoked'));
     this.idle = new IdleReporter({ send: (idle) => this.socket.send({ type: 'activity', idle }) });
   }
 
@@ -112,7 +129,7 @@ export class Session extends EventTarget {
     this.loadChats();
     this.idle.connected();
     for (const entry of store.outbox.values()) {
-      if (entry.state === 'sending' || entry.autoRetry) this.#transmit(entry);
+      if (entry.state === 'sending' || entry.recovery === 'auto') this.#transmit(entry);
     }
   }
 
@@ -215,11 +232,11 @@ export class Session extends EventTarget {
       setTimeout(() => this.#transmit(entry), error.retry_after_ms ?? 1000);
       return;
     }
-    const permanent = PERMANENT.has(error.code);
+    const recovery = RECOVERY[error.code] ?? 'auto';
     this.store.updatePending(id, {
       state: 'failed',
-      autoRetry: !permanent,
-      error: SEND_ERRORS[error.code] ?? (permanent ? error.message : 'Not sent. Tap to retry.'),
+      recovery,
+      error: SEND_ERRORS[error.code] ?? (recovery === 'auto' ? 'Not sent: the server had a problem.' : sentence(error, 'This message was not sent.')),
     });
   }
 
@@ -366,7 +383,7 @@ export class Session extends EventTarget {
       sender_id: this.store.me,
       created_at: Date.now(),
       state: 'sending',
-      autoRetry: true,
+      recovery: 'auto',
       error: null,
     };
     this.store.enqueue(entry);
@@ -374,10 +391,13 @@ export class Session extends EventTarget {
     this.#typingSent.delete(chatId);
   }
 
-  /** Retries a failed send with its original client_msg_id. */
+  /** Retries a failed send with its original client_msg_id (reconnecting now if offline). */
   retry(clientMsgId) {
     const entry = this.store.outbox.get(clientMsgId);
-    if (entry) this.#transmit(entry);
+    if (!entry) return;
+    this.store.updatePending(clientMsgId, { recovery: 'auto' });
+    this.#transmit(entry);
+    if (!this.socket.isOpen) this.socket.reconnectNow();
   }
 
   /** Gives up on a failed send. */
@@ -397,7 +417,11 @@ export class Session extends EventTarget {
       entry.client_msg_id,
       setTimeout(() => {
         this.#ackTimers.delete(entry.client_msg_id);
-        this.store.updatePending(entry.client_msg_id, { state: 'failed', autoRetry: true, error: 'Not sent yet. Tap to retry.' });
+        this.store.updatePending(entry.client_msg_id, {
+          state: 'failed',
+          recovery: 'auto',
+          error: this.socket.isOpen ? 'Not sent yet: no answer from the server.' : 'Not sent yet: no connection.',
+        });
       }, ACK_TIMEOUT_MS),
     );
   }
@@ -467,6 +491,13 @@ export class Session extends EventTarget {
   }
 }
 
+/** An error frame's message as a sentence, without the code it repeats ("forbidden: this user …" → "This user …."). */
+function sentence({ code = '', message = '' }, fallback) {
+  const prefix = code.replace(/_/g, ' ') + ': ';
+  const text = message.toLowerCase().startsWith(prefix) ? message.slice(prefix.length) : message;
+  return text ? text.charAt(0).toUpperCase() + text.slice(1) + (/[.!?]$/.test(text) ? '' : '.') : fallback;
+}
+
 function requestError(error) {
   switch (error.code) {
     case 'edit_closed':
@@ -476,6 +507,6 @@ function requestError(error) {
     case 'forbidden':
       return "You can't do that in this chat.";
     default:
-      return error.message ? error.message.charAt(0).toUpperCase() + error.message.slice(1) : 'That did not work.';
+      return sentence(error, 'That did not work.');
   }
 }

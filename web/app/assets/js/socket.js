@@ -13,11 +13,14 @@ const PONG_TIMEOUT_MS = 10_000;
 /** Close codes after which reconnecting at once would only repeat the failure. */
 const SLOW_RETRY_CODES = new Set([1002, 4029]);
 const TOKEN_EXPIRED = 4001;
+/** This login was ended from another device: never reconnect. */
+const SESSION_REVOKED = 4003;
 
 /**
  * Events: `state` (detail: `{ state, retryInMs }`, state is `connecting`,
  * `online`, `offline` or `stopped`), `frame` (detail: the parsed server
- * frame), `tokenexpired`, `fatal` (detail: the error that stops it).
+ * frame), `tokenexpired`, `revoked` (the login was ended elsewhere; it
+ * stops), `fatal` (detail: the error that stops it).
  */
 export class Socket extends EventTarget {
   #ws = null;
@@ -35,6 +38,12 @@ export class Socket extends EventTarget {
     this.ticket = ticket;
     this.isFatal = isFatal;
     window.addEventListener('online', () => this.reconnectNow());
+    // The device lost its network: the socket is dead even if no close has come yet.
+    window.addEventListener('offline', () => {
+      if (!this.#running || !this.#ws) return;
+      this.#drop(4000, 'offline');
+      this.#retryLater();
+    });
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState === 'visible') this.reconnectNow();
     });
@@ -125,7 +134,12 @@ export class Socket extends EventTarget {
       this.#ws = null;
       clearInterval(this.#watchdog);
       if (!this.#running) return;
-      if (event.code === TOKEN_EXPIRED) {
+      if (event.code === SESSION_REVOKED) {
+        this.#running = false;
+        clearTimeout(this.#retryTimer);
+        this.#state('stopped');
+        this.dispatchEvent(new CustomEvent('revoked'));
+      } else if (event.code === TOKEN_EXPIRED) {
         this.dispatchEvent(new CustomEvent('tokenexpired'));
         this.#attempt = 0;
         this.#connect();

@@ -18,6 +18,7 @@ const NO_RECEIPT = Object.freeze({ delivered: '0', seen: '0' });
 export class Store {
   #listeners = new Map();
   #saveTimer = 0;
+  #closed = false;
 
   constructor(me) {
     this.me = me;
@@ -94,7 +95,7 @@ export class Store {
   /** Writes the snapshot now (also called when the page is hidden). */
   save() {
     clearTimeout(this.#saveTimer);
-    if (!this.me) return;
+    if (!this.me || this.#closed) return;
     const chats = [...this.chats.values()].map((chat) => ({
       ...chat,
       receipts: [...chat.receipts],
@@ -115,6 +116,12 @@ export class Store {
     } catch {
       // Storage full or unavailable: the cache is an optimisation only.
     }
+  }
+
+  /** Stops writing the snapshot (the login ended; the caller forgets it). */
+  close() {
+    this.#closed = true;
+    clearTimeout(this.#saveTimer);
   }
 
   /** Forgets everything (logout, or the server's log is not ours). */

@@ -284,8 +284,10 @@ export class ChatView {
           ? h(
               'div',
               { class: 'msg-failed' },
-              h('span', {}, pending.error ?? 'Not sent.'),
-              pending.autoRetry ? h('button', { type: 'button', class: 'link-btn', on: { click: () => this.session.retry(pending.client_msg_id) } }, icon('retry', { size: 14 }), 'Retry') : null,
+              h('span', { role: 'alert' }, pending.error ?? 'Not sent.'),
+              pending.recovery === 'edit'
+                ? h('button', { type: 'button', class: 'link-btn', on: { click: () => this.#editFailed(pending) } }, icon('edit', { size: 14 }), 'Edit')
+                : h('button', { type: 'button', class: 'link-btn', on: { click: () => this.session.retry(pending.client_msg_id) } }, icon('retry', { size: 14 }), 'Retry'),
               h('button', { type: 'button', class: 'link-btn', on: { click: () => this.session.discard(pending.client_msg_id) } }, 'Discard'),
             )
           : null,
@@ -405,6 +407,16 @@ export class ChatView {
     this.input.value = '';
     this.#autosize();
     this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  /** A message the server cannot take as it is: its text goes back to the composer to be fixed and sent anew. */
+  #editFailed(pending) {
+    if (this.editing) this.stopEditing();
+    this.session.discard(pending.client_msg_id);
+    const draft = this.input.value.trim();
+    this.input.value = draft ? `${pending.body}\n${draft}` : pending.body;
+    this.#autosize();
+    this.input.focus();
   }
 
   /** Puts a message's text in the composer for editing. */

@@ -1,11 +1,11 @@
 // Your profile: display name, bio, avatar; your status (automatic, away,
 // busy or invisible, with a status text); email and phone changes
-// confirmed with a code; logging out.
+// confirmed with a code; logging out, here or on every other device.
 
 import { h } from '../dom.js';
 import { icon } from '../icons.js';
 import { dotFor } from '../presence.js';
-import { avatar, busy, field, formError, screenHeader, toast, toastError } from './ui.js';
+import { avatar, busy, choose, field, formError, screenHeader, toast, toastError } from './ui.js';
 
 const CHOICES = [
   ['auto', 'Automatic', 'Online while you use Parley, away when idle.'],
@@ -25,6 +25,8 @@ export class ProfileView {
   constructor(ctx) {
     this.ctx = ctx;
     this.pending = { email: null, phone: null };
+    /** What "Log out other devices" did: a live region kept across renders, so the result is announced. */
+    this.othersStatus = h('div', { class: 'card-status', role: 'status' });
     this.body = h('div', { class: 'screen-body' });
     this.el = h('section', { class: 'profile screen' }, screenHeader({ title: 'Profile', back: '/' }), this.body);
     this.unsubscribe = ctx.store.on('profile', () => this.render());
@@ -253,7 +255,32 @@ export class ProfileView {
   #account() {
     const logout = h('button', { type: 'button', class: 'btn danger' }, icon('logout', { size: 18 }), 'Log out');
     logout.addEventListener('click', () => busy(logout, () => this.ctx.auth.logout()));
-    return h('div', { class: 'card' }, h('h2', { class: 'card-title' }, 'Account'), h('p', { class: 'muted' }, 'Logging out ends this session on this device and clears its cached chats.'), h('div', { class: 'row' }, logout));
+    const others = h('button', { type: 'button', class: 'btn ghost danger-text' }, icon('logout', { size: 18 }), 'Log out other devices');
+    others.addEventListener('click', async () => {
+      const sure = await choose({
+        title: 'Log out other devices?',
+        text: 'Every other phone, browser and computer where you are logged in will have to log in again. This device stays logged in.',
+        actions: [{ label: 'Log out other devices', value: 'others', danger: true, icon: 'logout' }],
+      });
+      if (sure !== 'others') return;
+      await busy(others, async () => {
+        this.othersStatus.replaceChildren();
+        const { sessions_ended: ended } = await this.ctx.api.logoutOthers();
+        const text = ended === 0 ? 'No other devices were logged in.' : `Logged out ${ended} other ${ended === 1 ? 'device' : 'devices'}.`;
+        this.othersStatus.replaceChildren(h('p', { class: 'notice' }, text));
+        this.othersStatus.scrollIntoView({ block: 'nearest' });
+      });
+    });
+    return h(
+      'section',
+      { class: 'card', 'aria-label': 'Account' },
+      h('h2', { class: 'card-title' }, 'Account'),
+      h('p', { class: 'muted' }, 'Logging out ends this session on this device and clears its cached chats.'),
+      h('div', { class: 'row' }, logout),
+      h('p', { class: 'muted' }, 'Lost a phone, or logged in on a computer that is not yours? End every other session at once.'),
+      h('div', { class: 'row' }, others),
+      this.othersStatus,
+    );
   }
 
   destroy() {
