@@ -1,7 +1,7 @@
 //! Drives one run: creates the population over REST, connects every user,
 //! sends direct messages on schedule and collects latencies and errors.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -302,11 +302,28 @@ pub async fn run(scenario: &Scenario, url: &str) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let mut phases = Vec::new();
     let mut sequence: u64 = 0;
-    let mut next_progress = Instant::now() + Duration::from_secs(1);
-    let mut last = (0u64, 0u64, 0u64);
+    // Progress runs beside the scheduler: a line per second even when a slow
+    // phase sends less than once a second; it ends when the run ends.
+    let stage = Rc::new(RefCell::new(String::new()));
+    let running = Rc::new(Cell::new(true));
+    {
+        let (shared, stage, running) = (shared.clone(), stage.clone(), running.clone());
+        actix_rt::spawn(async move {
+            let mut last = (0u64, 0u64, 0u64);
+            let mut tick = tokio::time::interval_at((started + Duration::from_secs(1)).into(), Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if !running.get() {
+                    break;
+                }
+                progress(&shared, started, &mut last, &stage.borrow());
+            }
+        });
+    }
     for phase in &scenario.phases {
         let count = (phase.duration_secs * phase.rate_per_sec).round() as u64;
         let phase_start = Instant::now();
+        phase.name.clone_into(&mut stage.borrow_mut());
         eprintln!("phase {}: {count} messages over {} s", phase.name, phase.duration_secs);
         for k in 0..count {
             let due = phase_start + Duration::from_secs_f64(k as f64 / phase.rate_per_sec);
@@ -314,10 +331,6 @@ pub async fn run(scenario: &Scenario, url: &str) -> anyhow::Result<Summary> {
                 tokio::time::sleep_until(due.into()).await;
             } else if k % 32 == 0 {
                 tokio::task::yield_now().await;
-            }
-            if Instant::now() >= next_progress {
-                progress(&shared, started, &mut last, &phase.name);
-                next_progress += Duration::from_secs(1);
             }
             let sender = (sequence % n as u64) as usize;
             let recipient = (sender + 1) % n;
@@ -352,15 +365,13 @@ pub async fn run(scenario: &Scenario, url: &str) -> anyhow::Result<Summary> {
         });
     }
 
+    "drain".clone_into(&mut stage.borrow_mut());
     let drain_until = Instant::now() + DRAIN_TIMEOUT;
     while !shared.borrow().drained() && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        if Instant::now() >= next_progress {
-            progress(&shared, started, &mut last, "drain");
-            next_progress += Duration::from_secs(1);
-        }
     }
     let duration = started.elapsed();
+    running.set(false);
     for tx in &senders {
         let _ = tx.send(ws::Message::Close(Some(ws::CloseCode::Normal.into())));
     }
@@ -424,4 +435,80 @@ fn progress(shared: &Rc<RefCell<Shared>>, started: Instant, last: &mut (u64, u64
         shared.delivery.quantile_ms(0.99),
     );
     *last = now;
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::ids::MessageId;
+    use protocol::ws::Message;
+
+    use super::*;
+
+    fn message(id: i64, sender: i64, client_msg_id: &str) -> Message {
+        Message {
+            id: MessageId(id),
+            chat_id: ChatId(5),
+            sender_id: UserId(sender),
+            client_msg_id: client_msg_id.into(),
+            body: "x".into(),
+            sent_at: 0,
+            edited_at: None,
+            deleted: false,
+            event: None,
+        }
+    }
+
+    fn sent(shared: &mut Shared, client_msg_id: &str) {
+        shared.scheduled += 1;
+        shared.pending.insert(client_msg_id.into(), Pending { due: Instant::now(), chat: 5, recipient: 2 });
+        shared.undelivered.insert(client_msg_id.into(), Instant::now());
+    }
+
+    fn ack(id: i64, client_msg_id: &str) -> ServerFrame {
+        ServerFrame::Ack {
+            client_msg_id: client_msg_id.into(),
+            message: message(id, 1, client_msg_id),
+            duplicate: false,
+        }
+    }
+
+    fn delivery(id: i64, client_msg_id: &str) -> ServerFrame {
+        ServerFrame::Update { seq: 1, update: Update::Message { message: message(id, 1, client_msg_id) } }
+    }
+
+    #[test]
+    fn drained_whether_delivery_comes_before_or_after_the_ack() {
+        let mut shared = Shared::default();
+        sent(&mut shared, "a");
+        sent(&mut shared, "b");
+        shared.on_frame(2, delivery(10, "a"));
+        shared.on_frame(1, ack(10, "a"));
+        assert!(!shared.drained(), "b is outstanding");
+        shared.on_frame(1, ack(11, "b"));
+        assert!(!shared.drained(), "b is not delivered yet");
+        shared.on_frame(2, delivery(11, "b"));
+        shared.on_frame(2, delivery(11, "b"));
+        assert!(shared.drained());
+        assert_eq!((shared.ack.count(), shared.delivery.count()), (2, 2), "a duplicate is measured once");
+        let report = shared.checker.report();
+        assert_eq!((report.delivered, report.duplicates, report.failures()), (2, 1, 0));
+    }
+
+    #[test]
+    fn own_echo_is_not_a_delivery_and_errors_count_by_code() {
+        let mut shared = Shared::default();
+        sent(&mut shared, "a");
+        shared.on_frame(1, delivery(10, "a"));
+        assert_eq!(shared.delivery.count(), 0, "the sender's own copy is not a delivery");
+        let error = protocol::ws::ErrorFrame {
+            code: protocol::ws::ErrorCode::RateLimited,
+            message: "slow down".into(),
+            client_msg_id: Some("a".into()),
+            request_id: None,
+            retry_after_ms: Some(10),
+        };
+        shared.on_frame(1, ServerFrame::Error(error));
+        assert!(shared.drained(), "a refused send is no longer outstanding");
+        assert_eq!(shared.errors.get("ws_rate_limited"), Some(&1));
+    }
 }

@@ -58,7 +58,7 @@ pub struct Phase {
 pub struct Thresholds {
     pub p99_ack_ms: Option<f64>,
     pub p99_delivery_ms: Option<f64>,
-    /// Errors divided by messages scheduled, 0–1.
+    /// Errors divided by messages scheduled, 0–1; absent means 0.
     pub max_error_rate: Option<f64>,
 }
 

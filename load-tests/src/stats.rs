@@ -76,11 +76,11 @@ pub fn check_thresholds(
     {
         violations.push(format!("delivery p99 {:.1} ms > {limit} ms", delivery.p99_ms));
     }
-    if let Some(limit) = thresholds.max_error_rate {
-        let rate = error_rate(errors, scheduled);
-        if rate > limit {
-            violations.push(format!("error rate {rate:.4} > {limit} ({errors} errors)"));
-        }
+    // Without `max_error_rate`, any error fails the run.
+    let limit = thresholds.max_error_rate.unwrap_or(0.0);
+    let rate = error_rate(errors, scheduled);
+    if rate > limit {
+        violations.push(format!("error rate {rate:.4} > {limit} ({errors} errors)"));
     }
     violations
 }
@@ -162,7 +162,11 @@ mod tests {
         assert!(violations[0].starts_with("ack p99"));
         assert!(violations[1].starts_with("error rate"));
         assert_eq!(check_thresholds(&thresholds, &fast, &slow, 0, 100).len(), 1);
-        assert!(check_thresholds(&Thresholds::default(), &slow, &slow, 99, 100).is_empty(), "no thresholds, no fail");
+        assert!(
+            check_thresholds(&Thresholds::default(), &slow, &slow, 0, 100).is_empty(),
+            "no latency limits by default"
+        );
+        assert_eq!(check_thresholds(&Thresholds::default(), &fast, &fast, 1, 100).len(), 1, "errors fail by default");
     }
 
     #[test]
