@@ -52,3 +52,9 @@ fn only_the_gateway_serves_http() {
         assert!(deps.contains(name), "gateway should depend on {name}");
     }
 }
+
+#[test]
+fn load_tests_speak_only_the_protocol() {
+    assert_absent("load-tests", &["storage", "engine", "gateway", "actix-web", "rusqlite"]);
+    assert!(dependencies("load-tests").contains("protocol"), "load-tests uses the protocol's wire types");
+}
