@@ -317,17 +317,23 @@ async fn change_message(core: &Core, chat: &ChatRecord, msg: ChangeMessage) -> R
     Ok(())
 }
 
+/// Only friends of the adder join a group: [`GroupError::NotAFriend`] names
+/// the first of `users` who is not a friend of `adder`.
+pub(crate) async fn ensure_friends(core: &Core, adder: i64, users: &[i64]) -> Result<(), EngineError> {
+    let relations = core.stores.relations.relations_with(adder, users).await?;
+    let is_friend =
+        |user: &i64| relations.iter().any(|(other, relation)| other == user && *relation == storage::Relation::Friends);
+    match users.iter().find(|user| !is_friend(user)) {
+        Some(stranger) => Err(GroupError::NotAFriend(*stranger).into()),
+        None => Ok(()),
+    }
+}
+
 /// Applies a group change the member's role allows, with its event message.
 async fn change_group(core: &Core, chat: &ChatRecord, msg: ChangeGroup) -> Result<GroupChanged, EngineError> {
     let (change, event) = policy::plan_group_change(chat, msg.user_id, msg.command, core.config.group_limits())?;
     if let storage::GroupChange::AddMembers { users, .. } = &change {
-        let relations = core.stores.relations.relations_with(msg.user_id, users).await?;
-        let is_friend = |user: &i64| {
-            relations.iter().any(|(other, relation)| other == user && *relation == storage::Relation::Friends)
-        };
-        if let Some(stranger) = users.iter().find(|user| !is_friend(user)) {
-            return Err(GroupError::NotAFriend(*stranger).into());
-        }
+        ensure_friends(core, msg.user_id, users).await?;
     }
     let event = event_message(core, chat.id, msg.user_id, &event).await?;
     let changed = core.stores.chats.change_group(chat.id, change, event).await?.map_err(GroupError::from)?;

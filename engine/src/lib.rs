@@ -418,13 +418,7 @@ impl Engine {
         if others.len() + 1 > self.core.config.max_group_members {
             return Err(GroupError::GroupFull(self.core.config.max_group_members).into());
         }
-        let relations = self.core.stores.relations.relations_with(creator.0, &others).await?;
-        if let Some(stranger) = others
-            .iter()
-            .find(|user| !relations.iter().any(|(other, relation)| other == *user && *relation == Relation::Friends))
-        {
-            return Err(GroupError::NotAFriend(*stranger).into());
-        }
+        chat::ensure_friends(&self.core, creator.0, &others).await?;
         let id = self.next_id().await?;
         let mut everyone = others;
         everyone.insert(0, creator.0);

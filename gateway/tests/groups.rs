@@ -56,6 +56,29 @@ async fn history(server: &TestServer, user: &TestUser, chat: ChatId) -> Vec<Mess
     page.messages
 }
 
+/// Alice's group "g" with her friends Bob and Carol, each connected once.
+struct Trio {
+    server: TestServer,
+    alice: TestUser,
+    bob: TestUser,
+    carol: TestUser,
+    group: ChatSummary,
+    a: WsClient,
+    b: WsClient,
+    c: WsClient,
+}
+
+async fn trio() -> Trio {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let [bob, carol] = <[TestUser; 2]>::try_from(friends_of(&server, &alice, &["bob", "carol"]).await).unwrap();
+    let group = create(&server, &alice, "g", &[&bob, &carol]).await;
+    let a = server.connect(&alice).await;
+    let b = server.connect(&bob).await;
+    let c = server.connect(&carol).await;
+    Trio { server, alice, bob, carol, group, a, b, c }
+}
+
 fn png() -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     image::RgbImage::from_pixel(32, 32, image::Rgb([40, 120, 200]))
@@ -266,13 +289,7 @@ async fn limits_on_members_and_groups_per_user_are_enforced() {
 
 #[actix_web::test]
 async fn admins_delete_any_message_and_members_only_their_own() {
-    let server = TestServer::start().await;
-    let alice = server.register("alice").await;
-    let [bob, carol] = <[TestUser; 2]>::try_from(friends_of(&server, &alice, &["bob", "carol"]).await).unwrap();
-    let group = create(&server, &alice, "g", &[&bob, &carol]).await;
-    let mut a = server.connect(&alice).await;
-    let mut b = server.connect(&bob).await;
-    let mut c = server.connect(&carol).await;
+    let Trio { server, alice, bob: _bob, carol: _carol, group, mut a, mut b, mut c } = trio().await;
     let (spam, _) = b.send_message(group.id, "b1", "spam").await;
 
     let delete = |request_id: &str| ClientFrame::Delete {
@@ -311,13 +328,7 @@ async fn admins_delete_any_message_and_members_only_their_own() {
 
 #[actix_web::test]
 async fn group_receipts_reach_the_sender_and_tell_who_has_read() {
-    let server = TestServer::start().await;
-    let alice = server.register("alice").await;
-    let [bob, carol] = <[TestUser; 2]>::try_from(friends_of(&server, &alice, &["bob", "carol"]).await).unwrap();
-    let group = create(&server, &alice, "g", &[&bob, &carol]).await;
-    let mut a = server.connect(&alice).await;
-    let mut b = server.connect(&bob).await;
-    let mut c = server.connect(&carol).await;
+    let Trio { server, alice, bob, carol, group, mut a, mut b, mut c } = trio().await;
     let (question, _) = b.send_message(group.id, "b1", "who's coming?").await;
     c.next_message().await;
 
@@ -372,13 +383,7 @@ async fn group_receipts_reach_the_sender_and_tell_who_has_read() {
 
 #[actix_web::test]
 async fn typing_reaches_the_other_members_only() {
-    let server = TestServer::start().await;
-    let alice = server.register("alice").await;
-    let [bob, carol] = <[TestUser; 2]>::try_from(friends_of(&server, &alice, &["bob", "carol"]).await).unwrap();
-    let group = create(&server, &alice, "g", &[&bob, &carol]).await;
-    let mut a = server.connect(&alice).await;
-    let mut b = server.connect(&bob).await;
-    let mut c = server.connect(&carol).await;
+    let Trio { server: _server, alice: _alice, bob, carol: _carol, group, mut a, mut b, mut c } = trio().await;
     b.send(&ClientFrame::Typing { chat_id: group.id }).await;
     for device in [&mut a, &mut c] {
         let typist = device
