@@ -137,6 +137,10 @@ pub struct LimitsConfig {
     pub uploads_per_minute: u32,
     /// Media uploads allowed in a burst per user.
     pub upload_burst: u32,
+    /// Open TCP connections (HTTP and WebSocket) the node accepts at once;
+    /// beyond it, new ones wait in the listen backlog. The process's
+    /// open-files limit (`ulimit -n`) must be raised to match.
+    pub max_connections: usize,
 }
 
 impl Default for LimitsConfig {
@@ -149,6 +153,7 @@ impl Default for LimitsConfig {
             search_burst: 20,
             uploads_per_minute: 6,
             upload_burst: 10,
+            max_connections: 1_000_000,
         }
     }
 }

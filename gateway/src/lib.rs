@@ -12,6 +12,7 @@ mod files;
 pub mod notify;
 pub mod openapi;
 mod routes;
+mod socket;
 pub mod state;
 pub mod telemetry;
 mod webapp;
@@ -21,7 +22,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer, dev::ServerHandle, web};
+use actix_web::{App, dev::ServerHandle, web};
 use anyhow::Context as _;
 use engine::{Engine, Metrics};
 use tracing_actix_web::TracingLogger;
@@ -32,6 +33,8 @@ use crate::state::AppState;
 
 /// Seconds the HTTP server waits for in-flight requests on shutdown.
 const SHUTDOWN_GRACE_SECS: u64 = 10;
+/// How long an HTTP connection may sit idle between requests.
+const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// How often idle rate-limit state is forgotten.
 const RATE_LIMIT_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -40,7 +43,7 @@ pub struct Server {
     addr: SocketAddr,
     handle: ServerHandle,
     state: web::Data<AppState>,
-    server: Option<actix_web::dev::Server>,
+    server: Option<actix_server::Server>,
 }
 
 impl Server {
@@ -63,21 +66,31 @@ impl Server {
 
         let avatar_permits = web::Data::new(avatars::AvatarPermits::new());
         let app_state = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                .app_data(contacts.clone())
-                .app_data(avatar_permits.clone())
-                .app_data(web::JsonConfig::default().limit(json_limit).error_handler(errors::json_error))
-                .app_data(web::QueryConfig::default().error_handler(errors::query_error))
-                .app_data(web::PathConfig::default().error_handler(errors::path_error))
-                .wrap(TracingLogger::default())
-                .configure(routes_config)
-        })
-        .listen(listener)?
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
-        .run();
+        let app_data = state.clone();
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let builder = actix_server::Server::build();
+        let shutdown = builder.graceful_shutdown_signal();
+        let server = builder
+            .workers(workers)
+            // No cap below the configured one: the default is 25,000 per worker.
+            .max_concurrent_connections(state.config.limits.max_connections.div_ceil(workers))
+            .disable_signals()
+            .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+            .listen("parley", listener, move || {
+                let app = App::new()
+                    .app_data(app_state.clone())
+                    .app_data(contacts.clone())
+                    .app_data(avatar_permits.clone())
+                    .app_data(web::JsonConfig::default().limit(json_limit).error_handler(errors::json_error))
+                    .app_data(web::QueryConfig::default().error_handler(errors::query_error))
+                    .app_data(web::PathConfig::default().error_handler(errors::path_error))
+                    .wrap(TracingLogger::default())
+                    .configure(routes_config);
+                let http =
+                    socket::HttpSettings { keep_alive: HTTP_KEEP_ALIVE, local_addr: addr, shutdown: shutdown.clone() };
+                socket::dispatcher(app, app_data.clone(), http)
+            })?
+            .run();
         let handle = server.handle();
 
         let pruning = state.clone();

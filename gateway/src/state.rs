@@ -233,15 +233,16 @@ pub struct AuthUser {
 impl AuthUser {
     /// Verifies a bearer token from the request's `Authorization` header.
     pub fn from_headers(req: &HttpRequest, state: &AppState) -> Result<Self, ApiError> {
-        let header = req
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("missing bearer token"))?;
+        let header = req.headers().get(actix_web::http::header::AUTHORIZATION).map(|value| value.to_str());
+        Self::from_authorization(header.map(|value| value.unwrap_or_default()), state)
+    }
+
+    /// Verifies a bearer token from an `Authorization` header value.
+    pub fn from_authorization(header: Option<&str>, state: &AppState) -> Result<Self, ApiError> {
+        let header = header.ok_or(ApiError::Unauthorized("missing bearer token"))?;
         // The scheme name is case-insensitive (RFC 9110 §11.1).
         let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.split_once(' '))
+            .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim())
             .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;

@@ -1,24 +1,31 @@
-//! `GET /api/v1/ws`: the WebSocket endpoint and its connection actor, which
-//! decodes frames, enforces limits, heartbeats, and owns the connection's
-//! bounded outbound queue.
+//! `GET /api/v1/ws`: the connection actor, which decodes frames, enforces
+//! limits, heartbeats, and owns the connection's bounded outbound queue,
+//! over either WebSocket stack: the lean one of [`crate::socket`], or
+//! actix-ws for an upgrade that arrives on a reused HTTP connection.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, StreamHandler, WrapFuture};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use bytes::Bytes;
 use engine::{ConnectionHandle, Engine, Kick};
+use futures_util::StreamExt as _;
 use protocol::limits::{
     MAX_BODY_BYTES, MAX_CLIENT_MSG_ID_BYTES, MAX_FRAME_BYTES, MAX_REQUEST_ID_BYTES, MAX_SYNC_BATCH,
 };
 use protocol::ws::{ClientFrame, ErrorCode, ErrorFrame, Limits, ServerFrame, close};
 use protocol::{ChatId, MessageId, UserId, WS_SUBPROTOCOL};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::errors::{ApiError, frame_code};
 use crate::state::{AppState, AuthUser};
+
+/// The most frames the writer hands the socket before flushing it.
+const MAX_FRAMES_PER_FLUSH: usize = 64;
 
 /// How long a reply may wait for room in a full outbound queue before the
 /// client is treated as a slow consumer.
@@ -30,46 +37,131 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Frame `type`s of protocol v1, to tell `unknown_type` from `bad_frame`.
 const CLIENT_FRAME_TYPES: [&str; 8] = ["send", "received", "seen", "sync", "ping", "typing", "edit", "delete"];
 
+/// The chat socket's query string.
 #[derive(Deserialize)]
-pub struct WsQuery {
-    ticket: Option<String>,
+pub(crate) struct WsQuery {
+    pub(crate) ticket: Option<String>,
 }
 
-/// Upgrades an authenticated request to a WebSocket speaking `parley.v1`.
+/// Upgrades an authenticated request to a WebSocket speaking `parley.v1`
+/// with actix-ws. Only upgrades that arrive on a reused HTTP connection
+/// get here: [`crate::socket`] takes every fresh one.
 pub async fn connect(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
     query: web::Query<WsQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let offered =
+        req.headers().get_all(actix_web::http::header::SEC_WEBSOCKET_PROTOCOL).filter_map(|value| value.to_str().ok());
+    let user = authorize(&state, query.ticket.as_deref(), || AuthUser::from_headers(&req, &state), offered)?;
+    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[WS_SUBPROTOCOL])
+        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let stream =
+        stream.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations().max_continuation_size(MAX_FRAME_BYTES);
+    // actix-ws leaves answering pings to us; tungstenite answers them itself.
+    let ponger = session.clone();
+    let stream = stream.map(move |item| {
+        if let Ok(AggregatedMessage::Ping(bytes)) = &item {
+            let (mut session, bytes) = (ponger.clone(), bytes.clone());
+            actix::spawn(async move {
+                let _ = session.pong(&bytes).await;
+            });
+        }
+        Inbound::from(item)
+    });
+    Connection::start(user, state.into_inner(), ActixWriter(session), stream);
+    Ok(response)
+}
+
+/// Who may open a chat socket: the holder of a valid ticket (browsers) or
+/// bearer token, offering the `parley.v1` subprotocol, while the node is
+/// not shutting down. Shared by both WebSocket stacks.
+pub(crate) fn authorize<'a>(
+    state: &AppState,
+    ticket: Option<&str>,
+    bearer: impl FnOnce() -> Result<AuthUser, ApiError>,
+    offered_protocols: impl IntoIterator<Item = &'a str>,
+) -> Result<AuthUser, ApiError> {
     if state.is_shutting_down() {
         return Err(ApiError::Unavailable);
     }
-    let user = match &query.ticket {
-        Some(ticket) => AuthUser::from_claims(state.tickets.redeem(ticket), &state)?,
-        None => AuthUser::from_headers(&req, &state)?,
+    let user = match ticket {
+        Some(ticket) => AuthUser::from_claims(state.tickets.redeem(ticket), state)?,
+        None => bearer()?,
     };
-    let offered = req
-        .headers()
-        .get_all(actix_web::http::header::SEC_WEBSOCKET_PROTOCOL)
-        .filter_map(|value| value.to_str().ok())
+    let offered = offered_protocols
+        .into_iter()
         .flat_map(|value| value.split(','))
         .any(|protocol| protocol.trim() == WS_SUBPROTOCOL);
     if !offered {
         return Err(ApiError::UnsupportedProtocol);
     }
-    let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[WS_SUBPROTOCOL])
-        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    let stream =
-        stream.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations().max_continuation_size(MAX_FRAME_BYTES);
-    let token_expires_in = Duration::from_secs(user.claims.exp.saturating_sub(crate::auth::unix_secs()));
-    let connection =
-        Connection::new(user.user_id, user.claims.session_id(), state.into_inner(), session, token_expires_in);
-    Connection::create(|ctx| {
-        ctx.add_stream(stream);
-        connection
-    });
-    Ok(response)
+    Ok(user)
+}
+
+/// What a client sent, whichever WebSocket stack read it.
+pub(crate) enum Inbound {
+    /// A complete text message (continuations already joined).
+    Text(Bytes),
+    Binary,
+    /// A ping or pong: only proof of life.
+    Control,
+    Close,
+    /// A frame or message above [`MAX_FRAME_BYTES`].
+    TooLarge,
+    InvalidUtf8,
+    /// Anything else the stack could not read; the connection is over.
+    Failed(String),
+}
+
+impl From<Result<AggregatedMessage, ProtocolError>> for Inbound {
+    fn from(item: Result<AggregatedMessage, ProtocolError>) -> Self {
+        match item {
+            Ok(AggregatedMessage::Text(text)) => Inbound::Text(text.into_bytes()),
+            Ok(AggregatedMessage::Binary(_)) => Inbound::Binary,
+            Ok(AggregatedMessage::Ping(_) | AggregatedMessage::Pong(_)) => Inbound::Control,
+            Ok(AggregatedMessage::Close(_)) => Inbound::Close,
+            Err(ProtocolError::Overflow) => Inbound::TooLarge,
+            Err(ProtocolError::Io(error)) if error.kind() == std::io::ErrorKind::InvalidData => Inbound::InvalidUtf8,
+            Err(error) => Inbound::Failed(error.to_string()),
+        }
+    }
+}
+
+/// The writing half of a WebSocket, owned by the connection's writer task.
+pub(crate) trait SocketWriter: Unpin + 'static {
+    /// Hands a text frame to the socket (it may buffer it); false once the
+    /// socket is gone.
+    async fn text(&mut self, frame: &str) -> bool;
+    /// Writes whatever the socket buffered.
+    async fn flush(&mut self) -> bool;
+    async fn ping(&mut self) -> bool;
+    /// Sends the close frame and ends the socket.
+    async fn close(self, code: u16, reason: &str);
+}
+
+/// actix-ws's session as a [`SocketWriter`]: it writes through the HTTP
+/// dispatcher, which flushes on its own.
+struct ActixWriter(Session);
+
+impl SocketWriter for ActixWriter {
+    async fn text(&mut self, frame: &str) -> bool {
+        self.0.text(frame.to_owned()).await.is_ok()
+    }
+
+    async fn flush(&mut self) -> bool {
+        true
+    }
+
+    async fn ping(&mut self) -> bool {
+        self.0.ping(b"").await.is_ok()
+    }
+
+    async fn close(self, code: u16, reason: &str) {
+        let reason = CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) };
+        let _ = self.0.close(Some(reason)).await;
+    }
 }
 
 /// What an `edit` or `delete` frame asks for.
@@ -81,19 +173,23 @@ enum Change {
 
 /// How the writer task is to end the connection.
 struct WriterClose {
-    reason: CloseReason,
+    code: u16,
+    reason: &'static str,
     /// Write the frames still queued before the close frame.
     flush: bool,
 }
 
 /// One client connection.
-pub struct Connection {
+pub(crate) struct Connection<W: SocketWriter> {
     id: u64,
     user_id: UserId,
     /// The login session (token family) the connection authenticated with.
     session_id: i64,
     state: Arc<AppState>,
-    session: Session,
+    /// The socket's writing half until the writer task takes it.
+    writer: Option<W>,
+    /// Tells the writer task to ping the client.
+    ping: Rc<Notify>,
     outbound: mpsc::Sender<Arc<str>>,
     /// Taken by the writer task once `hello` is ready.
     outbound_rx: Option<mpsc::Receiver<Arc<str>>>,
@@ -105,21 +201,31 @@ pub struct Connection {
     closing: bool,
 }
 
-impl Connection {
-    fn new(
-        user_id: UserId,
-        session_id: i64,
+impl<W: SocketWriter> Connection<W> {
+    /// Starts the actor of an authorized, upgraded connection.
+    pub(crate) fn start(
+        user: AuthUser,
         state: Arc<AppState>,
-        session: Session,
-        token_expires_in: Duration,
-    ) -> Self {
+        writer: W,
+        inbound: impl futures_util::Stream<Item = Inbound> + 'static,
+    ) {
+        let token_expires_in = Duration::from_secs(user.claims.exp.saturating_sub(crate::auth::unix_secs()));
+        let connection = Connection::new(user.user_id, user.claims.session_id(), state, writer, token_expires_in);
+        Connection::create(|ctx| {
+            ctx.add_stream(inbound);
+            connection
+        });
+    }
+
+    fn new(user_id: UserId, session_id: i64, state: Arc<AppState>, writer: W, token_expires_in: Duration) -> Self {
         let (outbound, outbound_rx) = mpsc::channel(state.config.engine.outbound_queue.max(1));
         Connection {
             id: state.connections.next_id(),
             user_id,
             session_id,
             state,
-            session,
+            writer: Some(writer),
+            ping: Rc::new(Notify::new()),
             outbound,
             outbound_rx: Some(outbound_rx),
             last_heard: Instant::now(),
@@ -155,32 +261,29 @@ impl Connection {
     }
 
     /// Closes the WebSocket with `code` and stops the actor.
-    fn close(&mut self, code: u16, reason: &str, ctx: &mut Context<Self>) {
+    fn close(&mut self, code: u16, reason: &'static str, ctx: &mut Context<Self>) {
         if self.closing {
             return;
         }
         self.closing = true;
         tracing::debug!(conn_id = self.id, user_id = %self.user_id, code, reason, "closing connection");
-        let reason = CloseReason { code: CloseCode::from(code), description: Some(reason.to_string()) };
         // A client that cannot keep up gets no more frames; anyone else gets
         // what is already queued before the close frame.
         let flush = code != close::SLOW_CONSUMER;
-        match self.writer_close.take() {
-            Some(writer) => {
-                let _ = writer.send(WriterClose { reason, flush });
+        match (self.writer_close.take(), self.writer.take()) {
+            (Some(writer), _) => {
+                let _ = writer.send(WriterClose { code, reason, flush });
             }
-            None => {
-                let session = self.session.clone();
-                actix::spawn(async move {
-                    let _ = session.close(Some(reason)).await;
-                });
+            (None, Some(writer)) => {
+                actix::spawn(writer.close(code, reason));
             }
+            (None, None) => {}
         }
         ctx.stop();
     }
 
-    fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        let frame = match serde_json::from_str::<ClientFrame>(text) {
+    fn handle_text(&mut self, text: &[u8], ctx: &mut Context<Self>) {
+        let frame = match serde_json::from_slice::<ClientFrame>(text) {
             Ok(frame) => frame,
             Err(error) => {
                 let (code, message) = classify_bad_frame(text, &error);
@@ -335,48 +438,69 @@ impl Connection {
         );
     }
 
-    /// Starts the writer task: `hello` first, then the queue, in order.
+    /// Starts the writer task: `hello` first, then the queue, in order,
+    /// flushing the socket whenever the queue runs dry; pings when told.
     /// Told to close, it writes what is queued (for at most
     /// [`CLOSE_FLUSH_TIMEOUT`]) and then the close frame.
     fn start_writer(&mut self, hello: ServerFrame) {
-        let Some(mut rx) = self.outbound_rx.take() else { return };
+        let (Some(mut rx), Some(mut writer)) = (self.outbound_rx.take(), self.writer.take()) else { return };
         let (close_tx, mut close_rx) = oneshot::channel::<WriterClose>();
         self.writer_close = Some(close_tx);
-        let mut session = self.session.clone();
+        let ping = self.ping.clone();
         let hello = serde_json::to_string(&hello).unwrap_or_default();
         actix::spawn(async move {
-            if session.text(hello).await.is_err() {
+            if !(writer.text(&hello).await && writer.flush().await) {
                 return;
             }
-            let WriterClose { reason, flush } = loop {
+            let WriterClose { code, reason, flush } = loop {
                 // The close signal first: it is sent before the queue's
                 // senders go away, so a closed queue never hides it.
                 tokio::select! {
                     biased;
                     // The actor is gone without a word: the client left.
-                    close = &mut close_rx => break close.unwrap_or(WriterClose { reason: CloseReason::from(CloseCode::Normal), flush: false }),
-                    frame = rx.recv() => match frame {
-                        Some(frame) if session.text(&*frame).await.is_ok() => {}
-                        _ => return,
+                    close = &mut close_rx => break close.unwrap_or(WriterClose { code: close::NORMAL, reason: "", flush: false }),
+                    () = ping.notified() => if !writer.ping().await {
+                        return;
                     },
+                    frame = rx.recv() => {
+                        let Some(frame) = frame else { return };
+                        if !write_batch(&mut writer, &frame, &mut rx).await {
+                            return;
+                        }
+                    }
                 }
             };
             if flush {
                 let drain = async {
                     while let Ok(frame) = rx.try_recv() {
-                        if session.text(&*frame).await.is_err() {
+                        if !write_batch(&mut writer, &frame, &mut rx).await {
                             return;
                         }
                     }
                 };
                 let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, drain).await;
             }
-            let _ = session.close(Some(reason)).await;
+            writer.close(code, reason).await;
         });
     }
 }
 
-impl Actor for Connection {
+/// Writes `first` and up to [`MAX_FRAMES_PER_FLUSH`] more frames already
+/// queued, then flushes: a burst costs one write, not one per frame.
+async fn write_batch<W: SocketWriter>(writer: &mut W, first: &str, rx: &mut mpsc::Receiver<Arc<str>>) -> bool {
+    if !writer.text(first).await {
+        return false;
+    }
+    for _ in 1..MAX_FRAMES_PER_FLUSH {
+        let Ok(frame) = rx.try_recv() else { break };
+        if !writer.text(&frame).await {
+            return false;
+        }
+    }
+    writer.flush().await
+}
+
+impl<W: SocketWriter> Actor for Connection<W> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
@@ -425,10 +549,7 @@ impl Actor for Connection {
                 conn.close(close::IDLE_TIMEOUT, "idle timeout", ctx);
                 return;
             }
-            let mut session = conn.session.clone();
-            actix::spawn(async move {
-                let _ = session.ping(b"").await;
-            });
+            conn.ping.notify_one();
         });
         ctx.run_later(self.token_expires_in, |conn, ctx| conn.close(close::TOKEN_EXPIRED, "access token expired", ctx));
     }
@@ -443,30 +564,25 @@ impl Actor for Connection {
     }
 }
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Connection {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Self::Context) {
+impl<W: SocketWriter> StreamHandler<Inbound> for Connection<W> {
+    fn handle(&mut self, item: Inbound, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         match item {
-            Ok(AggregatedMessage::Text(text)) => self.handle_text(&text, ctx),
-            Ok(AggregatedMessage::Binary(_)) => {
+            Inbound::Text(text) => self.handle_text(&text, ctx),
+            Inbound::Binary => {
                 self.reject(ErrorCode::BinaryNotSupported, "protocol v1 uses JSON text frames".into(), ctx)
             }
-            Ok(AggregatedMessage::Ping(bytes)) => {
-                let mut session = self.session.clone();
-                actix::spawn(async move {
-                    let _ = session.pong(&bytes).await;
-                });
-            }
-            Ok(AggregatedMessage::Pong(_)) => {}
-            Ok(AggregatedMessage::Close(_)) => self.close(close::NORMAL, "bye", ctx),
-            Err(ProtocolError::Overflow) => {
+            Inbound::Control => {}
+            Inbound::Close => self.close(close::NORMAL, "bye", ctx),
+            Inbound::TooLarge => {
                 self.reject(ErrorCode::FrameTooLarge, format!("frames are limited to {MAX_FRAME_BYTES} bytes"), ctx);
                 self.close(close::TOO_BIG, "frame too large", ctx);
             }
-            Err(ProtocolError::Io(error)) if error.kind() == std::io::ErrorKind::InvalidData => {
-                self.reject(ErrorCode::InvalidUtf8, "text frames must be valid UTF-8".into(), ctx)
+            Inbound::InvalidUtf8 => {
+                self.reject(ErrorCode::InvalidUtf8, "text frames must be valid UTF-8".into(), ctx);
+                self.close(close::INVALID_PAYLOAD, "invalid UTF-8", ctx);
             }
-            Err(error) => {
+            Inbound::Failed(error) => {
                 tracing::debug!(conn_id = self.id, %error, "websocket protocol error");
                 self.close(close::PROTOCOL_ERROR, "protocol error", ctx);
             }
@@ -478,7 +594,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for Connection {
     }
 }
 
-impl Handler<Kick> for Connection {
+impl<W: SocketWriter> Handler<Kick> for Connection<W> {
     type Result = ();
     fn handle(&mut self, kick: Kick, ctx: &mut Self::Context) {
         self.close(kick.code, kick.reason, ctx);
@@ -486,8 +602,8 @@ impl Handler<Kick> for Connection {
 }
 
 /// Tells a frame of an unknown `type` from a malformed one.
-fn classify_bad_frame(text: &str, error: &serde_json::Error) -> (ErrorCode, String) {
-    let kind = serde_json::from_str::<serde_json::Value>(text)
+fn classify_bad_frame(text: &[u8], error: &serde_json::Error) -> (ErrorCode, String) {
+    let kind = serde_json::from_slice::<serde_json::Value>(text)
         .ok()
         .and_then(|value| value.get("type").and_then(|t| t.as_str()).map(str::to_owned));
     match kind {

@@ -115,18 +115,28 @@ async fn malformed_frames_get_their_documented_codes_and_the_connection_stays_us
 }
 
 #[actix_web::test]
-async fn invalid_utf8_in_a_text_frame_is_refused_and_the_connection_stays_usable() {
+async fn fragmented_messages_are_joined() {
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    let mut ws = server.connect(&alice).await;
+    ws.send_ws(ws::Message::Continuation(actix_ws::Item::FirstText(Bytes::from_static(b"{\"type\":")))).await;
+    ws.send_ws(ws::Message::Continuation(actix_ws::Item::Last(Bytes::from_static(b"\"ping\"}")))).await;
+    ws.wait_for(|frame| matches!(frame, ServerFrame::Pong {}).then_some(())).await;
+}
+
+#[actix_web::test]
+async fn invalid_utf8_in_a_text_frame_is_refused_and_closes_the_connection_with_1007() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let mut ws = server.connect(&alice).await;
     send_invalid_utf8(&mut ws).await;
-    let error = ws.next_error().await;
-    assert_eq!(error.code, ErrorCode::InvalidUtf8, "{error:?}");
-    ws.ping_pong().await;
-    // A valid fragmented message still works afterwards.
-    ws.send_ws(ws::Message::Continuation(actix_ws::Item::FirstText(Bytes::from_static(b"{\"type\":")))).await;
-    ws.send_ws(ws::Message::Continuation(actix_ws::Item::Last(Bytes::from_static(b"\"ping\"}")))).await;
-    ws.wait_for(|frame| matches!(frame, ServerFrame::Pong {}).then_some(())).await;
+    let (frames, code) = ws.frames_until_close().await;
+    assert_eq!(code, Some(close::INVALID_PAYLOAD), "frames before the close: {frames:?}");
+    let errors: Vec<_> =
+        frames.iter().filter_map(|f| if let ServerFrame::Error(e) = f { Some(e.code) } else { None }).collect();
+    assert_eq!(errors, [ErrorCode::InvalidUtf8]);
+    // The next connection works.
+    server.connect(&alice).await.ping_pong().await;
 }
 
 #[actix_web::test]
@@ -248,8 +258,6 @@ async fn abuse_changes_nothing_and_other_users_are_unaffected() {
     exchange(&mut b, &mut c, bystanders, exchanged).await;
     m.send_ws(ws::Message::Binary(Bytes::from_static(b"\x00\x01"))).await;
     assert_eq!(m.next_error().await.code, ErrorCode::BinaryNotSupported);
-    send_invalid_utf8(&mut m).await;
-    assert_eq!(m.next_error().await.code, ErrorCode::InvalidUtf8);
     for (id, body) in [("big", "a".repeat(MAX_BODY_BYTES + 1)), ("empty", String::new()), ("blank", "  ".into())] {
         assert_eq!(send_expecting_error(&mut m, target, id, &body).await.code, ErrorCode::InvalidField);
     }
@@ -259,7 +267,12 @@ async fn abuse_changes_nothing_and_other_users_are_unaffected() {
     exchanged += 1;
     exchange(&mut b, &mut c, bystanders, exchanged).await;
 
-    // An oversized frame, then a flood of garbage, each on a new connection.
+    // Invalid UTF-8, an oversized frame, then a flood of garbage, each on a new connection.
+    let mut m = server.connect(&mallory).await;
+    send_invalid_utf8(&mut m).await;
+    assert_eq!(m.frames_until_close().await.1, Some(close::INVALID_PAYLOAD));
+    exchanged += 1;
+    exchange(&mut b, &mut c, bystanders, exchanged).await;
     let mut m = server.connect(&mallory).await;
     m.send_text(&oversized_frame(target)).await;
     assert_eq!(m.frames_until_close().await.1, Some(close::TOO_BIG));

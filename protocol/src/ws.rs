@@ -269,6 +269,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// Protocol violation at the WebSocket layer. Do not reconnect blindly.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not valid UTF-8 (RFC 6455 §8.1). Fix the encoder.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A frame above `max_frame_bytes`. Reconnect, and send smaller frames.
     pub const TOO_BIG: u16 = 1009;
     /// The access token expired during the connection. Refresh, then reconnect.
