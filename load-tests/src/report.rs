@@ -28,8 +28,9 @@ pub struct ServerCost {
     pub pid: u32,
     /// CPU seconds from the first phase's start to the end of the drain.
     pub cpu_seconds: f64,
-    pub cpu_us_per_message: f64,
-    pub cpu_us_per_delivery: f64,
+    /// `None` without messages (or deliveries).
+    pub cpu_us_per_message: Option<f64>,
+    pub cpu_us_per_delivery: Option<f64>,
     pub rss_before_connect_kib: u64,
     pub rss_connected_kib: u64,
     pub rss_end_kib: u64,
@@ -148,6 +149,7 @@ pub fn summarize(
         acked: sum(|o| o.counts.acked),
         deliveries: sum(|o| o.counts.deliveries),
         replayed: sum(|o| o.counts.replayed),
+        out_of_order: sum(|o| o.counts.out_of_order),
     };
     let mut errors = ErrorCounts::new();
     let mut actions = ErrorCounts::new();
@@ -198,6 +200,7 @@ pub fn summarize(
                     acked: parts.iter().map(|p| p.counts.acked).sum(),
                     deliveries: parts.iter().map(|p| p.counts.deliveries).sum(),
                     replayed: parts.iter().map(|p| p.counts.replayed).sum(),
+                    out_of_order: parts.iter().map(|p| p.counts.out_of_order).sum(),
                 },
                 met: met(&scenario.thresholds, &ack, &delivery),
                 ack,
@@ -244,8 +247,8 @@ pub fn summarize(
         ServerCost {
             pid: s.pid,
             cpu_seconds: cpu,
-            cpu_us_per_message: cpu * 1e6 / counts.acked.max(1) as f64,
-            cpu_us_per_delivery: cpu * 1e6 / counts.deliveries.max(1) as f64,
+            cpu_us_per_message: (counts.acked > 0).then(|| cpu * 1e6 / counts.acked as f64),
+            cpu_us_per_delivery: (counts.deliveries > 0).then(|| cpu * 1e6 / counts.deliveries as f64),
             rss_before_connect_kib: s.before_connect.rss_kib,
             rss_connected_kib: s.connected.rss_kib,
             rss_end_kib: s.end.rss_kib,
@@ -303,6 +306,10 @@ pub fn summarize(
     }
 }
 
+fn per(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
+}
+
 /// The rows of the summary table: (label, value), shared by the text and HTML reports.
 fn rows(s: &Summary) -> Vec<(String, String)> {
     let mut rows = vec![
@@ -347,8 +354,11 @@ fn rows(s: &Summary) -> Vec<(String, String)> {
         rows.push((
             "server CPU".into(),
             format!(
-                "{:.2} s in the phases ({:.1} µs/message, {:.1} µs/delivery); {:.2} s to connect",
-                v.cpu_seconds, v.cpu_us_per_message, v.cpu_us_per_delivery, v.connect_cpu_seconds
+                "{:.2} s in the phases ({} µs/message, {} µs/delivery); {:.2} s to connect",
+                v.cpu_seconds,
+                per(v.cpu_us_per_message),
+                per(v.cpu_us_per_delivery),
+                v.connect_cpu_seconds
             ),
         ));
         rows.push((

@@ -3,7 +3,7 @@
 //! reads every frame and collects an `Outcome` that a parent can merge.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::ops::Range;
 use std::rc::Rc;
@@ -68,6 +68,9 @@ pub struct Counts {
     pub deliveries: u64,
     /// Of `deliveries`, those replayed by `sync` after a reconnect (not in the latency histogram).
     pub replayed: u64,
+    /// Of `deliveries`, live copies that arrived after an update with a higher `seq` on the same
+    /// connection: the server sent the user's log out of order (the check orders by `seq`).
+    pub out_of_order: u64,
 }
 
 /// One phase as this process ran it.
@@ -163,6 +166,8 @@ struct State {
     /// Deliveries expected from the acks seen (exact drain only).
     expected: u64,
     last_delivery: Instant,
+    /// (user, message) of every copy received, to tell new copies from duplicates.
+    received: HashSet<(usize, i64)>,
     acks: Vec<(i64, i64, i64)>,
     copies: Vec<(i64, i64, u64, i64)>,
     open: u64,
@@ -186,6 +191,7 @@ impl State {
             errors: ErrorCounts::new(),
             expected: 0,
             last_delivery: Instant::now(),
+            received: HashSet::new(),
             acks: Vec::new(),
             copies: Vec::new(),
             open: 0,
@@ -222,7 +228,7 @@ impl State {
             ServerFrame::Update { seq, update } => {
                 let slot = &mut self.slots[user];
                 let replayed = slot.replay.is_some_and(|(from, to)| seq > from && seq <= to);
-                let fresh = seq > slot.last_seq || replayed;
+                let behind = seq <= slot.last_seq && !replayed;
                 slot.last_seq = slot.last_seq.max(seq);
                 let Update::Message { message } = update else { return None };
                 if message.event.is_some() || message.sender_id.0 == me {
@@ -230,9 +236,13 @@ impl State {
                 }
                 let chat = message.chat_id.0;
                 self.copies.push((chat, me, seq, message.id.0));
-                if !fresh {
+                if !self.received.insert((user, message.id.0)) {
                     return None;
                 }
+                if behind {
+                    self.counts.out_of_order += 1;
+                }
+                let slot = &mut self.slots[user];
                 slot.newest = Some((chat, message.id.0));
                 self.counts.deliveries += 1;
                 self.last_delivery = Instant::now();
@@ -763,8 +773,12 @@ mod tests {
         let frame = delivery(&s, 2, 11, "b");
         s.on_frame(1, frame.clone());
         s.on_frame(1, frame);
-        assert_eq!((s.counts.deliveries, s.expected), (2, 2), "a repeated seq is a duplicate");
-        assert_eq!((s.ack.count(), s.delivery.count(), s.copies.len()), (2, 2, 3));
+        assert_eq!((s.counts.deliveries, s.expected), (2, 2), "a repeated message is a duplicate");
+        assert_eq!(s.counts.out_of_order, 0);
+        let late = delivery(&s, 1, 12, "c");
+        s.on_frame(1, late);
+        assert_eq!((s.counts.deliveries, s.counts.out_of_order), (3, 1), "a new copy behind the log still counts");
+        assert_eq!((s.ack.count(), s.delivery.count(), s.copies.len()), (2, 3, 4), "duplicates are kept for the check");
         assert!(s.pending.is_empty());
     }
 
