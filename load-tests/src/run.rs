@@ -1,226 +1,357 @@
-//! Drives one run: creates the population over REST, connects every user,
-//! sends direct messages on schedule and collects latencies and errors.
+//! Drives one slice of the users: connects them, runs the phases' events on
+//! schedule (messages, receipts, idleness, presence, reconnects, churn),
+//! reads every frame and collects an `Outcome` that a parent can merge.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::ops::Range;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use actix_codec::Framed;
 use anyhow::{Context, bail};
-use awc::ws;
-use futures_util::{SinkExt, StreamExt, future::join_all};
-use protocol::ids::{ChatId, UserId};
-use protocol::rest::{ChatSummary, FriendRequest, LoginRequest, OpenDirectChat, RegisterRequest, TokenResponse};
+use awc::{BoxedSocket, ws};
+use futures_util::{SinkExt, StreamExt};
+use protocol::ids::{ChatId, MessageId};
+use protocol::rest::{PresenceChoice, PresenceSetting};
 use protocol::ws::{ClientFrame, ServerFrame, Update};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::check::{CheckReport, Checker};
-use crate::scenario::{Pairs, Scenario};
-use crate::stats::{ErrorCounts, Latencies, LatencySummary, check_thresholds, error_rate, own_resources};
+use crate::scenario::{Action, Scenario};
+use crate::schedule::Schedule;
+use crate::setup::{Plan, REQUEST_TIMEOUT, bounded, call, rest_base, ws_url};
+use crate::stats::{ErrorCounts, Latencies, ProcSample, Sparse, own_resources};
 
-const PASSWORD: &str = "parley-load-password";
-/// Setup requests in flight at once.
-const SETUP_CONCURRENCY: usize = 32;
-/// Longest wait for one HTTP request or one WebSocket handshake.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait for outstanding acks and deliveries after the last phase.
+/// Longest wait for outstanding acks and deliveries after the last phase (plus the longest churn).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// In a multi-process run nobody knows every ack: a worker's drain ends after this long without a delivery.
+const QUIET_DRAIN: Duration = Duration::from_secs(1);
+/// After each `[step]` step, how long to wait for its acks before judging it.
+const STEP_SETTLE: Duration = Duration::from_secs(2);
+/// Largest server frame accepted (presence snapshots of big groups are large).
+const MAX_SERVER_FRAME: usize = 16 << 20;
+/// Presence choices the `presence` action cycles through.
+const PRESENCE_CYCLE: [PresenceChoice; 3] = [PresenceChoice::Away, PresenceChoice::Busy, PresenceChoice::Auto];
 
-/// The result of a run, printed as a table and written as JSON.
-#[derive(Debug, Serialize)]
-pub struct Summary {
-    pub url: String,
-    pub user_prefix: String,
-    pub users: usize,
-    pub phases: Vec<PhaseSummary>,
-    pub duration_secs: f64,
-    pub connect: LatencySummary,
-    pub ack: LatencySummary,
-    pub delivery: LatencySummary,
+type Tx = mpsc::UnboundedSender<ws::Message>;
+type Socket = Framed<BoxedSocket, ws::Codec>;
+
+/// What this process drives.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Local addresses to bind outgoing sockets to, round-robin; empty: the OS picks.
+    pub source_addrs: Vec<IpAddr>,
+    /// Users whose connections and events this process owns.
+    pub slice: Range<usize>,
+    /// This process's share of every rate (1 in a single-process run).
+    pub share: f64,
+    /// Worker number (0 in a single-process run); part of every client message ID.
+    pub worker: usize,
+    /// True when this process sees every ack (single process): the drain then
+    /// waits for exactly the expected deliveries instead of for quiet.
+    pub exact_drain: bool,
+    /// Prefix of progress lines.
+    pub label: String,
+}
+
+/// Counters of a run or a phase.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct Counts {
+    /// Messages scheduled to be sent.
     pub scheduled: u64,
     pub acked: u64,
-    pub delivered: u64,
-    pub delivered_per_sec: f64,
-    pub errors: ErrorCounts,
-    pub error_count: u64,
-    pub error_rate: f64,
-    pub check: CheckReport,
-    pub cpu_seconds: f64,
-    pub max_rss_kib: u64,
-    pub violations: Vec<String>,
-    pub passed: bool,
+    /// New (non-duplicate) message copies that reached a recipient, live or replayed.
+    pub deliveries: u64,
+    /// Of `deliveries`, those replayed by `sync` after a reconnect (not in the latency histogram).
+    pub replayed: u64,
+    /// Of `deliveries`, live copies that arrived after an update with a higher `seq` on the same
+    /// connection: the server sent the user's log out of order (the check orders by `seq`).
+    pub out_of_order: u64,
 }
 
-/// One phase as run.
-#[derive(Debug, Serialize)]
-pub struct PhaseSummary {
-    pub name: String,
-    pub scheduled: u64,
+/// One phase as this process ran it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PhaseOutcome {
+    pub counts: Counts,
     pub secs: f64,
+    pub ack: Sparse,
+    pub delivery: Sparse,
 }
 
-/// A registered, logged-in user.
-struct User {
-    id: UserId,
-    token: String,
+/// One second of the run (from the start of the first phase).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Second {
+    pub sent: u64,
+    pub acked: u64,
+    pub deliveries: u64,
+    pub errors: u64,
+    /// Open connections at the end of the second.
+    pub open: u64,
+    pub ack: Sparse,
+    pub delivery: Sparse,
 }
 
-/// A message on its way: who sent it where, and when it was due.
+/// Everything one process measured; several merge into one summary.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Outcome {
+    pub connect: Sparse,
+    /// Wall time of the connect stage.
+    pub connect_secs: f64,
+    pub connected: u64,
+    pub reconnect: Sparse,
+    pub ack: Sparse,
+    pub delivery: Sparse,
+    pub counts: Counts,
+    /// Phases run (a `[step]` run may stop early).
+    pub phases: Vec<PhaseOutcome>,
+    pub seconds: Vec<Second>,
+    /// Events per action name; `skipped` counts events whose user was away or lacked a chat.
+    pub actions: BTreeMap<String, u64>,
+    pub errors: ErrorCounts,
+    /// (chat, sender, message) of every ack.
+    pub acks: Vec<(i64, i64, i64)>,
+    /// (chat, recipient, seq, message) of every copy received.
+    pub copies: Vec<(i64, i64, u64, i64)>,
+    /// Users whose connection was lost for good.
+    pub lost: Vec<i64>,
+    pub duration_secs: f64,
+    pub tool: ProcSample,
+}
+
+/// A send waiting for its ack.
 struct Pending {
     due: Instant,
-    chat: i64,
-    recipient: i64,
+    chat: usize,
+    phase: usize,
 }
 
+/// One user's connection state.
 #[derive(Default)]
-struct Shared {
-    /// Sends not yet acked or refused, by `client_msg_id`.
+struct Slot {
+    tx: Option<Tx>,
+    /// Bumped whenever the tool opens or closes the connection on purpose,
+    /// so a reader that ends after that knows it was not lost.
+    generation: u64,
+    /// Closed on purpose; coming back.
+    away: bool,
+    lost: bool,
+    idle: bool,
+    presence: usize,
+    /// Highest update `seq` seen.
+    last_seq: u64,
+    /// While a `sync` replays: the seqs in `(from, to]` are replayed, not duplicates.
+    replay: Option<(u64, u64)>,
+    /// Newest message received (chat, message), for `seen`.
+    newest: Option<(i64, i64)>,
+}
+
+struct State {
+    plan: Rc<Plan>,
+    slots: Vec<Slot>,
+    /// The clock all due times map to microseconds since the Unix epoch from.
+    epoch: (Instant, u64),
     pending: HashMap<String, Pending>,
-    /// Due time of sends whose delivery has not been seen, by `client_msg_id`.
-    undelivered: HashMap<String, Instant>,
-    delivered_ids: HashSet<(i64, i64)>,
+    phases: Vec<(Counts, Latencies, Latencies)>,
     ack: Latencies,
     delivery: Latencies,
+    reconnect: Latencies,
+    second_ack: Latencies,
+    second_delivery: Latencies,
+    counts: Counts,
     errors: ErrorCounts,
-    checker: Checker,
-    scheduled: u64,
-    acked: u64,
-    acked_delivered: u64,
+    /// Deliveries expected from the acks seen (exact drain only).
+    expected: u64,
+    last_delivery: Instant,
+    /// (user, message) of every copy received, to tell new copies from duplicates.
+    received: HashSet<(usize, i64)>,
+    acks: Vec<(i64, i64, i64)>,
+    copies: Vec<(i64, i64, u64, i64)>,
+    open: u64,
 }
 
-impl Shared {
-    fn error(&mut self, code: impl Into<String>) {
-        *self.errors.entry(code.into()).or_default() += 1;
+impl State {
+    fn new(plan: Rc<Plan>, phases: usize) -> Self {
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        Self {
+            slots: (0..plan.users.len()).map(|_| Slot::default()).collect(),
+            plan,
+            epoch: (Instant::now(), unix),
+            pending: HashMap::new(),
+            phases: (0..phases).map(|_| Default::default()).collect(),
+            ack: Latencies::default(),
+            delivery: Latencies::default(),
+            reconnect: Latencies::default(),
+            second_ack: Latencies::coarse(),
+            second_delivery: Latencies::coarse(),
+            counts: Counts::default(),
+            errors: ErrorCounts::new(),
+            expected: 0,
+            last_delivery: Instant::now(),
+            received: HashSet::new(),
+            acks: Vec::new(),
+            copies: Vec::new(),
+            open: 0,
+        }
     }
 
-    fn on_frame(&mut self, me: i64, frame: ServerFrame) {
+    fn unix_micros(&self, at: Instant) -> u64 {
+        self.epoch.1 + at.saturating_duration_since(self.epoch.0).as_micros() as u64
+    }
+
+    fn error(&mut self, code: &str) {
+        *self.errors.entry(code.to_owned()).or_default() += 1;
+    }
+
+    /// Handles one frame of `user`'s connection; returns a frame to answer with.
+    fn on_frame(&mut self, user: usize, frame: ServerFrame) -> Option<ClientFrame> {
+        let me = self.plan.users[user].id;
         match frame {
             ServerFrame::Ack { client_msg_id, message, .. } => {
-                let Some(pending) = self.pending.remove(&client_msg_id) else { return };
-                self.ack.record_micros(pending.due.elapsed().as_micros() as u64);
-                self.acked += 1;
-                self.checker.acked(pending.chat, pending.recipient, message.id.0);
-                if self.delivered_ids.contains(&(pending.recipient, message.id.0)) {
-                    self.acked_delivered += 1;
+                let pending = self.pending.remove(&client_msg_id)?;
+                let micros = pending.due.elapsed().as_micros() as u64;
+                self.ack.record_micros(micros);
+                self.second_ack.record_micros(micros);
+                if let Some(phase) = self.phases.get_mut(pending.phase) {
+                    phase.0.acked += 1;
+                    phase.1.record_micros(micros);
+                }
+                self.counts.acked += 1;
+                self.acks.push((message.chat_id.0, me, message.id.0));
+                let members = &self.plan.chats[pending.chat].members;
+                let expected = members.iter().filter(|&&m| m != user && !self.slots[m].lost).count();
+                self.expected += expected as u64;
+            }
+            ServerFrame::Update { seq, update } => {
+                let slot = &mut self.slots[user];
+                let replayed = slot.replay.is_some_and(|(from, to)| seq > from && seq <= to);
+                let behind = seq <= slot.last_seq && !replayed;
+                slot.last_seq = slot.last_seq.max(seq);
+                let Update::Message { message } = update else { return None };
+                if message.event.is_some() || message.sender_id.0 == me {
+                    return None;
+                }
+                let chat = message.chat_id.0;
+                self.copies.push((chat, me, seq, message.id.0));
+                if !self.received.insert((user, message.id.0)) {
+                    return None;
+                }
+                if behind {
+                    self.counts.out_of_order += 1;
+                }
+                let slot = &mut self.slots[user];
+                slot.newest = Some((chat, message.id.0));
+                self.counts.deliveries += 1;
+                self.last_delivery = Instant::now();
+                let (due, phase) = parse_body(&message.body)?;
+                if let Some(phase) = self.phases.get_mut(phase) {
+                    phase.0.deliveries += 1;
+                }
+                if replayed {
+                    self.counts.replayed += 1;
+                    return None;
+                }
+                let micros = self.unix_micros(Instant::now()).saturating_sub(due);
+                self.delivery.record_micros(micros);
+                self.second_delivery.record_micros(micros);
+                if let Some(phase) = self.phases.get_mut(phase) {
+                    phase.2.record_micros(micros);
                 }
             }
-            ServerFrame::Update { update: Update::Message { message }, .. } if message.sender_id.0 != me => {
-                self.checker.delivered(message.chat_id.0, me, message.id.0);
-                if !self.delivered_ids.insert((me, message.id.0)) {
-                    return;
+            ServerFrame::Synced { seq, has_more } => {
+                if has_more {
+                    return Some(ClientFrame::Sync { after_seq: seq });
                 }
-                if let Some(due) = self.undelivered.remove(&message.client_msg_id) {
-                    self.delivery.record_micros(due.elapsed().as_micros() as u64);
-                }
-                if !self.pending.contains_key(&message.client_msg_id) {
-                    // Already acked (delivery after ack); otherwise counted at the ack.
-                    self.acked_delivered += 1;
-                }
+                self.slots[user].replay = None;
             }
             ServerFrame::Error(error) => {
                 let code = serde_json::to_value(error.code).ok().and_then(|v| v.as_str().map(str::to_owned));
-                self.error(format!("ws_{}", code.unwrap_or_else(|| "unknown".into())));
+                self.error(&format!("ws_{}", code.as_deref().unwrap_or("unknown")));
                 if let Some(id) = error.client_msg_id {
                     self.pending.remove(&id);
-                    self.undelivered.remove(&id);
                 }
             }
             _ => {}
         }
+        None
     }
 
-    fn drained(&self) -> bool {
-        self.pending.is_empty() && self.acked_delivered >= self.acked
-    }
-}
-
-fn rest_base(url: &str) -> String {
-    format!("{}/api/v1", url.trim_end_matches('/'))
-}
-
-async fn call<T: DeserializeOwned>(request: awc::ClientRequest, body: Option<serde_json::Value>) -> anyhow::Result<T> {
-    let what = format!("{} {}", request.get_method(), request.get_uri());
-    let sent = match body {
-        Some(body) => request.send_json(&body).await,
-        None => request.send().await,
-    };
-    let mut response = sent.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-    let bytes = response.body().limit(8 << 20).await.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-    if !response.status().is_success() {
-        bail!("{what}: HTTP {}: {}", response.status(), String::from_utf8_lossy(&bytes));
-    }
-    serde_json::from_slice(if bytes.is_empty() { b"null" } else { &bytes })
-        .with_context(|| format!("{what}: bad response body"))
-}
-
-async fn create_user(client: &awc::Client, base: &str, username: String) -> anyhow::Result<User> {
-    let register =
-        RegisterRequest { username: username.clone(), password: PASSWORD.into(), display_name: username.clone() };
-    let _: serde_json::Value =
-        call(client.post(format!("{base}/auth/register")), Some(serde_json::to_value(register)?)).await?;
-    let login = LoginRequest { username, password: PASSWORD.into() };
-    let tokens: TokenResponse =
-        call(client.post(format!("{base}/auth/login")), Some(serde_json::to_value(login)?)).await?;
-    Ok(User { id: tokens.user_id, token: tokens.access_token })
-}
-
-async fn befriend(client: &awc::Client, base: &str, from: &User, to: &User) -> anyhow::Result<ChatId> {
-    let request = serde_json::to_value(FriendRequest { user_id: to.id })?;
-    let _: serde_json::Value =
-        call(client.post(format!("{base}/friends/requests")).bearer_auth(&from.token), Some(request)).await?;
-    let _: serde_json::Value =
-        call(client.post(format!("{base}/friends/requests/{}/accept", from.id)).bearer_auth(&to.token), None).await?;
-    open_chat(client, base, from, to).await
-}
-
-async fn open_chat(client: &awc::Client, base: &str, from: &User, to: &User) -> anyhow::Result<ChatId> {
-    let open = serde_json::to_value(OpenDirectChat { user_id: to.id })?;
-    let chat: ChatSummary =
-        call(client.post(format!("{base}/chats/direct")).bearer_auth(&from.token), Some(open)).await?;
-    Ok(chat.id)
-}
-
-/// Runs `futures` at most `SETUP_CONCURRENCY` at a time, in order.
-async fn bounded<T, F: Future<Output = anyhow::Result<T>>>(futures: Vec<F>) -> anyhow::Result<Vec<T>> {
-    let mut results = Vec::with_capacity(futures.len());
-    let mut futures = futures.into_iter().peekable();
-    while futures.peek().is_some() {
-        let chunk: Vec<F> = futures.by_ref().take(SETUP_CONCURRENCY).collect();
-        for result in join_all(chunk).await {
-            results.push(result?);
+    /// A reader of `user`'s connection `generation` ended.
+    fn closed(&mut self, user: usize, generation: u64) {
+        self.open -= 1;
+        let slot = &mut self.slots[user];
+        if slot.generation == generation {
+            slot.tx = None;
+            slot.lost = true;
+            self.error("connection_lost");
         }
     }
-    Ok(results)
+
+    /// Closes `user`'s connection on purpose.
+    fn hang_up(&mut self, user: usize) {
+        let slot = &mut self.slots[user];
+        slot.generation += 1;
+        if let Some(tx) = slot.tx.take() {
+            let _ = tx.send(ws::Message::Close(Some(ws::CloseCode::Normal.into())));
+        }
+    }
+
+    fn send(&mut self, user: usize, frame: &ClientFrame) {
+        let sent = match (&self.slots[user].tx, serde_json::to_string(frame)) {
+            (Some(tx), Ok(text)) => tx.send(ws::Message::Text(text.into())).is_ok(),
+            _ => false,
+        };
+        if !sent {
+            self.error("send_on_closed_connection");
+        }
+    }
+
+    fn settled(&self, slice: &Range<usize>) -> bool {
+        self.slots[slice.clone()].iter().all(|s| !s.away && s.replay.is_none())
+    }
 }
 
-/// Connects `user`, waits for `hello`, then spawns its reader and writer.
-async fn connect(
-    client: &awc::Client,
-    ws_url: &str,
-    user: &User,
-    shared: Rc<RefCell<Shared>>,
-) -> anyhow::Result<(Duration, mpsc::UnboundedSender<ws::Message>)> {
+/// The body of a load message: its due time (µs since the Unix epoch) and phase.
+fn parse_body(body: &str) -> Option<(u64, usize)> {
+    let (due, phase) = body.split_once(' ')?;
+    Some((due.parse().ok()?, phase.parse().ok()?))
+}
+
+/// An HTTP and WebSocket client bound to `source`, if given.
+pub fn client(source: Option<IpAddr>) -> awc::Client {
+    let builder = awc::Client::builder().timeout(REQUEST_TIMEOUT).connector(awc::Connector::new().limit(0));
+    match source {
+        Some(addr) => builder.local_address(addr).finish(),
+        None => builder.finish(),
+    }
+}
+
+/// Opens a WebSocket for `token` and waits for `hello`; returns the time it took and hello's `seq`.
+async fn open(client: &awc::Client, url: &str, token: &str) -> anyhow::Result<(Duration, Socket, u64)> {
     let started = Instant::now();
-    let (_, mut framed) = client
-        .ws(ws_url)
-        .protocols(["parley.v1"])
-        .bearer_auth(&user.token)
-        .max_frame_size(1 << 20)
-        .connect()
+    let handshake =
+        client.ws(url).protocols(["parley.v1"]).bearer_auth(token).max_frame_size(MAX_SERVER_FRAME).connect();
+    let (_, mut socket) = tokio::time::timeout(REQUEST_TIMEOUT, handshake)
         .await
+        .context("no handshake within 30 s")?
         .map_err(|e| anyhow::anyhow!("WebSocket handshake: {e}"))?;
-    let hello = tokio::time::timeout(REQUEST_TIMEOUT, framed.next()).await.context("no hello within 30 s")?;
+    let hello = tokio::time::timeout(REQUEST_TIMEOUT, socket.next()).await.context("no hello within 30 s")?;
     match hello {
         Some(Ok(ws::Frame::Text(text))) => match serde_json::from_slice::<ServerFrame>(&text) {
-            Ok(ServerFrame::Hello { .. }) => {}
+            Ok(ServerFrame::Hello { seq, .. }) => Ok((started.elapsed(), socket, seq)),
             other => bail!("expected hello, got {other:?}"),
         },
         other => bail!("expected hello, got {other:?}"),
     }
-    let connect_time = started.elapsed();
-    let (mut sink, mut stream) = framed.split();
+}
+
+/// Starts the writer and reader of `user`'s new connection; with `resume`,
+/// `sync`s the updates missed since the last one seen.
+fn attach(state: &Rc<RefCell<State>>, user: usize, socket: Socket, hello_seq: u64, resume: bool) {
+    let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<ws::Message>();
     actix_rt::spawn(async move {
         while let Some(message) = rx.recv().await {
@@ -230,227 +361,383 @@ async fn connect(
             }
         }
     });
-    let me = user.id.0;
-    let pong = tx.clone();
+    let generation = {
+        let mut s = state.borrow_mut();
+        s.open += 1;
+        let slot = &mut s.slots[user];
+        slot.generation += 1;
+        slot.away = false;
+        if resume && hello_seq > slot.last_seq {
+            slot.replay = Some((slot.last_seq, hello_seq));
+            let sync = ClientFrame::Sync { after_seq: slot.last_seq };
+            if let Ok(text) = serde_json::to_string(&sync) {
+                let _ = tx.send(ws::Message::Text(text.into()));
+            }
+        } else if !resume {
+            slot.last_seq = hello_seq;
+        }
+        slot.tx = Some(tx.clone());
+        slot.generation
+    };
+    let state = state.clone();
     actix_rt::spawn(async move {
         while let Some(frame) = stream.next().await {
             match frame {
-                Ok(ws::Frame::Text(text)) => match serde_json::from_slice::<ServerFrame>(&text) {
-                    Ok(frame) => shared.borrow_mut().on_frame(me, frame),
-                    Err(_) => shared.borrow_mut().error("bad_server_frame"),
-                },
-                Ok(ws::Frame::Ping(bytes)) => {
-                    let _ = pong.send(ws::Message::Pong(bytes));
-                }
-                Ok(ws::Frame::Close(reason)) => {
-                    if reason.is_some_and(|r| u16::from(r.code) != 1000) {
-                        shared.borrow_mut().error("connection_closed");
+                Ok(ws::Frame::Text(text)) => {
+                    let reply = match serde_json::from_slice::<ServerFrame>(&text) {
+                        Ok(frame) => state.borrow_mut().on_frame(user, frame),
+                        Err(_) => {
+                            state.borrow_mut().error("bad_server_frame");
+                            None
+                        }
+                    };
+                    if let Some(Ok(text)) = reply.map(|r| serde_json::to_string(&r)) {
+                        let _ = tx.send(ws::Message::Text(text.into()));
                     }
-                    break;
                 }
+                Ok(ws::Frame::Ping(bytes)) => {
+                    let _ = tx.send(ws::Message::Pong(bytes));
+                }
+                Ok(ws::Frame::Close(_)) | Err(_) => break,
                 Ok(_) => {}
-                Err(_) => {
-                    shared.borrow_mut().error("connection_error");
-                    break;
+            }
+        }
+        state.borrow_mut().closed(user, generation);
+    });
+}
+
+/// The connected slice, ready to run its phases.
+pub struct Driver {
+    scenario: Scenario,
+    options: Options,
+    state: Rc<RefCell<State>>,
+    clients: Vec<awc::Client>,
+    outcome: Outcome,
+}
+
+impl Driver {
+    fn client_for(&self, user: usize) -> &awc::Client {
+        &self.clients[user % self.clients.len()]
+    }
+
+    /// Connects every user of the slice. Failed connections are counted as
+    /// errors (and their users left out of the check); none at all is an error.
+    pub async fn connect(scenario: &Scenario, plan: Rc<Plan>, options: Options) -> anyhow::Result<Self> {
+        let clients: Vec<awc::Client> = if options.source_addrs.is_empty() {
+            vec![client(None)]
+        } else {
+            options.source_addrs.iter().map(|&a| client(Some(a))).collect()
+        };
+        let state = Rc::new(RefCell::new(State::new(plan.clone(), scenario.phases.len())));
+        let mut driver = Self { scenario: scenario.clone(), options, state, clients, outcome: Outcome::default() };
+        let slice = driver.options.slice.clone();
+        eprintln!("{}connecting {} WebSockets", driver.options.label, slice.len());
+        let started = Instant::now();
+        let attempts = slice
+            .clone()
+            .map(|user| {
+                let (client, url, token) =
+                    (driver.client_for(user), ws_url(plan.url_of(user)), &plan.users[user].token);
+                async move { Ok(open(client, &url, token).await) }
+            })
+            .collect();
+        let results = bounded(scenario.population.connect_concurrency, attempts).await?;
+        driver.outcome.connect_secs = started.elapsed().as_secs_f64();
+        let mut connect = Latencies::default();
+        let mut first_error = None;
+        for (user, result) in slice.zip(results) {
+            match result {
+                Ok((time, socket, seq)) => {
+                    connect.record_micros(time.as_micros() as u64);
+                    attach(&driver.state, user, socket, seq, false);
+                }
+                Err(error) => {
+                    let mut s = driver.state.borrow_mut();
+                    s.slots[user].lost = true;
+                    s.error("connect_failed");
+                    first_error.get_or_insert(error);
                 }
             }
         }
-    });
-    Ok((connect_time, tx))
-}
-
-/// A short run-unique username prefix (lowercase hex of the clock and PID).
-fn user_prefix() -> String {
-    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    format!("lt{:x}{:x}", millis & 0xffff_ffff, std::process::id() & 0xfff)
-}
-
-/// Runs `scenario` against the server at `url`.
-pub async fn run(scenario: &Scenario, url: &str) -> anyhow::Result<Summary> {
-    let base = rest_base(url);
-    let ws_url = format!("{}/ws", base.replacen("http", "ws", 1));
-    let client = awc::Client::builder().timeout(REQUEST_TIMEOUT).finish();
-    let prefix = user_prefix();
-    let n = scenario.population.users;
-
-    eprintln!("setup: registering {n} users with prefix {prefix}");
-    let users = bounded((0..n).map(|i| create_user(&client, &base, format!("{prefix}_{i}"))).collect()).await?;
-    // Pair i is (i, i + 1); with two users the ring is one friendship.
-    let pairs = match scenario.friends.pairs {
-        Pairs::Ring => {
-            eprintln!("setup: befriending users in a ring");
-            if n == 2 { 1 } else { n }
+        driver.outcome.connected = connect.count();
+        driver.outcome.connect = connect.sparse();
+        if let Some(error) = first_error {
+            if connect.count() == 0 {
+                return Err(error.context("no connection could be opened"));
+            }
+            eprintln!("{}warning: some connections failed, the first: {error:#}", driver.options.label);
         }
-    };
-    let mut chats =
-        bounded((0..pairs).map(|i| befriend(&client, &base, &users[i], &users[(i + 1) % n])).collect()).await?;
-    if n == 2 {
-        chats.push(chats[0]);
+        Ok(driver)
     }
 
-    eprintln!("setup: connecting {n} WebSockets");
-    let shared = Rc::new(RefCell::new(Shared::default()));
-    let mut connect = Latencies::default();
-    let connected =
-        bounded(users.iter().map(|user| self::connect(&client, &ws_url, user, shared.clone())).collect()).await?;
-    let mut senders = Vec::with_capacity(n);
-    for (time, tx) in connected {
-        connect.record_micros(time.as_micros() as u64);
-        senders.push(tx);
+    /// Runs the phases from `start`, drains, closes every connection.
+    pub async fn run(mut self, start: Instant) -> anyhow::Result<Outcome> {
+        tokio::time::sleep_until(start.into()).await;
+        let running = Rc::new(Cell::new(true));
+        let stage = Rc::new(RefCell::new(String::new()));
+        let seconds = self.spawn_ticker(start, running.clone(), stage.clone());
+        let slice = self.options.slice.clone();
+        let seed = self.scenario.seed ^ (self.options.worker as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut dice = StdRng::seed_from_u64(seed);
+        let mut gaps = StdRng::seed_from_u64(seed.wrapping_add(1));
+        let mut actions = [0u64; 8];
+        let mut sequence = 0u64;
+        let phases = self.scenario.phases.clone();
+        for (index, phase) in phases.iter().enumerate() {
+            let (from, to) = phase.rates();
+            let (from, to) = (from * self.options.share, to * self.options.share);
+            let mix = phase.mix();
+            let phase_start = Instant::now();
+            phase.name.clone_into(&mut stage.borrow_mut());
+            eprintln!(
+                "{}phase {}: {from:.1} to {to:.1} events/s over {} s",
+                self.options.label, phase.name, phase.duration_secs
+            );
+            let schedule = Schedule::new(from, to, phase.duration_secs, phase.arrival, || gaps.r#gen::<f64>());
+            for (k, offset) in schedule.enumerate() {
+                let due = phase_start + Duration::from_secs_f64(offset);
+                if due > Instant::now() {
+                    tokio::time::sleep_until(due.into()).await;
+                } else if k % 32 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                let user = slice.start + dice.gen_range(0..slice.len());
+                let action = mix.pick(dice.r#gen::<f64>());
+                let done = self.act(user, action, due, index, phase.churn_secs, &mut sequence);
+                actions[if done { action as usize } else { 7 }] += 1;
+            }
+            let end = phase_start + Duration::from_secs_f64(phase.duration_secs);
+            tokio::time::sleep_until(end.into()).await;
+            self.outcome.phases.push(PhaseOutcome { secs: phase_start.elapsed().as_secs_f64(), ..Default::default() });
+            if self.scenario.step.is_some() && !self.step_met(index).await {
+                eprintln!("{}phase {}: p99 threshold missed, stopping the steps", self.options.label, phase.name);
+                break;
+            }
+        }
+
+        "drain".clone_into(&mut stage.borrow_mut());
+        let deadline = Instant::now() + DRAIN_TIMEOUT + Duration::from_secs_f64(self.scenario.longest_churn_secs());
+        while !self.drained() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let duration = start.elapsed();
+        running.set(false);
+        let mut s = self.state.borrow_mut();
+        for user in slice.clone() {
+            s.hang_up(user);
+        }
+        let unacked = s.pending.len() as u64;
+        if unacked > 0 {
+            *s.errors.entry("no_ack".into()).or_default() += unacked;
+        }
+        let names = ["direct", "group", "seen", "idle", "presence", "reconnect", "churn", "skipped"];
+        let mut outcome = std::mem::take(&mut self.outcome);
+        outcome.actions =
+            names.iter().zip(actions).filter(|(_, n)| *n > 0).map(|(k, n)| ((*k).to_owned(), n)).collect();
+        for (phase, (counts, ack, delivery)) in outcome.phases.iter_mut().zip(&s.phases) {
+            phase.counts = *counts;
+            phase.ack = ack.sparse();
+            phase.delivery = delivery.sparse();
+        }
+        outcome.reconnect = s.reconnect.sparse();
+        outcome.ack = s.ack.sparse();
+        outcome.delivery = s.delivery.sparse();
+        outcome.counts = s.counts;
+        outcome.seconds = std::mem::take(&mut seconds.borrow_mut());
+        outcome.errors = std::mem::take(&mut s.errors);
+        outcome.acks = std::mem::take(&mut s.acks);
+        outcome.copies = std::mem::take(&mut s.copies);
+        outcome.lost = slice.filter(|&u| s.slots[u].lost).map(|u| s.plan.users[u].id).collect();
+        outcome.duration_secs = duration.as_secs_f64();
+        outcome.tool = own_resources();
+        Ok(outcome)
     }
 
-    let started = Instant::now();
-    let mut phases = Vec::new();
-    let mut sequence: u64 = 0;
-    // Progress runs beside the scheduler: a line per second even when a slow
-    // phase sends less than once a second; it ends when the run ends.
-    let stage = Rc::new(RefCell::new(String::new()));
-    let running = Rc::new(Cell::new(true));
-    {
-        let (shared, stage, running) = (shared.clone(), stage.clone(), running.clone());
+    fn drained(&self) -> bool {
+        let s = self.state.borrow();
+        let settled = s.pending.is_empty() && s.settled(&self.options.slice);
+        if self.options.exact_drain {
+            settled && s.counts.deliveries >= s.expected
+        } else {
+            settled && s.last_delivery.elapsed() >= QUIET_DRAIN
+        }
+    }
+
+    /// Waits for the step's acks (at most `STEP_SETTLE`), then tells whether its p99s met the thresholds.
+    async fn step_met(&self, index: usize) -> bool {
+        let until = Instant::now() + STEP_SETTLE;
+        while !self.state.borrow().pending.is_empty() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let s = self.state.borrow();
+        let (_, ack, delivery) = &s.phases[index];
+        let t = &self.scenario.thresholds;
+        !(t.p99_ack_ms.is_some_and(|l| ack.quantile_ms(0.99) > l)
+            || t.p99_delivery_ms.is_some_and(|l| delivery.quantile_ms(0.99) > l))
+    }
+
+    /// Does `action` as `user`; false when it could not (user away, no such chat, nothing to mark seen).
+    fn act(
+        &self,
+        user: usize,
+        action: Action,
+        due: Instant,
+        phase: usize,
+        churn_secs: f64,
+        sequence: &mut u64,
+    ) -> bool {
+        let mut s = self.state.borrow_mut();
+        if s.slots[user].tx.is_none() {
+            return false;
+        }
+        let plan = s.plan.clone();
+        let planned = &plan.users[user];
+        match action {
+            Action::Direct | Action::Group => {
+                let chat = if action == Action::Direct {
+                    planned.direct
+                } else {
+                    let groups = &planned.groups;
+                    (!groups.is_empty()).then(|| groups[*sequence as usize % groups.len()])
+                };
+                let Some(chat) = chat else { return false };
+                let client_msg_id = format!("{}-{}-{}", plan.prefix, self.options.worker, sequence);
+                *sequence += 1;
+                let frame = ClientFrame::Send {
+                    client_msg_id: client_msg_id.clone(),
+                    chat_id: ChatId(plan.chats[chat].id),
+                    body: format!("{} {phase}", s.unix_micros(due)),
+                };
+                s.counts.scheduled += 1;
+                s.phases[phase].0.scheduled += 1;
+                s.pending.insert(client_msg_id, Pending { due, chat, phase });
+                s.send(user, &frame);
+            }
+            Action::Seen => {
+                let Some((chat, message)) = s.slots[user].newest else { return false };
+                s.send(user, &ClientFrame::Seen { chat_id: ChatId(chat), message_id: MessageId(message) });
+            }
+            Action::Idle => {
+                let idle = !s.slots[user].idle;
+                s.slots[user].idle = idle;
+                s.send(user, &ClientFrame::Activity { idle });
+            }
+            Action::Presence => {
+                let slot = &mut s.slots[user];
+                slot.presence = (slot.presence + 1) % PRESENCE_CYCLE.len();
+                let setting = PresenceSetting { status: PRESENCE_CYCLE[slot.presence], status_text: String::new() };
+                let request = self
+                    .client_for(user)
+                    .put(format!("{}/me/presence", rest_base(plan.url_of(user))))
+                    .bearer_auth(&planned.token);
+                let state = self.state.clone();
+                actix_rt::spawn(async move {
+                    let body = serde_json::to_value(setting).ok();
+                    if call::<serde_json::Value>(request, body).await.is_err() {
+                        state.borrow_mut().error("rest_presence");
+                    }
+                });
+            }
+            Action::Reconnect | Action::Churn => {
+                let away = if action == Action::Churn { Duration::from_secs_f64(churn_secs) } else { Duration::ZERO };
+                s.hang_up(user);
+                s.slots[user].away = true;
+                let (state, client) = (self.state.clone(), self.client_for(user).clone());
+                let (url, token) = (ws_url(plan.url_of(user)), planned.token.clone());
+                actix_rt::spawn(async move {
+                    tokio::time::sleep(away).await;
+                    match open(&client, &url, &token).await {
+                        Ok((time, socket, seq)) => {
+                            state.borrow_mut().reconnect.record_micros(time.as_micros() as u64);
+                            attach(&state, user, socket, seq, true);
+                        }
+                        Err(_) => {
+                            let mut s = state.borrow_mut();
+                            s.slots[user].away = false;
+                            s.slots[user].lost = true;
+                            s.error("reconnect_failed");
+                        }
+                    }
+                });
+            }
+        }
+        true
+    }
+
+    /// Once a second: closes the second's counters and histograms and prints a progress line.
+    fn spawn_ticker(
+        &self,
+        start: Instant,
+        running: Rc<Cell<bool>>,
+        stage: Rc<RefCell<String>>,
+    ) -> Rc<RefCell<Vec<Second>>> {
+        let seconds = Rc::new(RefCell::new(Vec::new()));
+        let (state, out, label) = (self.state.clone(), seconds.clone(), self.options.label.clone());
         actix_rt::spawn(async move {
-            let mut last = (0u64, 0u64, 0u64);
-            let mut tick = tokio::time::interval_at((started + Duration::from_secs(1)).into(), Duration::from_secs(1));
+            let mut last = (0u64, 0u64, 0u64, 0u64);
+            let mut tick = tokio::time::interval_at((start + Duration::from_secs(1)).into(), Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 if !running.get() {
                     break;
                 }
-                progress(&shared, started, &mut last, &stage.borrow());
-            }
-        });
-    }
-    for phase in &scenario.phases {
-        let count = (phase.duration_secs * phase.rate_per_sec).round() as u64;
-        let phase_start = Instant::now();
-        phase.name.clone_into(&mut stage.borrow_mut());
-        eprintln!("phase {}: {count} messages over {} s", phase.name, phase.duration_secs);
-        for k in 0..count {
-            let due = phase_start + Duration::from_secs_f64(k as f64 / phase.rate_per_sec);
-            if due > Instant::now() {
-                tokio::time::sleep_until(due.into()).await;
-            } else if k % 32 == 0 {
-                tokio::task::yield_now().await;
-            }
-            let sender = (sequence % n as u64) as usize;
-            let recipient = (sender + 1) % n;
-            let client_msg_id = format!("{prefix}-{sequence}");
-            sequence += 1;
-            let frame = ClientFrame::Send {
-                client_msg_id: client_msg_id.clone(),
-                chat_id: chats[sender],
-                body: format!("load {client_msg_id}"),
-            };
-            {
-                let mut shared = shared.borrow_mut();
-                shared.scheduled += 1;
-                shared.pending.insert(
-                    client_msg_id.clone(),
-                    Pending { due, chat: chats[sender].0, recipient: users[recipient].id.0 },
+                let mut s = state.borrow_mut();
+                let errors: u64 = s.errors.values().sum();
+                let now = (s.counts.scheduled, s.counts.acked, s.counts.deliveries, errors);
+                let (ack_p99, delivery_p99) = (s.second_ack.quantile_ms(0.99), s.second_delivery.quantile_ms(0.99));
+                let second = Second {
+                    sent: now.0 - last.0,
+                    acked: now.1 - last.1,
+                    deliveries: now.2 - last.2,
+                    errors: now.3 - last.3,
+                    open: s.open,
+                    ack: s.second_ack.take_sparse(),
+                    delivery: s.second_delivery.take_sparse(),
+                };
+                eprintln!(
+                    "{label}[{:>4.0}s] {}: sent {}/s acked {}/s delivered {}/s | open {} | p99 ack {ack_p99:.1} ms, delivery {delivery_p99:.1} ms | errors {errors}",
+                    start.elapsed().as_secs_f64(),
+                    stage.borrow(),
+                    second.sent,
+                    second.acked,
+                    second.deliveries,
+                    second.open,
                 );
-                shared.undelivered.insert(client_msg_id, due);
+                out.borrow_mut().push(second);
+                last = now;
             }
-            let text = serde_json::to_string(&frame)?;
-            if senders[sender].send(ws::Message::Text(text.into())).is_err() {
-                shared.borrow_mut().error("send_on_closed_connection");
-            }
-        }
-        // The phase ends at its scheduled end, not at its last send.
-        let end = phase_start + Duration::from_secs_f64(phase.duration_secs);
-        tokio::time::sleep_until(end.into()).await;
-        phases.push(PhaseSummary {
-            name: phase.name.clone(),
-            scheduled: count,
-            secs: phase_start.elapsed().as_secs_f64(),
         });
+        seconds
     }
-
-    "drain".clone_into(&mut stage.borrow_mut());
-    let drain_until = Instant::now() + DRAIN_TIMEOUT;
-    while !shared.borrow().drained() && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let duration = started.elapsed();
-    running.set(false);
-    for tx in &senders {
-        let _ = tx.send(ws::Message::Close(Some(ws::CloseCode::Normal.into())));
-    }
-
-    let mut shared = shared.borrow_mut();
-    let unacked = shared.pending.len() as u64;
-    if unacked > 0 {
-        *shared.errors.entry("no_ack".into()).or_default() += unacked;
-    }
-    let check = shared.checker.report();
-    for (code, count) in [("missing", check.missing), ("reordered", check.reordered), ("unexpected", check.unexpected)]
-    {
-        if count > 0 {
-            *shared.errors.entry(code.into()).or_default() += count;
-        }
-    }
-    let error_count: u64 = shared.errors.values().sum();
-    let (ack, delivery) = (shared.ack.summary(), shared.delivery.summary());
-    let mut violations = check_thresholds(&scenario.thresholds, &ack, &delivery, error_count, shared.scheduled);
-    if check.failures() > 0 {
-        violations
-            .push(format!("correctness check failed: {} messages missing, reordered or unexpected", check.failures()));
-    }
-    let (cpu_seconds, max_rss_kib) = own_resources();
-    Ok(Summary {
-        url: url.to_owned(),
-        user_prefix: prefix,
-        users: n,
-        phases,
-        duration_secs: duration.as_secs_f64(),
-        connect: connect.summary(),
-        ack,
-        delivery,
-        scheduled: shared.scheduled,
-        acked: shared.acked,
-        delivered: check.delivered,
-        delivered_per_sec: check.delivered as f64 / duration.as_secs_f64().max(0.001),
-        error_rate: error_rate(error_count, shared.scheduled),
-        errors: std::mem::take(&mut shared.errors),
-        error_count,
-        check,
-        cpu_seconds,
-        max_rss_kib,
-        passed: violations.is_empty(),
-        violations,
-    })
-}
-
-/// One progress line: rates over the last second, p99s so far.
-fn progress(shared: &Rc<RefCell<Shared>>, started: Instant, last: &mut (u64, u64, u64), phase: &str) {
-    let shared = shared.borrow();
-    let now = (shared.scheduled, shared.acked, shared.delivered_ids.len() as u64);
-    let errors: u64 = shared.errors.values().sum();
-    eprintln!(
-        "[{:>4.0}s] {phase}: sent {}/s acked {}/s delivered {}/s | ack p99 {:.1} ms, delivery p99 {:.1} ms | errors {errors}",
-        started.elapsed().as_secs_f64(),
-        now.0 - last.0,
-        now.1 - last.1,
-        now.2 - last.2,
-        shared.ack.quantile_ms(0.99),
-        shared.delivery.quantile_ms(0.99),
-    );
-    *last = now;
 }
 
 #[cfg(test)]
 mod tests {
-    use protocol::ids::MessageId;
+    use protocol::ids::{MessageId, UserId};
     use protocol::ws::Message;
 
     use super::*;
+    use crate::setup::{PlannedChat, PlannedUser};
 
-    fn message(id: i64, sender: i64, client_msg_id: &str) -> Message {
+    /// Users 0 (ID 1) and 1 (ID 2) in direct chat 5.
+    fn state() -> State {
+        let user = |id| PlannedUser { id, token: String::new(), direct: Some(0), groups: Vec::new() };
+        let plan = Plan {
+            prefix: "t".into(),
+            urls: vec!["http://x".into()],
+            users: vec![user(1), user(2)],
+            chats: vec![PlannedChat { id: 5, members: vec![0, 1] }],
+        };
+        State::new(Rc::new(plan), 1)
+    }
+
+    fn message(id: i64, sender: i64, client_msg_id: &str, body: String) -> Message {
         Message {
             id: MessageId(id),
             chat_id: ChatId(5),
             sender_id: UserId(sender),
             client_msg_id: client_msg_id.into(),
-            body: "x".into(),
+            body,
             sent_at: 0,
             edited_at: None,
             deleted: false,
@@ -458,48 +745,50 @@ mod tests {
         }
     }
 
-    fn sent(shared: &mut Shared, client_msg_id: &str) {
-        shared.scheduled += 1;
-        shared.pending.insert(client_msg_id.into(), Pending { due: Instant::now(), chat: 5, recipient: 2 });
-        shared.undelivered.insert(client_msg_id.into(), Instant::now());
+    fn sent(state: &mut State, client_msg_id: &str) {
+        state.counts.scheduled += 1;
+        state.pending.insert(client_msg_id.into(), Pending { due: Instant::now(), chat: 0, phase: 0 });
     }
 
     fn ack(id: i64, client_msg_id: &str) -> ServerFrame {
-        ServerFrame::Ack {
-            client_msg_id: client_msg_id.into(),
-            message: message(id, 1, client_msg_id),
-            duplicate: false,
-        }
+        let message = message(id, 1, client_msg_id, String::new());
+        ServerFrame::Ack { client_msg_id: client_msg_id.into(), message, duplicate: false }
     }
 
-    fn delivery(id: i64, client_msg_id: &str) -> ServerFrame {
-        ServerFrame::Update { seq: 1, update: Update::Message { message: message(id, 1, client_msg_id) } }
+    fn delivery(state: &State, seq: u64, id: i64, client_msg_id: &str) -> ServerFrame {
+        let body = format!("{} 0", state.unix_micros(Instant::now()));
+        ServerFrame::Update { seq, update: Update::Message { message: message(id, 1, client_msg_id, body) } }
     }
 
     #[test]
-    fn drained_whether_delivery_comes_before_or_after_the_ack() {
-        let mut shared = Shared::default();
-        sent(&mut shared, "a");
-        sent(&mut shared, "b");
-        shared.on_frame(2, delivery(10, "a"));
-        shared.on_frame(1, ack(10, "a"));
-        assert!(!shared.drained(), "b is outstanding");
-        shared.on_frame(1, ack(11, "b"));
-        assert!(!shared.drained(), "b is not delivered yet");
-        shared.on_frame(2, delivery(11, "b"));
-        shared.on_frame(2, delivery(11, "b"));
-        assert!(shared.drained());
-        assert_eq!((shared.ack.count(), shared.delivery.count()), (2, 2), "a duplicate is measured once");
-        let report = shared.checker.report();
-        assert_eq!((report.delivered, report.duplicates, report.failures()), (2, 1, 0));
+    fn deliveries_count_whether_they_come_before_or_after_the_ack() {
+        let mut s = state();
+        sent(&mut s, "a");
+        sent(&mut s, "b");
+        let frame = delivery(&s, 1, 10, "a");
+        s.on_frame(1, frame);
+        s.on_frame(0, ack(10, "a"));
+        s.on_frame(0, ack(11, "b"));
+        assert!(s.counts.deliveries < s.expected, "b is not delivered yet");
+        let frame = delivery(&s, 2, 11, "b");
+        s.on_frame(1, frame.clone());
+        s.on_frame(1, frame);
+        assert_eq!((s.counts.deliveries, s.expected), (2, 2), "a repeated message is a duplicate");
+        assert_eq!(s.counts.out_of_order, 0);
+        let late = delivery(&s, 1, 12, "c");
+        s.on_frame(1, late);
+        assert_eq!((s.counts.deliveries, s.counts.out_of_order), (3, 1), "a new copy behind the log still counts");
+        assert_eq!((s.ack.count(), s.delivery.count(), s.copies.len()), (2, 3, 4), "duplicates are kept for the check");
+        assert!(s.pending.is_empty());
     }
 
     #[test]
     fn own_echo_is_not_a_delivery_and_errors_count_by_code() {
-        let mut shared = Shared::default();
-        sent(&mut shared, "a");
-        shared.on_frame(1, delivery(10, "a"));
-        assert_eq!(shared.delivery.count(), 0, "the sender's own copy is not a delivery");
+        let mut s = state();
+        sent(&mut s, "a");
+        let frame = delivery(&s, 1, 10, "a");
+        s.on_frame(0, frame);
+        assert_eq!(s.delivery.count(), 0, "the sender's own copy is not a delivery");
         let error = protocol::ws::ErrorFrame {
             code: protocol::ws::ErrorCode::RateLimited,
             message: "slow down".into(),
@@ -507,8 +796,28 @@ mod tests {
             request_id: None,
             retry_after_ms: Some(10),
         };
-        shared.on_frame(1, ServerFrame::Error(error));
-        assert!(shared.drained(), "a refused send is no longer outstanding");
-        assert_eq!(shared.errors.get("ws_rate_limited"), Some(&1));
+        s.on_frame(0, ServerFrame::Error(error));
+        assert!(s.pending.is_empty(), "a refused send is no longer outstanding");
+        assert_eq!(s.errors.get("ws_rate_limited"), Some(&1));
+    }
+
+    #[test]
+    fn a_replay_after_reconnect_counts_but_is_not_timed_and_asks_for_more() {
+        let mut s = state();
+        s.slots[1].last_seq = 7;
+        s.slots[1].replay = Some((3, 5));
+        let frame = delivery(&s, 4, 10, "a");
+        s.on_frame(1, frame);
+        assert_eq!((s.counts.deliveries, s.counts.replayed, s.delivery.count()), (1, 1, 0));
+        let more = s.on_frame(1, ServerFrame::Synced { seq: 5, has_more: true });
+        assert_eq!(more, Some(ClientFrame::Sync { after_seq: 5 }));
+        assert!(s.on_frame(1, ServerFrame::Synced { seq: 7, has_more: false }).is_none());
+        assert!(s.slots[1].replay.is_none());
+    }
+
+    #[test]
+    fn bodies_carry_due_time_and_phase() {
+        assert_eq!(parse_body("1700000000000000 3"), Some((1_700_000_000_000_000, 3)));
+        assert_eq!(parse_body("hello"), None);
     }
 }

@@ -7,17 +7,51 @@ use serde::Serialize;
 
 use crate::scenario::Thresholds;
 
+/// Highest latency a histogram holds: 1 h in microseconds (larger values are clamped).
+const MAX_MICROS: u64 = 3_600_000_000;
+
 /// A latency histogram in microseconds (1 µs to 1 h, 3 significant digits).
 #[derive(Debug)]
 pub struct Latencies(Histogram<u64>);
 
 impl Default for Latencies {
     fn default() -> Self {
-        Self(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"))
+        Self::with_digits(3)
     }
 }
 
+/// A histogram as (value, count) pairs of its non-empty buckets: what
+/// workers send to the parent and what per-second histograms are kept as.
+pub type Sparse = Vec<(u64, u64)>;
+
 impl Latencies {
+    /// A smaller histogram (2 significant digits) for per-second percentiles.
+    pub fn coarse() -> Self {
+        Self::with_digits(2)
+    }
+
+    fn with_digits(digits: u8) -> Self {
+        Self(Histogram::new_with_bounds(1, MAX_MICROS, digits).expect("valid histogram bounds"))
+    }
+
+    pub fn sparse(&self) -> Sparse {
+        self.0.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect()
+    }
+
+    /// Adds the values of `sparse` (a merge).
+    pub fn add_sparse(&mut self, sparse: &Sparse) {
+        for &(value, count) in sparse {
+            self.0.saturating_record_n(value.clamp(1, MAX_MICROS), count);
+        }
+    }
+
+    /// The histogram's contents, then empties it.
+    pub fn take_sparse(&mut self) -> Sparse {
+        let sparse = self.sparse();
+        self.0.reset();
+        sparse
+    }
+
     pub fn record_micros(&mut self, micros: u64) {
         self.0.saturating_record(micros.max(1));
     }
@@ -97,28 +131,39 @@ pub fn error_rate(errors: u64, scheduled: u64) -> f64 {
 /// Errors by code.
 pub type ErrorCounts = BTreeMap<String, u64>;
 
-/// CPU seconds (user + system) and peak RSS of this process, from /proc/self.
-pub fn own_resources() -> (f64, u64) {
-    // Fields 14 and 15 of /proc/self/stat (after the parenthesised name) are
-    // utime and stime in clock ticks; Linux exposes USER_HZ = 100 to user space.
-    let cpu = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / 100.0)
-        })
-        .unwrap_or(0.0);
-    let rss_kib = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0);
-    (cpu, rss_kib)
+/// CPU time and memory of a process at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct ProcSample {
+    /// User + system CPU seconds since the process started.
+    pub cpu_secs: f64,
+    /// Resident set size now, KiB.
+    pub rss_kib: u64,
+    /// Peak resident set size, KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// Samples `/proc/<pid>/stat` and `/proc/<pid>/status` (`pid` may be `self`); `None` once the process is gone.
+pub fn sample_process(pid: &str) -> Option<ProcSample> {
+    // Fields 14 and 15 of stat (after the parenthesised name) are utime and
+    // stime in clock ticks; Linux exposes USER_HZ = 100 to user space.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find(|line| line.starts_with(key))
+            .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    Some(ProcSample { cpu_secs: (utime + stime) / 100.0, rss_kib: kib("VmRSS:"), peak_rss_kib: kib("VmHWM:") })
+}
+
+/// CPU seconds and peak RSS of this process.
+pub fn own_resources() -> ProcSample {
+    sample_process("self").unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -167,6 +212,28 @@ mod tests {
             "no latency limits by default"
         );
         assert_eq!(check_thresholds(&Thresholds::default(), &fast, &fast, 1, 100).len(), 1, "errors fail by default");
+    }
+
+    #[test]
+    fn sparse_histograms_merge_to_the_same_percentiles() {
+        let whole = histogram(1..=1000);
+        let mut merged = Latencies::default();
+        merged.add_sparse(&histogram(1..=500).sparse());
+        merged.add_sparse(&histogram(501..=1000).sparse());
+        assert_eq!(merged.summary(), whole.summary());
+
+        let mut second = Latencies::coarse();
+        second.add_sparse(&whole.sparse());
+        let taken = second.take_sparse();
+        assert_eq!(second.count(), 0, "taking empties the histogram");
+        assert_eq!(taken.iter().map(|p| p.1).sum::<u64>(), 1000);
+    }
+
+    #[test]
+    fn own_process_can_be_sampled() {
+        let me = own_resources();
+        assert!(me.rss_kib > 0 && me.peak_rss_kib >= me.rss_kib, "{me:?}");
+        assert_eq!(sample_process("0"), None, "no such process");
     }
 
     #[test]

@@ -1,0 +1,238 @@
+//! Setup over REST: registers and logs in the population, makes the
+//! friendships and groups the scenario asks for, and records it all in a
+//! `Plan` that the driver (or each worker process) connects from.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use futures_util::{StreamExt, stream};
+use protocol::ids::UserId;
+use protocol::rest::{
+    AddMembers, ChatSummary, CreateGroup, FriendRequest, LoginRequest, OpenDirectChat, RegisterRequest, TokenResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::{Pairs, Scenario};
+
+const PASSWORD: &str = "parley-load-password";
+/// Longest wait for one HTTP request or one WebSocket handshake.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most members one create or add request may name (the server's limit).
+const MEMBERS_PER_REQUEST: usize = 256;
+
+/// Everything a driver needs to connect and act: who the users are, their
+/// tokens, which server each one talks to, and the chats between them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Plan {
+    /// Unique per run: usernames are `<prefix>_<n>`, client message IDs start with it.
+    pub prefix: String,
+    /// Base URLs; user *i* talks to `urls[i % urls.len()]`.
+    pub urls: Vec<String>,
+    pub users: Vec<PlannedUser>,
+    pub chats: Vec<PlannedChat>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlannedUser {
+    pub id: i64,
+    pub token: String,
+    /// Index into `Plan::chats` of the direct chat with the ring friend.
+    pub direct: Option<usize>,
+    /// Indices into `Plan::chats` of the user's groups.
+    pub groups: Vec<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PlannedChat {
+    pub id: i64,
+    /// Indices into `Plan::users`.
+    pub members: Vec<usize>,
+}
+
+impl Plan {
+    pub fn url_of(&self, user: usize) -> &str {
+        &self.urls[user % self.urls.len()]
+    }
+}
+
+pub fn rest_base(url: &str) -> String {
+    format!("{}/api/v1", url.trim_end_matches('/'))
+}
+
+pub fn ws_url(url: &str) -> String {
+    format!("{}/ws", rest_base(url).replacen("http", "ws", 1))
+}
+
+/// Sends `request` (with a JSON `body`, if any) and decodes a JSON answer; a non-2xx status is an error.
+pub async fn call<T: DeserializeOwned>(
+    request: awc::ClientRequest,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<T> {
+    let what = format!("{} {}", request.get_method(), request.get_uri());
+    let sent = match body {
+        Some(body) => request.send_json(&body).await,
+        None => request.send().await,
+    };
+    let mut response = sent.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    let bytes = response.body().limit(8 << 20).await.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    if !response.status().is_success() {
+        bail!("{what}: HTTP {}: {}", response.status(), String::from_utf8_lossy(&bytes));
+    }
+    serde_json::from_slice(if bytes.is_empty() { b"null" } else { &bytes })
+        .with_context(|| format!("{what}: bad response body"))
+}
+
+/// Runs `futures` at most `limit` at a time; the results keep their order.
+pub async fn bounded<T, F: Future<Output = anyhow::Result<T>>>(
+    limit: usize,
+    futures: Vec<F>,
+) -> anyhow::Result<Vec<T>> {
+    stream::iter(futures).buffered(limit).collect::<Vec<_>>().await.into_iter().collect()
+}
+
+/// A short run-unique username prefix (lowercase hex of the clock and PID).
+fn user_prefix() -> String {
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    format!("lt{:x}{:x}", millis & 0xffff_ffff, std::process::id() & 0xfff)
+}
+
+struct Account {
+    id: UserId,
+    token: String,
+}
+
+async fn create_user(client: &awc::Client, base: String, username: String) -> anyhow::Result<Account> {
+    let register =
+        RegisterRequest { username: username.clone(), password: PASSWORD.into(), display_name: username.clone() };
+    let _: serde_json::Value =
+        call(client.post(format!("{base}/auth/register")), Some(serde_json::to_value(register)?)).await?;
+    let login = LoginRequest { username, password: PASSWORD.into() };
+    let tokens: TokenResponse =
+        call(client.post(format!("{base}/auth/login")), Some(serde_json::to_value(login)?)).await?;
+    Ok(Account { id: tokens.user_id, token: tokens.access_token })
+}
+
+async fn befriend(client: &awc::Client, base: String, from: &Account, to: &Account) -> anyhow::Result<()> {
+    let request = serde_json::to_value(FriendRequest { user_id: to.id })?;
+    let _: serde_json::Value =
+        call(client.post(format!("{base}/friends/requests")).bearer_auth(&from.token), Some(request)).await?;
+    let _: serde_json::Value =
+        call(client.post(format!("{base}/friends/requests/{}/accept", from.id)).bearer_auth(&to.token), None).await?;
+    Ok(())
+}
+
+async fn open_chat(client: &awc::Client, base: &str, from: &Account, to: &Account) -> anyhow::Result<i64> {
+    let open = serde_json::to_value(OpenDirectChat { user_id: to.id })?;
+    let chat: ChatSummary =
+        call(client.post(format!("{base}/chats/direct")).bearer_auth(&from.token), Some(open)).await?;
+    Ok(chat.id.0)
+}
+
+/// Creates a group of `members` (the first is the owner, already friends with the rest).
+async fn create_group(
+    client: &awc::Client,
+    base: &str,
+    name: String,
+    owner: &Account,
+    members: Vec<UserId>,
+) -> anyhow::Result<i64> {
+    let mut chunks = members.chunks(MEMBERS_PER_REQUEST);
+    let first = CreateGroup { name, members: chunks.next().map(<[UserId]>::to_vec).unwrap_or_default() };
+    let chat: ChatSummary =
+        call(client.post(format!("{base}/chats/groups")).bearer_auth(&owner.token), Some(serde_json::to_value(first)?))
+            .await?;
+    for chunk in chunks {
+        let add = serde_json::to_value(AddMembers { members: chunk.to_vec() })?;
+        let _: ChatSummary =
+            call(client.post(format!("{base}/chats/{}/members", chat.id)).bearer_auth(&owner.token), Some(add)).await?;
+    }
+    Ok(chat.id.0)
+}
+
+/// The members of group `g`: `size` consecutive users (wrapping), starting at `g * size`.
+pub fn group_members(g: usize, size: usize, users: usize) -> Vec<usize> {
+    (0..size).map(|k| (g * size + k) % users).collect()
+}
+
+/// Registers the population and makes its friendships and groups.
+pub async fn setup(scenario: &Scenario, urls: &[String], client: &awc::Client) -> anyhow::Result<Plan> {
+    let prefix = user_prefix();
+    let n = scenario.population.users;
+    let limit = scenario.population.setup_concurrency;
+    let base = |user: usize| rest_base(&urls[user % urls.len()]);
+
+    eprintln!("setup: registering {n} users with prefix {prefix}");
+    let accounts =
+        bounded(limit, (0..n).map(|i| create_user(client, base(i), format!("{prefix}_{i}"))).collect()).await?;
+    let mut users: Vec<PlannedUser> = accounts
+        .iter()
+        .map(|a| PlannedUser { id: a.id.0, token: a.token.clone(), direct: None, groups: Vec::new() })
+        .collect();
+    let mut chats = Vec::new();
+    let mut friends = HashSet::new();
+
+    if scenario.friends.pairs == Pairs::Ring {
+        // Pair i is (i, i + 1); with two users the ring is one friendship.
+        let pairs: Vec<(usize, usize)> = (0..if n == 2 { 1 } else { n }).map(|i| (i, (i + 1) % n)).collect();
+        eprintln!("setup: befriending users in a ring ({} pairs)", pairs.len());
+        let accounts = &accounts;
+        let opened = bounded(
+            limit,
+            pairs
+                .iter()
+                .map(|&(a, b)| async move {
+                    befriend(client, base(a), &accounts[a], &accounts[b]).await?;
+                    open_chat(client, &base(a), &accounts[a], &accounts[b]).await
+                })
+                .collect(),
+        )
+        .await?;
+        for (&(a, b), id) in pairs.iter().zip(opened) {
+            friends.insert((a.min(b), a.max(b)));
+            users[a].direct = Some(chats.len());
+            if users[b].direct.is_none() {
+                users[b].direct = Some(chats.len());
+            }
+            chats.push(PlannedChat { id, members: vec![a, b] });
+        }
+    }
+
+    if let Some(groups) = &scenario.groups {
+        eprintln!("setup: creating {} groups of {} members", groups.count, groups.size);
+        for g in 0..groups.count {
+            let members = group_members(g, groups.size, n);
+            let owner = members[0];
+            let missing: Vec<usize> =
+                members[1..].iter().copied().filter(|&m| !friends.contains(&(owner.min(m), owner.max(m)))).collect();
+            let befriended = missing.iter().map(|&m| befriend(client, base(owner), &accounts[owner], &accounts[m]));
+            bounded(limit, befriended.collect()).await?;
+            friends.extend(missing.iter().map(|&m| (owner.min(m), owner.max(m))));
+            let ids = members[1..].iter().map(|&m| accounts[m].id).collect();
+            let id = create_group(client, &base(owner), format!("{prefix} group {g}"), &accounts[owner], ids).await?;
+            for &m in &members {
+                users[m].groups.push(chats.len());
+            }
+            chats.push(PlannedChat { id, members });
+        }
+    }
+    Ok(Plan { prefix, urls: urls.to_vec(), users, chats })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_take_consecutive_users_and_wrap() {
+        assert_eq!(group_members(0, 3, 10), vec![0, 1, 2]);
+        assert_eq!(group_members(3, 3, 10), vec![9, 0, 1]);
+    }
+
+    #[test]
+    fn urls_become_rest_and_websocket_bases() {
+        assert_eq!(rest_base("http://127.0.0.1:8080/"), "http://127.0.0.1:8080/api/v1");
+        assert_eq!(ws_url("http://127.0.0.1:8080"), "ws://127.0.0.1:8080/api/v1/ws");
+    }
+}
