@@ -8,6 +8,7 @@ mod scenario;
 mod schedule;
 mod setup;
 mod stats;
+mod xmpp;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
@@ -90,6 +91,9 @@ enum Command_ {
         #[command(flatten)]
         sources: Sources,
     },
+    /// Drive an XMPP server (ejabberd) over WebSocket with the same work, for comparison.
+    #[command(subcommand)]
+    Xmpp(xmpp::XmppCommand),
 }
 
 fn load(path: &Path) -> Result<Scenario, String> {
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command_::Xmpp(command) => xmpp::main(command),
     }
 }
 
