@@ -93,6 +93,9 @@ where
         .keep_alive(keep_alive)
         .client_request_timeout(HEAD_TIMEOUT)
         .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+        // Small writes (an actix-ws frame, an ack) must not wait for Nagle's
+        // algorithm and the peer's delayed ACK: up to 40 ms each.
+        .tcp_nodelay(true)
         .local_addr(local_addr)
         // Idle keep-alive connections close as soon as a graceful shutdown starts.
         .graceful_shutdown_signal(move || {
