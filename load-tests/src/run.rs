@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix_codec::Framed;
 use anyhow::{Context, bail};
 use awc::{BoxedSocket, ws};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use protocol::ids::{ChatId, MessageId};
 use protocol::rest::{PresenceChoice, PresenceSetting};
@@ -348,10 +349,9 @@ async fn open(client: &awc::Client, url: &str, token: &str) -> anyhow::Result<(D
     }
 }
 
-/// Starts the writer and reader of `user`'s new connection; with `resume`,
-/// `sync`s the updates missed since the last one seen.
-fn attach(state: &Rc<RefCell<State>>, user: usize, socket: Socket, hello_seq: u64, resume: bool) {
-    let (mut sink, mut stream) = socket.split();
+/// Starts a task that writes the returned channel's messages to `sink` in order, until the
+/// channel closes, a write fails or a close frame has been written. Shared with `xmpp`.
+pub(crate) fn spawn_writer(mut sink: SplitSink<Socket, ws::Message>) -> Tx {
     let (tx, mut rx) = mpsc::unbounded_channel::<ws::Message>();
     actix_rt::spawn(async move {
         while let Some(message) = rx.recv().await {
@@ -361,6 +361,14 @@ fn attach(state: &Rc<RefCell<State>>, user: usize, socket: Socket, hello_seq: u6
             }
         }
     });
+    tx
+}
+
+/// Starts the writer and reader of `user`'s new connection; with `resume`,
+/// `sync`s the updates missed since the last one seen.
+fn attach(state: &Rc<RefCell<State>>, user: usize, socket: Socket, hello_seq: u64, resume: bool) {
+    let (sink, mut stream) = socket.split();
+    let tx = spawn_writer(sink);
     let generation = {
         let mut s = state.borrow_mut();
         s.open += 1;

@@ -11,6 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use super::stanza;
+use crate::run::spawn_writer;
 
 /// Longest wait for the handshake and for each answer during setup.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -147,16 +148,8 @@ impl Session {
         mut on_text: impl FnMut(&str) + 'static,
         on_lost: impl FnOnce() + 'static,
     ) -> mpsc::UnboundedSender<ws::Message> {
-        let (mut sink, mut stream) = self.socket.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<ws::Message>();
-        actix_rt::spawn(async move {
-            while let Some(message) = rx.recv().await {
-                let closing = matches!(message, ws::Message::Close(_));
-                if sink.send(message).await.is_err() || closing {
-                    break;
-                }
-            }
-        });
+        let (sink, mut stream) = self.socket.split();
+        let tx = spawn_writer(sink);
         let pong = tx.clone();
         actix_rt::spawn(async move {
             while let Some(frame) = stream.next().await {
