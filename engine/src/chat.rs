@@ -2,14 +2,17 @@
 //! chat's messages (one append at a time), persists them, and publishes
 //! one delivery per destination shard.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler, Message, ResponseFuture, WrapFuture};
-use storage::{AppendOutcome, ChatKind, ChatRecord, GroupChanged, NewMessage, Role};
+use storage::{AppendOutcome, ChatKind, ChatRecord, GroupChanged, NewMessage, RelationView, Role};
 use tokio::sync::oneshot;
 
 use crate::bus::{Delivery, Payload};
@@ -63,6 +66,34 @@ pub(crate) struct ChatActor {
     queue: VecDeque<Op>,
     /// A step (a batch of posts, or one change) is being written.
     busy: bool,
+    /// The members' relation, for the block check on 1:1 posts.
+    relations: Rc<RelationCache>,
+}
+
+/// What each member of a 1:1 chat was to the other when relations last
+/// changed anywhere: the block check of a post reads storage only after a
+/// relation change (any, anywhere: they are rare next to messages).
+#[derive(Default)]
+pub(crate) struct RelationCache {
+    /// `(sender, relations epoch, view)` for each of the two members.
+    entries: Cell<[Option<(i64, u64, RelationView)>; 2]>,
+}
+
+impl RelationCache {
+    /// How `user` stands with `peer`, from the cache if no relation changed since.
+    async fn view(&self, core: &Core, user: i64, peer: i64) -> Result<RelationView, EngineError> {
+        // Read before loading: a change committed meanwhile leaves the entry stale, never wrong.
+        let epoch = core.relations_epoch.load(Ordering::Acquire);
+        let mut entries = self.entries.get();
+        if let Some((_, _, view)) = entries.iter().flatten().find(|(u, e, _)| *u == user && *e == epoch) {
+            return Ok(*view);
+        }
+        let view = core.stores.relations.relation(user, peer).await?;
+        let slot = entries.iter().position(|entry| entry.is_none_or(|(u, _, _)| u == user)).unwrap_or(0);
+        entries[slot] = Some((user, epoch, view));
+        self.entries.set(entries);
+        Ok(view)
+    }
 }
 
 /// One queued request with the channel its answer goes back on.
@@ -87,6 +118,7 @@ impl ChatActor {
             on_stop,
             queue: VecDeque::new(),
             busy: false,
+            relations: Rc::default(),
         }
     }
 
@@ -119,6 +151,7 @@ impl ChatActor {
         };
         self.busy = true;
         let core = self.core.clone();
+        let relations = self.relations.clone();
         let step: Pin<Box<dyn Future<Output = Option<ChatRecord>>>> = match self.queue.pop_front() {
             Some(Op::Post(post, reply)) => {
                 let mut posts = vec![(post, reply)];
@@ -128,7 +161,7 @@ impl ChatActor {
                     }
                 }
                 Box::pin(async move {
-                    write_posts(&core, &chat, posts).await;
+                    write_posts(&core, &chat, &relations, posts).await;
                     None
                 })
             }
@@ -220,11 +253,16 @@ impl Handler<ChangeGroup> for ChatActor {
 /// Writes a run of posts in one transaction, then publishes and answers
 /// each. Posts the chat refuses (not a member, a block) are answered
 /// without being written; a failed write fails every post of the run.
-async fn write_posts(core: &Core, chat: &ChatRecord, posts: Vec<(PostMessage, Reply<Posted>)>) {
+async fn write_posts(
+    core: &Core,
+    chat: &ChatRecord,
+    relations: &RelationCache,
+    posts: Vec<(PostMessage, Reply<Posted>)>,
+) {
     let mut batch = Vec::with_capacity(posts.len());
     let mut replies = Vec::with_capacity(posts.len());
     for (post, reply) in posts {
-        match prepare_post(core, chat, post).await {
+        match prepare_post(core, chat, relations, post).await {
             Ok(message) => {
                 batch.push(message);
                 replies.push(reply);
@@ -268,12 +306,17 @@ async fn write_posts(core: &Core, chat: &ChatRecord, posts: Vec<(PostMessage, Re
 }
 
 /// Checks a post against the chat and gives it its ID.
-async fn prepare_post(core: &Core, chat: &ChatRecord, post: PostMessage) -> Result<NewMessage, EngineError> {
+async fn prepare_post(
+    core: &Core,
+    chat: &ChatRecord,
+    relations: &RelationCache,
+    post: PostMessage,
+) -> Result<NewMessage, EngineError> {
     if !chat.members.contains(&post.sender_id) {
         return Err(EngineError::ChatNotFound);
     }
     if let Some(peer) = direct_peer(chat, post.sender_id) {
-        policy::may_message(core.stores.relations.relation(post.sender_id, peer).await?)?;
+        policy::may_message(relations.view(core, post.sender_id, peer).await?)?;
     }
     let id = core.ids.next_id().await?;
     Ok(NewMessage {

@@ -51,6 +51,9 @@ pub(crate) struct Core {
     pub config: EngineConfig,
     /// Each shard's presence mailbox, by shard number.
     pub presence_routes: OnceLock<Vec<actix::Recipient<PresenceControl>>>,
+    /// Counts committed relation changes: a relation read while it had a
+    /// value stays true until it moves (see `chat::RelationCache`).
+    pub relations_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// A stored (or found-again) message.
@@ -97,6 +100,7 @@ impl Engine {
             metrics,
             config: config.clone(),
             presence_routes: OnceLock::new(),
+            relations_epoch: std::sync::atomic::AtomicU64::new(0),
         });
         let arbiters: Vec<ArbiterHandle> = (0..config.actor_threads()).map(|_| Arbiter::new().handle()).collect();
         let ownership = OwnsAll;
@@ -547,6 +551,9 @@ impl Engine {
             Err(storage::StorageError::NotFound(_)) => return Err(EngineError::UserNotFound),
             Err(error) => return Err(error.into()),
         };
+        // After the commit: a post checked against the old relation before
+        // this point raced the change, as it would have without a cache.
+        self.core.relations_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         for (side, seq, relation) in change.updates {
             let peer = if side == user_id.0 { other } else { user_id };
             let update = Update::Relation { user_id: peer, relation: relation_state(relation) };
