@@ -66,7 +66,6 @@ impl Server {
 
         let avatar_permits = web::Data::new(avatars::AvatarPermits::new());
         let app_state = state.clone();
-        let app_data = state.clone();
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let builder = actix_server::Server::build();
         let shutdown = builder.graceful_shutdown_signal();
@@ -88,7 +87,7 @@ impl Server {
                     .configure(routes_config);
                 let http =
                     socket::HttpSettings { keep_alive: HTTP_KEEP_ALIVE, local_addr: addr, shutdown: shutdown.clone() };
-                socket::dispatcher(app, app_data.clone(), http)
+                socket::dispatcher(app, app_state.clone(), http)
             })?
             .run();
         let handle = server.handle();
