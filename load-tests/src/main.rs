@@ -77,6 +77,9 @@ enum Command_ {
         /// Split the connections over this many child processes (1–64).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_WORKERS as u64))]
         workers: u64,
+        /// Use these accounts (written by `parley seed --out`) instead of registering new ones.
+        #[arg(long)]
+        accounts: Option<PathBuf>,
         #[command(flatten)]
         sources: Sources,
     },
@@ -112,7 +115,7 @@ fn unix_micros() -> u64 {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command_::Run { scenario, urls, json, html, server_pid, workers, sources } => {
+        Command_::Run { scenario, urls, json, html, server_pid, workers, accounts, sources } => {
             let parsed = match load(&scenario) {
                 Ok(parsed) => parsed,
                 Err(error) => {
@@ -130,7 +133,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             let name = scenario.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-            let run = Run { scenario: &parsed, path: &scenario, urls, addrs, server_pid, workers: workers as usize };
+            let run = Run {
+                scenario: &parsed,
+                path: &scenario,
+                urls,
+                addrs,
+                server_pid,
+                workers: workers as usize,
+                accounts,
+            };
             let summary = match run.execute() {
                 Ok((plan, outcomes, trace)) => report::summarize(&name, &parsed, &plan, &outcomes, trace.as_ref()),
                 Err(error) => {
@@ -173,6 +184,8 @@ struct Run<'a> {
     addrs: Vec<IpAddr>,
     server_pid: Option<u32>,
     workers: usize,
+    /// Seeded accounts to use instead of registering.
+    accounts: Option<PathBuf>,
 }
 
 /// Samples the server once a second from `start` until stopped.
@@ -209,7 +222,14 @@ impl Run<'_> {
         }
         let system = actix_rt::System::new();
         let client = run::client(self.addrs.first().copied());
-        let plan = system.block_on(setup::setup(self.scenario, &self.urls, &client))?;
+        let seeded = match &self.accounts {
+            Some(path) => {
+                let bytes = std::fs::read(path).with_context(|| format!("--accounts {}", path.display()))?;
+                Some(serde_json::from_slice(&bytes).with_context(|| format!("--accounts {}", path.display()))?)
+            }
+            None => None,
+        };
+        let plan = system.block_on(setup::setup(self.scenario, &self.urls, &client, seeded))?;
         let mut trace =
             self.server_pid.map(|pid| ServerTrace { pid, before_connect: self.sample(), ..Default::default() });
         let (outcomes, sampler) = if self.workers == 1 {

@@ -125,6 +125,8 @@ pub struct Outcome {
 
 /// A send waiting for its ack.
 struct Pending {
+    /// The sender; a reconnect sends it again, as a client's outbox would.
+    user: usize,
     due: Instant,
     chat: usize,
     phase: usize,
@@ -201,6 +203,16 @@ impl State {
 
     fn unix_micros(&self, at: Instant) -> u64 {
         self.epoch.1 + at.saturating_duration_since(self.epoch.0).as_micros() as u64
+    }
+
+    /// The `send` frame of a pending message; the body carries its due
+    /// time and phase, so every copy tells its recipient the latency.
+    fn send_frame(&self, client_msg_id: String, pending: &Pending) -> ClientFrame {
+        ClientFrame::Send {
+            client_msg_id,
+            chat_id: ChatId(self.plan.chats[pending.chat].id),
+            body: format!("{} {}", self.unix_micros(pending.due), pending.phase),
+        }
     }
 
     fn error(&mut self, code: &str) {
@@ -385,7 +397,22 @@ fn attach(state: &Rc<RefCell<State>>, user: usize, socket: Socket, hello_seq: u6
             slot.last_seq = hello_seq;
         }
         slot.tx = Some(tx.clone());
-        slot.generation
+        let generation = slot.generation;
+        // Sends that were not acknowledged before the hang-up go again with
+        // the same client message ID: the server answers with the stored
+        // message, and stores nothing twice.
+        let again: Vec<ClientFrame> = s
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.user == user)
+            .map(|(id, pending)| s.send_frame(id.clone(), pending))
+            .collect();
+        for frame in again {
+            if let Ok(text) = serde_json::to_string(&frame) {
+                let _ = tx.send(ws::Message::Text(text.into()));
+            }
+        }
+        generation
     };
     let state = state.clone();
     actix_rt::spawn(async move {
@@ -611,14 +638,11 @@ impl Driver {
                 let Some(chat) = chat else { return false };
                 let client_msg_id = format!("{}-{}-{}", plan.prefix, self.options.worker, sequence);
                 *sequence += 1;
-                let frame = ClientFrame::Send {
-                    client_msg_id: client_msg_id.clone(),
-                    chat_id: ChatId(plan.chats[chat].id),
-                    body: format!("{} {phase}", s.unix_micros(due)),
-                };
+                let pending = Pending { user, due, chat, phase };
+                let frame = s.send_frame(client_msg_id.clone(), &pending);
                 s.counts.scheduled += 1;
                 s.phases[phase].0.scheduled += 1;
-                s.pending.insert(client_msg_id, Pending { due, chat, phase });
+                s.pending.insert(client_msg_id, pending);
                 s.send(user, &frame);
             }
             Action::Seen => {
@@ -755,7 +779,7 @@ mod tests {
 
     fn sent(state: &mut State, client_msg_id: &str) {
         state.counts.scheduled += 1;
-        state.pending.insert(client_msg_id.into(), Pending { due: Instant::now(), chat: 0, phase: 0 });
+        state.pending.insert(client_msg_id.into(), Pending { user: 0, due: Instant::now(), chat: 0, phase: 0 });
     }
 
     fn ack(id: i64, client_msg_id: &str) -> ServerFrame {

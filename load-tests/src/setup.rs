@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use futures_util::{StreamExt, stream};
 use protocol::ids::UserId;
 use protocol::rest::{
-    AddMembers, ChatSummary, CreateGroup, FriendRequest, LoginRequest, OpenDirectChat, RegisterRequest, TokenResponse,
+    AddMembers, ChatSummary, CreateGroup, FriendRequest, LoginRequest, OpenDirectChat, Problem, RegisterRequest,
+    SeededAccounts, TokenResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,17 @@ pub async fn call<T: DeserializeOwned>(
     request: awc::ClientRequest,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<T> {
+    call_or_problem(request, body).await?.map_err(|(what, problem)| {
+        anyhow::anyhow!("{what}: HTTP {}: {} ({})", problem.status, problem.code, problem.detail.unwrap_or_default())
+    })
+}
+
+/// Like [`call`], but a problem answer (a non-2xx status) is returned as
+/// `Err` next to the request's name, for callers that expect some.
+async fn call_or_problem<T: DeserializeOwned>(
+    request: awc::ClientRequest,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<Result<T, (String, Problem)>> {
     let what = format!("{} {}", request.get_method(), request.get_uri());
     let sent = match body {
         Some(body) => request.send_json(&body).await,
@@ -78,9 +90,13 @@ pub async fn call<T: DeserializeOwned>(
     let mut response = sent.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     let bytes = response.body().limit(8 << 20).await.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     if !response.status().is_success() {
-        bail!("{what}: HTTP {}: {}", response.status(), String::from_utf8_lossy(&bytes));
+        let problem = serde_json::from_slice(&bytes).with_context(|| {
+            format!("{what}: HTTP {} without a problem body: {}", response.status(), String::from_utf8_lossy(&bytes))
+        })?;
+        return Ok(Err((what, problem)));
     }
     serde_json::from_slice(if bytes.is_empty() { b"null" } else { &bytes })
+        .map(Ok)
         .with_context(|| format!("{what}: bad response body"))
 }
 
@@ -114,10 +130,18 @@ async fn create_user(client: &awc::Client, base: String, username: String) -> an
     Ok(Account { id: tokens.user_id, token: tokens.access_token })
 }
 
+/// Makes `from` and `to` friends; friends already (seeded accounts of an
+/// earlier run) is fine.
 async fn befriend(client: &awc::Client, base: String, from: &Account, to: &Account) -> anyhow::Result<()> {
     let request = serde_json::to_value(FriendRequest { user_id: to.id })?;
-    let _: serde_json::Value =
-        call(client.post(format!("{base}/friends/requests")).bearer_auth(&from.token), Some(request)).await?;
+    let sent: Result<serde_json::Value, _> =
+        call_or_problem(client.post(format!("{base}/friends/requests")).bearer_auth(&from.token), Some(request))
+            .await?;
+    match sent {
+        Ok(_) => {}
+        Err((_, problem)) if problem.code == "already_friends" => return Ok(()),
+        Err((what, problem)) => bail!("{what}: HTTP {}: {}", problem.status, problem.code),
+    }
     let _: serde_json::Value =
         call(client.post(format!("{base}/friends/requests/{}/accept", from.id)).bearer_auth(&to.token), None).await?;
     Ok(())
@@ -156,16 +180,33 @@ pub fn group_members(g: usize, size: usize, users: usize) -> Vec<usize> {
     (0..size).map(|k| (g * size + k) % users).collect()
 }
 
-/// Registers the population and makes its friendships and groups.
-pub async fn setup(scenario: &Scenario, urls: &[String], client: &awc::Client) -> anyhow::Result<Plan> {
+/// Registers the population (or takes the first `users` of `seeded`, made
+/// by `parley seed`) and makes its friendships and groups.
+pub async fn setup(
+    scenario: &Scenario,
+    urls: &[String],
+    client: &awc::Client,
+    seeded: Option<SeededAccounts>,
+) -> anyhow::Result<Plan> {
     let prefix = user_prefix();
     let n = scenario.population.users;
     let limit = scenario.population.setup_concurrency;
     let base = |user: usize| rest_base(&urls[user % urls.len()]);
 
-    eprintln!("setup: registering {n} users with prefix {prefix}");
-    let accounts =
-        bounded(limit, (0..n).map(|i| create_user(client, base(i), format!("{prefix}_{i}"))).collect()).await?;
+    let accounts = match seeded {
+        Some(seeded) => {
+            if seeded.users.len() < n {
+                bail!("--accounts has {} accounts; the scenario needs {n}", seeded.users.len());
+            }
+            eprintln!("setup: using {n} seeded accounts");
+            let first = seeded.users.into_iter().take(n);
+            first.map(|a| Account { id: a.tokens.user_id, token: a.tokens.access_token }).collect()
+        }
+        None => {
+            eprintln!("setup: registering {n} users with prefix {prefix}");
+            bounded(limit, (0..n).map(|i| create_user(client, base(i), format!("{prefix}_{i}"))).collect()).await?
+        }
+    };
     let mut users: Vec<PlannedUser> = accounts
         .iter()
         .map(|a| PlannedUser { id: a.id.0, token: a.token.clone(), direct: None, groups: Vec::new() })

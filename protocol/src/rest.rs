@@ -47,6 +47,20 @@ pub struct TokenResponse {
     pub user_id: UserId,
 }
 
+/// One account written by `parley seed`: its username and a login.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeededAccount {
+    pub username: String,
+    #[serde(flatten)]
+    pub tokens: TokenResponse,
+}
+
+/// The file `parley seed --out` writes and `parley-load run --accounts` reads.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SeededAccounts {
+    pub users: Vec<SeededAccount>,
+}
+
 /// `POST /auth/logout-others`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct LoggedOutOthers {

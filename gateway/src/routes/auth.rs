@@ -10,7 +10,8 @@ use protocol::rest::{
 };
 use storage::{NewRefreshToken, NewTokenFamily, NewUser, RotateOutcome, StorageError};
 
-use crate::auth::{random_token, token_hash};
+use crate::auth::{TokenKeys, random_token, token_hash};
+use crate::config::AuthConfig;
 use crate::errors::ApiError;
 use crate::routes::users::user_view;
 use crate::state::{AppState, AuthUser};
@@ -78,20 +79,33 @@ pub async fn login(
     if needs_rehash {
         rehash(&state, user.id, password).await;
     }
-    let family_id = state.engine.next_id().await?;
+    let access_ttl = Duration::from_secs(state.config.auth.access_token_ttl_secs);
+    let tokens = start_session(&state.engine, &state.keys, &state.config.auth, user.id, access_ttl).await?;
+    tracing::info!(user_id = user.id, "user logged in");
+    Ok(web::Json(tokens))
+}
+
+/// Starts a login session (token family) for `user_id`: stores its first
+/// refresh token and signs an access token valid for `access_ttl`.
+pub(crate) async fn start_session(
+    engine: &engine::Engine,
+    keys: &TokenKeys,
+    auth: &AuthConfig,
+    user_id: i64,
+    access_ttl: Duration,
+) -> Result<TokenResponse, ApiError> {
+    let family_id = engine.next_id().await?;
     let refresh_token = random_token();
     let now = engine::now_ms();
-    state
-        .engine
+    engine
         .stores()
         .tokens
         .create_family(
-            NewTokenFamily { id: family_id, user_id: user.id, created_at_ms: now },
-            new_refresh(&state, &refresh_token, now),
+            NewTokenFamily { id: family_id, user_id, created_at_ms: now },
+            new_refresh(auth, &refresh_token, now),
         )
         .await?;
-    tracing::info!(user_id = user.id, family_id, "user logged in");
-    Ok(web::Json(token_response(&state, user.id, family_id, refresh_token)?))
+    issue_tokens(keys, user_id, family_id, refresh_token, access_ttl)
 }
 
 /// Trade a refresh token for a new token pair. The presented token is used
@@ -108,10 +122,12 @@ pub async fn refresh(
     let presented = token_hash(&body.refresh_token);
     let next_token = random_token();
     let now = engine::now_ms();
-    let outcome = state.engine.stores().tokens.rotate(&presented, new_refresh(&state, &next_token, now), now).await?;
+    let outcome =
+        state.engine.stores().tokens.rotate(&presented, new_refresh(&state.config.auth, &next_token, now), now).await?;
     match outcome {
         RotateOutcome::Rotated { user_id, family_id } => {
-            Ok(web::Json(token_response(&state, user_id, family_id, next_token)?))
+            let access_ttl = Duration::from_secs(state.config.auth.access_token_ttl_secs);
+            Ok(web::Json(issue_tokens(&state.keys, user_id, family_id, next_token, access_ttl)?))
         }
         RotateOutcome::Reused { user_id, family_id } => {
             tracing::warn!(user_id, family_id, "refresh token reused; token family revoked");
@@ -179,30 +195,30 @@ async fn rehash(state: &web::Data<AppState>, user_id: i64, password: String) {
     }
 }
 
-fn new_refresh(state: &AppState, token: &str, now: i64) -> NewRefreshToken {
-    let ttl_ms = state.config.auth.refresh_token_ttl_secs.saturating_mul(1000) as i64;
+fn new_refresh(auth: &AuthConfig, token: &str, now: i64) -> NewRefreshToken {
+    let ttl_ms = auth.refresh_token_ttl_secs.saturating_mul(1000) as i64;
     NewRefreshToken { hash: token_hash(token), expires_at_ms: now + ttl_ms, created_at_ms: now }
 }
 
-fn token_response(
-    state: &AppState,
+fn issue_tokens(
+    keys: &TokenKeys,
     user_id: i64,
     family_id: i64,
     refresh_token: String,
+    access_ttl: Duration,
 ) -> Result<TokenResponse, ApiError> {
-    let ttl = state.config.auth.access_token_ttl_secs;
-    let access_token = state.keys.issue(user_id, family_id, Duration::from_secs(ttl)).map_err(ApiError::internal)?;
+    let access_token = keys.issue(user_id, family_id, access_ttl).map_err(ApiError::internal)?;
     Ok(TokenResponse {
         access_token,
         refresh_token,
         token_type: "Bearer".into(),
-        expires_in: ttl,
+        expires_in: access_ttl.as_secs(),
         user_id: UserId(user_id),
     })
 }
 
 /// Checks a username and returns its case-folded key.
-fn validate_username(username: &str) -> Result<String, ApiError> {
+pub(crate) fn validate_username(username: &str) -> Result<String, ApiError> {
     let len = username.chars().count();
     let charset_ok = username.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !USERNAME_LEN.contains(&len) || !charset_ok {
@@ -228,7 +244,7 @@ pub(crate) fn validate_display_name(display_name: &str) -> Result<String, ApiErr
     Ok(trimmed.to_string())
 }
 
-fn validate_password(password: &str) -> Result<(), ApiError> {
+pub(crate) fn validate_password(password: &str) -> Result<(), ApiError> {
     if PASSWORD_LEN.contains(&password.chars().count()) {
         Ok(())
     } else {

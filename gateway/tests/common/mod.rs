@@ -3,7 +3,9 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::TcpListener;
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 use awc::ws::{self, Frame};
@@ -532,5 +534,56 @@ impl WsClient {
 
     pub async fn close(mut self) {
         let _ = self.framed.send(ws::Message::Close(None)).await;
+    }
+}
+
+/// A `parley` process, killed if the test ends without stopping it.
+pub struct Node(pub Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Node {
+    /// `kill -9`, and reap.
+    pub fn kill_9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+/// Starts `parley serve` on a free loopback port with its data in `dir`,
+/// configured through environment variables, and waits until it is ready.
+pub async fn spawn_node(dir: &Path) -> (Node, Api) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("parley.log")).unwrap();
+    let node = Node(
+        Command::new(env!("CARGO_BIN_EXE_parley"))
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .env("PARLEY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PARLEY_LOG_FORMAT", "json")
+            .env("PARLEY_AUTH__ARGON2_MEMORY_KIB", "1024")
+            .env("PARLEY_AUTH__ARGON2_ITERATIONS", "1")
+            .env("PARLEY_ENGINE__SEND_BURST", "10000")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let api = Api::new(format!("http://127.0.0.1:{port}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = awc::Client::new().get(api.url("/readyz")).send().await.map(|r| r.status().as_u16() == 200);
+        if ready.unwrap_or(false) {
+            return (node, api);
+        }
+        assert!(Instant::now() < deadline, "parley did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
