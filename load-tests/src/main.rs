@@ -71,6 +71,9 @@ enum Command_ {
         /// Also write a self-contained HTML report with plots to this file.
         #[arg(long)]
         html: Option<PathBuf>,
+        /// Also write each plot as a standalone SVG file, <DIR>/<scenario>-<plot>.svg.
+        #[arg(long)]
+        plots: Option<PathBuf>,
         /// Sample this server process's CPU and memory (/proc/PID) and report its cost.
         #[arg(long)]
         server_pid: Option<u32>,
@@ -115,7 +118,7 @@ fn unix_micros() -> u64 {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command_::Run { scenario, urls, json, html, server_pid, workers, accounts, sources } => {
+        Command_::Run { scenario, urls, json, html, plots, server_pid, workers, accounts, sources } => {
             let parsed = match load(&scenario) {
                 Ok(parsed) => parsed,
                 Err(error) => {
@@ -150,13 +153,25 @@ fn main() -> ExitCode {
                 }
             };
             let _ = report::write_table(&mut std::io::stdout().lock(), &summary);
-            let written = json
-                .map(|path| (serde_json::to_vec_pretty(&summary).map_err(std::io::Error::other), path))
-                .into_iter()
-                .chain(html.map(|path| (Ok(report::html(&summary).into_bytes()), path)))
-                .try_for_each(|(bytes, path)| {
-                    bytes.and_then(|b| std::fs::write(&path, b)).map_err(|e| format!("{}: {e}", path.display()))
-                });
+            let mut outputs = Vec::new();
+            if let Some(path) = json {
+                outputs.push((path, serde_json::to_vec_pretty(&summary).map_err(std::io::Error::other)));
+            }
+            if let Some(path) = html {
+                outputs.push((path, Ok(report::html(&summary).into_bytes())));
+            }
+            if let Some(dir) = plots {
+                let charts = report::charts(&summary).into_iter();
+                outputs.extend(
+                    charts.map(|(slug, _, svg)| (dir.join(format!("{name}-{slug}.svg")), Ok(svg.into_bytes()))),
+                );
+            }
+            let written = outputs.into_iter().try_for_each(|(path, bytes)| {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+                }
+                bytes.and_then(|b| std::fs::write(&path, b)).map_err(|e| format!("{}: {e}", path.display()))
+            });
             if let Err(error) = written {
                 eprintln!("parley-load: {error}");
                 return ExitCode::from(2);

@@ -428,7 +428,7 @@ pub fn chart(title: &str, unit: &str, lines: &[(&str, &str, Vec<f64>)]) -> Strin
     let y = |v: f64| (H - BOTTOM) - (H - BOTTOM - 10.0) * (v / top);
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\">\
-<title>{}</title><rect x=\"{LEFT}\" y=\"10\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#ccc\"/>",
+<title>{}</title><rect width=\"100%\" height=\"100%\" fill=\"#fff\"/><rect x=\"{LEFT}\" y=\"10\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#ccc\"/>",
         escape(title),
         W - LEFT - 10.0,
         H - BOTTOM - 10.0
@@ -459,9 +459,56 @@ pub fn chart(title: &str, unit: &str, lines: &[(&str, &str, Vec<f64>)]) -> Strin
     svg + "</svg>"
 }
 
+/// The run's plots as standalone SVG: (file-name slug, heading, SVG) for
+/// latency, throughput, open connections and, with `--server-pid`, server CPU.
+pub fn charts(s: &Summary) -> Vec<(&'static str, &'static str, String)> {
+    let series = |f: fn(&SeriesPoint) -> f64| s.series.iter().map(f).collect::<Vec<f64>>();
+    let mut charts = vec![
+        (
+            "latency",
+            "Latency over time",
+            chart(
+                "latency per second",
+                "ms",
+                &[
+                    ("ack p50", "#1f77b4", series(|p| p.ack_p50_ms)),
+                    ("ack p99", "#aec7e8", series(|p| p.ack_p99_ms)),
+                    ("delivery p50", "#d62728", series(|p| p.delivery_p50_ms)),
+                    ("delivery p99", "#ff9896", series(|p| p.delivery_p99_ms)),
+                ],
+            ),
+        ),
+        (
+            "throughput",
+            "Throughput over time",
+            chart(
+                "throughput per second",
+                "/s",
+                &[
+                    ("sent/s", "#1f77b4", series(|p| p.sent as f64)),
+                    ("delivered/s", "#2ca02c", series(|p| p.delivered as f64)),
+                ],
+            ),
+        ),
+        (
+            "connections",
+            "Open connections",
+            chart("open connections", "", &[("open", "#9467bd", series(|p| p.open as f64))]),
+        ),
+    ];
+    if s.server.is_some() {
+        let cpu = series(|p| p.server_cpu_pct.unwrap_or(0.0));
+        charts.push((
+            "server-cpu",
+            "Server CPU",
+            chart("server CPU", "%", &[("server CPU % of a core", "#8c564b", cpu)]),
+        ));
+    }
+    charts
+}
+
 /// The self-contained HTML report: summary table, latency and throughput over time.
 pub fn html(s: &Summary) -> String {
-    let series = |f: fn(&SeriesPoint) -> f64| s.series.iter().map(f).collect::<Vec<f64>>();
     let mut page = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>parley-load {}</title>\
 <style>body{{font-family:sans-serif;margin:2em;max-width:62em}}table{{border-collapse:collapse}}\
@@ -501,32 +548,9 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}td.n{{text-align:r
             if p.met { "yes" } else { "no" }
         );
     }
-    page += "</table><h2>Latency over time</h2>";
-    page += &chart(
-        "latency per second",
-        "ms",
-        &[
-            ("ack p50", "#1f77b4", series(|p| p.ack_p50_ms)),
-            ("ack p99", "#aec7e8", series(|p| p.ack_p99_ms)),
-            ("delivery p50", "#d62728", series(|p| p.delivery_p50_ms)),
-            ("delivery p99", "#ff9896", series(|p| p.delivery_p99_ms)),
-        ],
-    );
-    page += "<h2>Throughput over time</h2>";
-    page += &chart(
-        "throughput per second",
-        "/s",
-        &[("sent/s", "#1f77b4", series(|p| p.sent as f64)), ("delivered/s", "#2ca02c", series(|p| p.delivered as f64))],
-    );
-    page += "<h2>Open connections</h2>";
-    page += &chart("open connections", "", &[("open", "#9467bd", series(|p| p.open as f64))]);
-    if s.server.is_some() {
-        page += "<h2>Server CPU</h2>";
-        page += &chart(
-            "server CPU",
-            "%",
-            &[("server CPU % of a core", "#8c564b", series(|p| p.server_cpu_pct.unwrap_or(0.0)))],
-        );
+    page += "</table>";
+    for (_, heading, svg) in charts(s) {
+        page += &format!("<h2>{heading}</h2>{svg}");
     }
     page + "</body></html>\n"
 }
@@ -585,5 +609,16 @@ mod tests {
         }
         assert_eq!(page.matches("<table>").count(), page.matches("</table>").count());
         assert!(!page.contains("a<b"), "text is escaped");
+    }
+
+    #[test]
+    fn plots_stand_alone_as_svg_files() {
+        let charts = charts(&summary());
+        let slugs: Vec<&str> = charts.iter().map(|c| c.0).collect();
+        assert_eq!(slugs, ["latency", "throughput", "connections"]);
+        for (slug, _, svg) in charts {
+            assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""), "{slug} is a standalone SVG");
+            assert!(svg.contains("fill=\"#fff\""), "{slug} has its own background");
+        }
     }
 }
