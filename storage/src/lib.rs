@@ -10,6 +10,7 @@ mod error;
 mod media;
 mod records;
 pub mod relation;
+pub mod scylla;
 mod search;
 pub mod sqlite;
 
