@@ -464,7 +464,8 @@ impl ChatStore for ScyllaStore {
     async fn updates_after(&self, user_id: i64, after: u64, page: u32) -> StorageResult<Vec<UpdateRecord>> {
         // Seqs are stored as bigint; nothing lies beyond i64::MAX.
         let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let entries: Vec<LogRow> = self.rows(LOG_AFTER, (user_id, after, limit(page))).await?;
+        let Some(limit) = limit(page) else { return Ok(Vec::new()) };
+        let entries: Vec<LogRow> = self.rows(LOG_AFTER, (user_id, after, limit)).await?;
         let entries = entries.into_iter().map(rows::log_entry).collect::<StorageResult<Vec<_>>>()?;
         self.for_each(entries, |(seq, entry)| async move {
             let kind = match entry {

@@ -305,7 +305,7 @@ impl ScyllaStore {
             session.query_unpaged(statement, ()).await.or_backend()?;
         }
         session.await_schema_agreement().await.or_backend()?;
-        session.use_keyspace(&config.keyspace, true).await.or_backend()?;
+        session.use_keyspace(&config.keyspace, false).await.or_backend()?;
         let mut prepared = Vec::with_capacity(statements::ALL.len());
         for entry in statements::ALL {
             let mut statement = session.prepare(entry.cql).await.or_backend()?;

@@ -17,9 +17,10 @@ fn ordered(a: i64, b: i64) -> (i64, i64) {
     if a <= b { (a, b) } else { (b, a) }
 }
 
-/// A `LIMIT` bind from a page size.
-pub(super) fn limit(limit: u32) -> i32 {
-    i32::try_from(limit).unwrap_or(i32::MAX)
+/// A `LIMIT` bind from a page size; `None` for 0 (CQL refuses `LIMIT 0`:
+/// the caller answers with nothing).
+pub(super) fn limit(limit: u32) -> Option<i32> {
+    (limit > 0).then(|| i32::try_from(limit).unwrap_or(i32::MAX))
 }
 
 /// `(since_ms, other)` strictly below which the next page starts.
@@ -150,18 +151,16 @@ impl RelationStore for ScyllaStore {
         after: Option<RelationEntry>,
         page: u32,
     ) -> StorageResult<Vec<RelationEntry>> {
-        if relation == Relation::None {
-            return Ok(Vec::new());
-        }
+        let Some(limit) = limit(page).filter(|_| relation != Relation::None) else { return Ok(Vec::new()) };
         let (since, other) = cursor(after);
-        let rows: Vec<(i64, i64)> =
-            self.rows(KIND_PAGE, (user, relation_name(relation), since, other, limit(page))).await?;
+        let rows: Vec<(i64, i64)> = self.rows(KIND_PAGE, (user, relation_name(relation), since, other, limit)).await?;
         Ok(rows.into_iter().map(|(other, since_ms)| RelationEntry { other, since_ms }).collect())
     }
 
     async fn blocked(&self, user: i64, after: Option<RelationEntry>, page: u32) -> StorageResult<Vec<RelationEntry>> {
+        let Some(limit) = limit(page) else { return Ok(Vec::new()) };
         let (since, other) = cursor(after);
-        let rows: Vec<(i64, i64)> = self.rows(BLOCK_PAGE, (user, since, other, limit(page))).await?;
+        let rows: Vec<(i64, i64)> = self.rows(BLOCK_PAGE, (user, since, other, limit)).await?;
         Ok(rows.into_iter().map(|(other, since_ms)| RelationEntry { other, since_ms }).collect())
     }
 
@@ -215,8 +214,9 @@ mod tests {
     }
 
     #[test]
-    fn limits_saturate() {
-        assert_eq!(limit(u32::MAX), i32::MAX);
-        assert_eq!(limit(50), 50);
+    fn limits_saturate_and_zero_reads_nothing() {
+        assert_eq!(limit(u32::MAX), Some(i32::MAX));
+        assert_eq!(limit(50), Some(50));
+        assert_eq!(limit(0), None);
     }
 }
