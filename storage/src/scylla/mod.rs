@@ -10,6 +10,10 @@
 //! prepares every statement of [`statements`] once. Multi-row reads are
 //! paged ([`PAGE_SIZE`] rows a page).
 //!
+//! Needs ScyllaDB 6.0 or later with a vnode keyspace (the schema disables
+//! tablets: ScyllaDB runs no LWT in tablet keyspaces), or Apache Cassandra
+//! 4.0 or later without that line of the schema.
+//!
 //! # What each call guarantees, and how
 //!
 //! Scylla has no multi-partition transactions. Where SQLite runs one

@@ -54,6 +54,7 @@ mod tests {
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS chat_eu"));
         assert!(statements[0].contains("'replication_factor': 5"));
         assert!(statements[0].contains("NetworkTopologyStrategy"));
+        assert!(statements[0].contains("tablets = {'enabled': false}"), "LWTs need a vnode keyspace");
         assert!(statements[1..].iter().all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS chat_eu.")));
     }
 
