@@ -251,6 +251,13 @@ struct Lwt {
 }
 
 impl Lwt {
+    /// Reads an LWT's result row: `[applied]` first, then the row's
+    /// current columns (all of them on ScyllaDB, the conditions' on Cassandra).
+    fn from_row(names: Vec<String>, row: Row) -> Self {
+        let applied = matches!(row.columns.first(), Some(Some(CqlValue::Boolean(true))));
+        Lwt { applied, columns: names.into_iter().zip(row.columns).collect() }
+    }
+
     fn column(&self, name: &str) -> Option<&CqlValue> {
         self.columns.iter().find(|(column, _)| column == name).and_then(|(_, value)| value.as_ref())
     }
@@ -393,9 +400,8 @@ impl ScyllaStore {
         let result = self.execute(statement, values).await?.into_rows_result().or_backend()?;
         let names: Vec<String> = result.column_specs().iter().map(|spec| spec.name().to_owned()).collect();
         let row = result.maybe_first_row::<Row>().or_backend()?;
-        let Some(row) = row else { return Err(backend("lwt returned no row".into())) };
-        let applied = matches!(row.columns.first(), Some(Some(CqlValue::Boolean(true))));
-        Ok(Lwt { applied, columns: names.into_iter().zip(row.columns).collect() })
+        let row = row.ok_or_else(|| backend("lwt returned no row".into()))?;
+        Ok(Lwt::from_row(names, row))
     }
 
     /// Sends `writes` as logged batches of at most [`BATCH_LIMIT`]
@@ -431,4 +437,46 @@ impl ScyllaStore {
 /// Microseconds for `USING TIMESTAMP` from milliseconds.
 fn micros(ms: i64) -> i64 {
     ms.saturating_mul(1_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_fill_what_is_left_out() -> Result<(), serde_json::Error> {
+        let config: ScyllaConfig = serde_json::from_str(r#"{"nodes": ["scylla-1:9042", "scylla-2:9042"]}"#)?;
+        assert_eq!(config.nodes, ["scylla-1:9042", "scylla-2:9042"]);
+        assert_eq!((config.keyspace.as_str(), config.replication_factor), ("parley", 3));
+        assert_eq!((config.local_dc, config.username, config.password), (None, None, None));
+        assert_eq!(serde_json::from_str::<ScyllaConfig>("{}")?, ScyllaConfig::default());
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_config_fields_are_refused() {
+        assert!(serde_json::from_str::<ScyllaConfig>(r#"{"replication": 3}"#).is_err());
+    }
+
+    #[test]
+    fn debug_never_prints_the_password() -> Result<(), serde_json::Error> {
+        let config: ScyllaConfig = serde_json::from_str(r#"{"username": "parley", "password": "hunter2"}"#)?;
+        assert_eq!(config.password.as_ref().map(Password::expose), Some("hunter2"));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2") && printed.contains("<redacted>"), "{printed}");
+        Ok(())
+    }
+
+    #[test]
+    fn lwt_results_are_read_by_column_name() {
+        let names = ["[applied]", "user_id", "logged", "relation"].map(String::from).to_vec();
+        let columns =
+            vec![Some(CqlValue::Boolean(false)), Some(CqlValue::BigInt(7)), Some(CqlValue::Boolean(true)), None];
+        let lwt = Lwt::from_row(names.clone(), Row { columns });
+        assert!(!lwt.applied);
+        assert_eq!((lwt.bigint("user_id"), lwt.boolean("logged")), (Some(7), Some(true)));
+        assert_eq!((lwt.bigint("logged"), lwt.bigint("relation"), lwt.bigint("nope")), (None, None, None));
+        let applied = Lwt::from_row(names, Row { columns: vec![Some(CqlValue::Boolean(true))] });
+        assert!(applied.applied);
+    }
 }
