@@ -10,10 +10,11 @@ mod error;
 mod media;
 mod records;
 pub mod relation;
+pub mod scylla;
 mod search;
 pub mod sqlite;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -297,20 +298,36 @@ pub enum Synchronous {
 pub const MEDIA_DIR: &str = "media";
 
 /// Opens the backend `config` names. Relative paths resolve in `data_dir`.
-pub fn open(config: &StorageConfig, data_dir: &std::path::Path) -> StorageResult<Stores> {
+pub fn open(config: &StorageConfig, data_dir: &Path) -> StorageResult<Stores> {
     match config {
         StorageConfig::Sqlite { path, synchronous } => {
-            let store = Arc::new(sqlite::SqliteStore::open(&data_dir.join(path), *synchronous)?);
-            let media = Arc::new(LocalMediaStore::open(&data_dir.join(MEDIA_DIR))?);
-            Ok(Stores {
-                users: store.clone(),
-                tokens: store.clone(),
-                chats: store.clone(),
-                relations: store.clone(),
-                contacts: store.clone(),
-                meta: store,
-                media,
-            })
+            let store = sqlite::SqliteStore::open(&data_dir.join(path), *synchronous)?;
+            stores(Arc::new(store), data_dir)
         }
     }
+}
+
+/// Opens the ScyllaDB / Cassandra backend ([`scylla::ScyllaStore`]),
+/// creating its keyspace and tables if they are missing. Media stays a
+/// [`LocalMediaStore`] in `<data_dir>/media` for now.
+pub async fn open_scylla(config: &scylla::ScyllaConfig, data_dir: &Path) -> StorageResult<Stores> {
+    let store = scylla::ScyllaStore::open(config).await?;
+    stores(Arc::new(store), data_dir)
+}
+
+/// Every store of one backend, with media in `<data_dir>/media`.
+fn stores<S>(store: Arc<S>, data_dir: &Path) -> StorageResult<Stores>
+where
+    S: UserStore + TokenStore + ChatStore + RelationStore + MetaStore + ContactStore,
+{
+    let media = Arc::new(LocalMediaStore::open(&data_dir.join(MEDIA_DIR))?);
+    Ok(Stores {
+        users: store.clone(),
+        tokens: store.clone(),
+        chats: store.clone(),
+        relations: store.clone(),
+        contacts: store.clone(),
+        meta: store,
+        media,
+    })
 }

@@ -16,6 +16,28 @@ pub struct NewUser {
     pub created_at_ms: i64,
 }
 
+impl NewUser {
+    /// The user as stored on creation: no bio, avatar, contacts or status
+    /// yet, presence [`PresenceChoice::Auto`].
+    pub fn into_record(self) -> UserRecord {
+        UserRecord {
+            id: self.id,
+            username: self.username,
+            display_name: self.display_name,
+            password_hash: self.password_hash,
+            pepper_version: self.pepper_version,
+            created_at_ms: self.created_at_ms,
+            bio: String::new(),
+            avatar: None,
+            email: None,
+            phone: None,
+            presence: PresenceChoice::default(),
+            status_text: String::new(),
+            last_seen_ms: None,
+        }
+    }
+}
+
 /// A stored user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserRecord {
@@ -340,6 +362,24 @@ pub struct NewMessage {
     /// For an event message (a group change), its description as JSON
     /// (the engine's format; the store does not look inside). `body` is empty then.
     pub event: Option<String>,
+}
+
+impl NewMessage {
+    /// The message as stored when it is written: never edited or deleted.
+    pub fn into_record(self) -> MessageRecord {
+        MessageRecord {
+            id: self.id,
+            chat_id: self.chat_id,
+            sender_id: self.sender_id,
+            client_msg_id: self.client_msg_id,
+            body: self.body,
+            sent_at_ms: self.sent_at_ms,
+            edited_at_ms: None,
+            edit_count: 0,
+            deleted_at_ms: None,
+            event: self.event,
+        }
+    }
 }
 
 /// A stored message.

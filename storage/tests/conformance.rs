@@ -3,6 +3,10 @@
 //! Each behaviour is an async function in [`suite`]; [`backend_tests!`]
 //! turns the whole list into `#[tokio::test]`s for one backend. A new
 //! backend adds a [`Harness`] and one `backend_tests!` line.
+//!
+//! The Scylla instantiation needs a cluster: set `PARLEY_TEST_SCYLLA` to a
+//! node's `host:port`. Without it those tests print why and pass without
+//! running.
 
 use storage::{StorageConfig, StorageResult, Stores};
 
@@ -12,8 +16,16 @@ type TestResult = Result<(), Error>;
 /// A place where a backend keeps its data. Each test gets a fresh one;
 /// opening it again (after dropping the stores) sees the same data.
 trait Harness: Sized + Send + Sync + 'static {
+    /// Why this backend cannot be tested here, if it cannot.
+    fn unavailable() -> Option<String> {
+        None
+    }
     async fn new() -> StorageResult<Self>;
     async fn open(&self) -> StorageResult<Stores>;
+    /// Removes the data (after the stores are dropped).
+    async fn cleanup(self) -> StorageResult<()> {
+        Ok(())
+    }
 }
 
 /// SQLite in a temporary data directory.
@@ -29,6 +41,56 @@ impl Harness for SqliteHarness {
 
     async fn open(&self) -> StorageResult<Stores> {
         storage::open(&StorageConfig::default(), self.dir.path())
+    }
+}
+
+/// Environment variable naming a Scylla node (`host:port`) to test against.
+const SCYLLA_ENV: &str = "PARLEY_TEST_SCYLLA";
+
+/// A fresh keyspace per test on the cluster `PARLEY_TEST_SCYLLA` names,
+/// dropped afterwards; media in a temporary data directory.
+struct ScyllaHarness {
+    config: storage::scylla::ScyllaConfig,
+    dir: tempfile::TempDir,
+}
+
+impl Harness for ScyllaHarness {
+    fn unavailable() -> Option<String> {
+        match std::env::var(SCYLLA_ENV) {
+            Ok(node) if !node.is_empty() => None,
+            _ => Some(format!("{SCYLLA_ENV} is not set (host:port of a Scylla or Cassandra node)")),
+        }
+    }
+
+    async fn new() -> StorageResult<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let node = std::env::var(SCYLLA_ENV).map_err(|e| storage::StorageError::Backend(Box::new(e)))?;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let config = storage::scylla::ScyllaConfig {
+            nodes: vec![node],
+            keyspace: format!("parley_test_{}_{n}_{nanos}", std::process::id()),
+            replication_factor: 1,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().map_err(|e| storage::StorageError::Backend(Box::new(e)))?;
+        Ok(ScyllaHarness { config, dir })
+    }
+
+    async fn open(&self) -> StorageResult<Stores> {
+        storage::open_scylla(&self.config, self.dir.path()).await
+    }
+
+    async fn cleanup(self) -> StorageResult<()> {
+        let backend = |e: Box<dyn std::error::Error + Send + Sync>| storage::StorageError::Backend(e);
+        let session = ::scylla::client::session_builder::SessionBuilder::new()
+            .known_nodes(&self.config.nodes)
+            .build()
+            .await
+            .map_err(|e| backend(Box::new(e)))?;
+        let drop = format!("DROP KEYSPACE IF EXISTS {}", self.config.keyspace);
+        session.query_unpaged(drop, ()).await.map_err(|e| backend(Box::new(e)))?;
+        Ok(())
     }
 }
 
@@ -94,9 +156,16 @@ macro_rules! with_stores {
     ($harness:ty; $($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread")]
         async fn $name() -> TestResult {
+            if let Some(reason) = <$harness as Harness>::unavailable() {
+                eprintln!("skipped {}: {reason}", stringify!($name));
+                return Ok(());
+            }
             let harness = <$harness as Harness>::new().await?;
             let stores = harness.open().await?;
-            suite::$name(&stores).await
+            let outcome = suite::$name(&stores).await;
+            drop(stores);
+            harness.cleanup().await?;
+            outcome
         }
     )*};
 }
@@ -106,13 +175,20 @@ macro_rules! with_harness {
     ($harness:ty; $($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread")]
         async fn $name() -> TestResult {
+            if let Some(reason) = <$harness as Harness>::unavailable() {
+                eprintln!("skipped {}: {reason}", stringify!($name));
+                return Ok(());
+            }
             let harness = <$harness as Harness>::new().await?;
-            suite::$name(&harness).await
+            let outcome = suite::$name(&harness).await;
+            harness.cleanup().await?;
+            outcome
         }
     )*};
 }
 
 backend_tests!(sqlite, SqliteHarness);
+backend_tests!(scylla, ScyllaHarness);
 
 /// The behaviours every backend must show.
 mod suite {

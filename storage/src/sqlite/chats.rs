@@ -181,18 +181,7 @@ fn insert_message(conn: &Connection, message: NewMessage) -> StorageResult<Messa
         message.sent_at_ms,
         message.event
     ])?;
-    Ok(MessageRecord {
-        id: message.id,
-        chat_id: message.chat_id,
-        sender_id: message.sender_id,
-        client_msg_id: message.client_msg_id,
-        body: message.body,
-        sent_at_ms: message.sent_at_ms,
-        edited_at_ms: None,
-        edit_count: 0,
-        deleted_at_ms: None,
-        event: message.event,
-    })
+    Ok(message.into_record())
 }
 
 /// Adds a member who sees the chat's messages from now on.

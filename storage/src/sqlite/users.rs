@@ -102,21 +102,7 @@ impl UserStore for SqliteStore {
                 user.created_at_ms,
                 search_key(&user.display_name)
             ])?;
-            Ok(UserRecord {
-                id: user.id,
-                username: user.username,
-                display_name: user.display_name,
-                password_hash: user.password_hash,
-                pepper_version: user.pepper_version,
-                created_at_ms: user.created_at_ms,
-                bio: String::new(),
-                avatar: None,
-                email: None,
-                phone: None,
-                presence: PresenceChoice::default(),
-                status_text: String::new(),
-                last_seen_ms: None,
-            })
+            Ok(user.into_record())
         })
         .await
     }
