@@ -417,11 +417,20 @@ fn published_ports_bind_to_loopback_only() {
     for (name, service) in services(&doc) {
         if let Yaml::Array(ports) = &service["ports"] {
             for port in ports {
-                let ok = match port {
-                    Yaml::Hash(_) => scalar(&port["host_ip"]).as_deref() == Some("127.0.0.1"),
-                    other => scalar(other).is_some_and(|p| p.starts_with("127.0.0.1:")),
+                let (ok, shown) = match port {
+                    Yaml::Hash(_) => {
+                        let host_ip = scalar(&port["host_ip"]).unwrap_or_default();
+                        (host_ip == "127.0.0.1", format!("port {:?} on host_ip {host_ip:?}", scalar(&port["target"])))
+                    }
+                    other => {
+                        let short = scalar(other).unwrap_or_default();
+                        (short.starts_with("127.0.0.1:"), format!("{short:?}"))
+                    }
                 };
-                assert!(ok, "{COMPOSE}: service `{name}` publishes {port:?} beyond 127.0.0.1");
+                assert!(
+                    ok,
+                    "{COMPOSE}: service `{name}` publishes {shown} beyond 127.0.0.1 (write 127.0.0.1:HOST:CONTAINER)"
+                );
             }
         }
     }
