@@ -178,9 +178,10 @@ fn host_port(address: &str) -> Option<(String, u16)> {
     Some((host.to_owned(), port.parse().ok()?))
 }
 
-/// Services built from this repository: the Parley nodes.
+/// The Parley nodes: services built from this repository or running its image.
 fn parley_services(doc: &Yaml) -> BTreeMap<String, &Yaml> {
-    services(doc).into_iter().filter(|(_, s)| !s["build"].is_badvalue()).collect()
+    let parley_image = |s: &Yaml| scalar(&s["image"]).is_some_and(|i| i == "parley" || i.starts_with("parley:"));
+    services(doc).into_iter().filter(|(_, s)| !s["build"].is_badvalue() || parley_image(s)).collect()
 }
 
 /// Kafka services taking part in the KRaft quorum.
