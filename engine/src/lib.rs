@@ -13,6 +13,7 @@ pub mod ids;
 pub mod metrics;
 pub mod policy;
 pub mod presence;
+pub mod redis;
 mod registry;
 pub mod shard;
 mod user;
