@@ -27,8 +27,8 @@ use crate::shard::ShardId;
 /// two missed heartbeats in a row and expires on the third.
 pub const HEARTBEATS_PER_TTL: u32 = 3;
 
-/// Why a shared-state operation failed. Nothing is half-done: a failed
-/// write may or may not have landed, and every write may be retried.
+/// Why a shared-state operation failed. A failed write may or may not
+/// have landed; every write may be retried.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("redis: {0}")]

@@ -23,8 +23,8 @@
 //! [`ClusterError::Timeout`]; the next command tries again. While Redis is
 //! unreachable:
 //! - the generator lease is not renewed, its local grant runs out and the
-//!   node hands out no IDs (sends fail with "unavailable") until a renewal
-//!   or a new claim succeeds;
+//!   node hands out no IDs ([`crate::ids::IdError::NoLease`]: a send
+//!   fails and may be retried) until a renewal or a new claim succeeds;
 //! - heartbeats fail and are retried on the next beat; other nodes see the
 //!   entries expire;
 //! - tickets can be neither issued nor redeemed.
