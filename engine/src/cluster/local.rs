@@ -3,7 +3,6 @@
 //! process.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -45,53 +44,69 @@ impl GeneratorLeases for FixedGenerator {
     }
 }
 
-/// A map whose entries expire; expired entries are never returned and are
-/// dropped on the next write.
+/// Expired entries are swept when the map has grown to this many entries
+/// (or twice its size after the last sweep), so that a write costs O(1)
+/// amortised however many entries are live.
+const SWEEP_AT_LEAST: usize = 64;
+
+/// A map whose entries expire: an expired entry is never returned.
 struct Expiring<K, V> {
     ttl: Duration,
-    entries: Mutex<HashMap<K, (V, Instant)>>,
+    inner: Mutex<Entries<K, V>>,
+}
+
+struct Entries<K, V> {
+    map: HashMap<K, (V, Instant)>,
+    /// Sweep when the map reaches this size.
+    sweep_at: usize,
 }
 
 impl<K: Eq + Hash, V: Clone> Expiring<K, V> {
+    /// Entries live `ttl` unless inserted with their own.
     fn new(ttl: Duration) -> Self {
-        Expiring { ttl, entries: Mutex::new(HashMap::new()) }
+        Expiring { ttl, inner: Mutex::new(Entries { map: HashMap::new(), sweep_at: SWEEP_AT_LEAST }) }
     }
 
-    /// Runs `f` on the live entries. A poisoned lock (a panic elsewhere
-    /// while holding it) still holds consistent entries: use them.
+    /// Runs `f` on the entries. A poisoned lock (a panic elsewhere while
+    /// holding it) still holds whole entries: use them.
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<K, (V, Instant)>, Instant) -> T) -> T {
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
-        entries.retain(|_, (_, expires)| *expires > now);
-        f(&mut entries, now)
+        if inner.map.len() >= inner.sweep_at {
+            inner.map.retain(|_, (_, expires)| *expires > now);
+            inner.sweep_at = (inner.map.len() * 2).max(SWEEP_AT_LEAST);
+        }
+        f(&mut inner.map, now)
     }
 
     fn insert(&self, key: K, value: V) {
         let ttl = self.ttl;
-        self.with(|entries, now| entries.insert(key, (value, now + ttl)));
+        self.with(|map, now| map.insert(key, (value, now + ttl)));
     }
 
     /// Inserts for `ttl` unless a live entry has the key; true if inserted.
     fn insert_new(&self, key: K, value: V, ttl: Duration) -> bool {
-        self.with(|entries, now| match entries.entry(key) {
-            Entry::Occupied(_) => false,
-            Entry::Vacant(slot) => {
-                slot.insert((value, now + ttl));
+        self.with(|map, now| match map.get(&key) {
+            Some((_, expires)) if *expires > now => false,
+            _ => {
+                map.insert(key, (value, now + ttl));
                 true
             }
         })
     }
 
     fn get(&self, key: &K) -> Option<V> {
-        self.with(|entries, _| entries.get(key).map(|(value, _)| value.clone()))
+        self.with(|map, now| map.get(key).filter(|(_, expires)| *expires > now).map(|(value, _)| value.clone()))
     }
 
     fn take(&self, key: &K) -> Option<V> {
-        self.with(|entries, _| entries.remove(key).map(|(value, _)| value))
+        self.with(|map, now| map.remove(key).filter(|(_, expires)| *expires > now).map(|(value, _)| value))
     }
 
     fn values(&self) -> Vec<V> {
-        self.with(|entries, _| entries.values().map(|(value, _)| value.clone()).collect())
+        self.with(|map, now| {
+            map.values().filter(|(_, expires)| *expires > now).map(|(value, _)| value.clone()).collect()
+        })
     }
 }
 
@@ -174,5 +189,23 @@ impl TicketStore for LocalTickets {
 
     async fn take(&self, ticket: &str) -> Result<Option<String>, ClusterError> {
         Ok(self.0.take(&ticket.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_entries_are_swept_as_the_map_grows() {
+        let map = Expiring::new(Duration::from_millis(1));
+        for key in 0..SWEEP_AT_LEAST {
+            map.insert(key, ());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        map.insert(SWEEP_AT_LEAST, ());
+        let inner = map.inner.lock().expect("not poisoned");
+        assert_eq!(inner.map.len(), 1);
+        assert_eq!(inner.sweep_at, SWEEP_AT_LEAST);
     }
 }
