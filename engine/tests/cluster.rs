@@ -444,3 +444,18 @@ fn redis_settings_refuse_unknown_fields_and_default_the_rest() {
     assert_eq!(config.presence_heartbeat(), Duration::from_secs(10));
     assert!(serde_json::from_str::<RedisConfig>(r#"{"urll": "redis://r"}"#).is_err());
 }
+
+#[tokio::test]
+async fn shared_state_is_memory_without_redis_settings_and_redis_with_them() {
+    let local = engine::cluster::SharedState::open(None, "solo", 4).await.unwrap();
+    assert_eq!(local.leases.ttl(), None);
+    assert_eq!(local.leases.claim().await.unwrap(), 4);
+    assert!(local.tickets.insert("t", "claims", TTL).await.unwrap());
+    assert!(engine::cluster::SharedState::open(None, "solo", engine::ids::MAX_GENERATOR + 1).await.is_err());
+
+    let redis = RedisServer::start();
+    let shared = engine::cluster::SharedState::open(Some(&redis.config()), "a", 4).await.unwrap();
+    assert_eq!(shared.leases.ttl(), Some(TTL));
+    shared.presence.publish(&[(1, presence(PresenceStatus::Online, ""))]).await.unwrap();
+    assert_eq!(redis.raw(&["EXISTS", "test:presence:1"]), "1");
+}

@@ -13,6 +13,7 @@
 mod keeper;
 pub mod local;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use keeper::LeaseKeeper;
 
+use crate::redis::{RedisConfig, RedisConnection, RedisDirectory, RedisLeases, RedisPresence, RedisTickets};
 use crate::shard::ShardId;
 
 /// Heartbeats (and lease renewals) per time to live: an entry survives
@@ -139,4 +141,39 @@ pub trait TicketStore: Send + Sync + 'static {
     /// existed, expired or was taken. Of concurrent takers exactly one
     /// gets the payload.
     async fn take(&self, ticket: &str) -> Result<Option<String>, ClusterError>;
+}
+
+/// A node's shared-state adapters, chosen in one place.
+#[derive(Clone)]
+pub struct SharedState {
+    pub leases: Arc<dyn GeneratorLeases>,
+    pub directory: Arc<dyn NodeDirectory>,
+    pub presence: Arc<dyn PresenceDirectory>,
+    pub tickets: Arc<dyn TicketStore>,
+}
+
+impl SharedState {
+    /// Redis when `redis` is configured (a cluster node named `node`), else
+    /// memory with the fixed `generator_id` (a single node; the time-to-live
+    /// settings are `RedisConfig`'s defaults).
+    pub async fn open(redis: Option<&RedisConfig>, node: &str, generator_id: u16) -> Result<Self, ClusterError> {
+        let Some(config) = redis else {
+            let ttls = RedisConfig::default();
+            return Ok(SharedState {
+                leases: Arc::new(
+                    local::FixedGenerator::new(generator_id).map_err(|e| ClusterError::Config(e.to_string()))?,
+                ),
+                directory: Arc::new(local::LocalDirectory::new(Duration::from_millis(ttls.node_ttl_ms))),
+                presence: Arc::new(local::LocalPresence::new(Duration::from_millis(ttls.presence_ttl_ms))),
+                tickets: Arc::new(local::LocalTickets::default()),
+            });
+        };
+        let connection = RedisConnection::connect(config).await?;
+        Ok(SharedState {
+            leases: Arc::new(RedisLeases::new(connection.clone(), node)),
+            directory: Arc::new(RedisDirectory::new(connection.clone())),
+            presence: Arc::new(RedisPresence::new(connection.clone())),
+            tickets: Arc::new(RedisTickets::new(connection)),
+        })
+    }
 }
