@@ -33,6 +33,8 @@ pub enum EngineError {
     Ids(#[from] crate::ids::IdError),
     #[error(transparent)]
     Bus(#[from] crate::bus::BusError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 impl From<actix::MailboxError> for EngineError {

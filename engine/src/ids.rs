@@ -6,8 +6,15 @@
 //! larger than every ID it returned before, including before a restart:
 //! the clock persists a high-water mark [`RESERVATION_MS`] ahead of the time
 //! it hands out, and restarts from that mark.
+//!
+//! The generator ID comes from a [`GeneratorLease`]: fixed and permanent on
+//! one node, leased from Redis in a cluster (`crate::cluster::LeaseKeeper`).
+//! No ID is handed out while the lease is not valid, and whenever the lease
+//! is granted anew (first grant, or a new claim after it was lost) the
+//! generator restarts above the persisted high-water mark of the granted
+//! ID, so it never repeats an ID an earlier holder of that ID handed out.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use storage::{MetaStore, StorageError};
@@ -80,18 +87,67 @@ pub fn decompose(id: i64) -> SnowflakeParts {
     }
 }
 
+/// A grant of one generator ID: which, and until when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseGrant {
+    pub generator: u16,
+    /// Changes each time the ID is granted anew (not when it is extended):
+    /// the generator then re-reads the high-water mark.
+    pub epoch: u64,
+    /// IDs may be handed out before this instant; `None`: forever.
+    pub valid_until: Option<Instant>,
+}
+
+/// The right to hand out IDs under one generator ID, shared between the
+/// [`IdGenerator`] that checks it and whoever keeps it (a lease keeper).
+/// Cheap to clone; clones see the same state.
+#[derive(Clone, Debug)]
+pub struct GeneratorLease {
+    grant: Arc<RwLock<Option<LeaseGrant>>>,
+}
+
+impl GeneratorLease {
+    /// A lease that grants nothing yet.
+    pub fn vacant() -> Self {
+        GeneratorLease { grant: Arc::new(RwLock::new(None)) }
+    }
+
+    /// The grant in force at `now`, if any.
+    pub fn valid_at(&self, now: Instant) -> Option<LeaseGrant> {
+        self.get().filter(|grant| grant.valid_until.is_none_or(|until| now < until))
+    }
+
+    /// The last grant, valid or not.
+    pub fn get(&self) -> Option<LeaseGrant> {
+        // Nothing panics while holding the lock; a poisoned one holds a whole value.
+        *self.grant.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the grant; `None` stops the generator at once.
+    pub fn set(&self, grant: Option<LeaseGrant>) {
+        *self.grant.write().unwrap_or_else(PoisonError::into_inner) = grant;
+    }
+}
+
 /// Errors of [`IdGenerator`].
 #[derive(Debug, thiserror::Error)]
 pub enum IdError {
     #[error("generator id {0} is above {MAX_GENERATOR}")]
     BadGenerator(u16),
+    /// The node holds no valid generator lease (Redis unreachable, or the
+    /// ID was lost to another node): it hands out no IDs until it has one.
+    #[error("this node holds no valid generator lease")]
+    NoLease,
     #[error("the 41-bit timestamp is exhausted")]
     Exhausted,
     #[error("persisting the clock high-water mark failed")]
     Storage(#[from] StorageError),
 }
 
+#[derive(Default)]
 struct State {
+    /// The grant the state below was set up for (generator, epoch).
+    granted: Option<(u16, u64)>,
     /// Milliseconds since the ID epoch of the last ID handed out.
     last_ms: u64,
     sequence: u64,
@@ -99,37 +155,57 @@ struct State {
     reserved_until: u64,
 }
 
-/// Hands out snowflake IDs for one generator ID.
+/// Hands out snowflake IDs under the generator ID its lease grants.
 pub struct IdGenerator {
-    generator: u16,
+    lease: GeneratorLease,
     clock: Arc<dyn Clock>,
     meta: Arc<dyn MetaStore>,
     state: Mutex<State>,
 }
 
 impl IdGenerator {
-    /// Loads the persisted high-water mark of `generator` and starts after it.
-    pub async fn start(generator: u16, clock: Arc<dyn Clock>, meta: Arc<dyn MetaStore>) -> Result<Self, IdError> {
-        if generator > MAX_GENERATOR {
-            return Err(IdError::BadGenerator(generator));
+    /// Starts handing out IDs under `lease`; if it grants an ID already,
+    /// loads that ID's persisted high-water mark now.
+    pub async fn start(
+        lease: GeneratorLease,
+        clock: Arc<dyn Clock>,
+        meta: Arc<dyn MetaStore>,
+    ) -> Result<Self, IdError> {
+        let ids = IdGenerator { lease, clock, meta, state: Mutex::new(State::default()) };
+        if let Some(grant) = ids.lease.valid_at(Instant::now()) {
+            ids.follow(&mut *ids.state.lock().await, grant).await?;
         }
-        let high_water = meta.clock_high_water(generator).await?.unwrap_or(0);
-        Ok(IdGenerator {
-            generator,
-            clock,
-            meta,
-            state: Mutex::new(State { last_ms: high_water, sequence: 0, reserved_until: high_water }),
-        })
+        Ok(ids)
     }
 
-    /// The generator ID embedded in every ID.
-    pub fn generator(&self) -> u16 {
-        self.generator
+    /// The grant in force; on a new grant, restarts above its generator
+    /// ID's persisted high-water mark (and above every ID handed out here).
+    async fn valid_grant(&self, state: &mut State) -> Result<LeaseGrant, IdError> {
+        let grant = self.lease.valid_at(Instant::now()).ok_or(IdError::NoLease)?;
+        if state.granted != Some((grant.generator, grant.epoch)) {
+            self.follow(state, grant).await?;
+        }
+        Ok(grant)
     }
 
-    /// Returns the next ID, strictly greater than every earlier one.
+    async fn follow(&self, state: &mut State, grant: LeaseGrant) -> Result<(), IdError> {
+        let high_water = self.meta.clock_high_water(grant.generator).await?.unwrap_or(0);
+        // A later millisecond than any ID before, whatever the generator ID.
+        let first_ms = if state.granted.is_some() { state.last_ms + 1 } else { 0 };
+        *state = State {
+            granted: Some((grant.generator, grant.epoch)),
+            last_ms: first_ms.max(high_water),
+            sequence: 0,
+            reserved_until: high_water,
+        };
+        Ok(())
+    }
+
+    /// Returns the next ID, strictly greater than every earlier one, or
+    /// [`IdError::NoLease`] while the lease is not valid.
     pub async fn next_id(&self) -> Result<i64, IdError> {
         let mut state = self.state.lock().await;
+        let generator = self.valid_grant(&mut state).await?.generator;
         let (ms, sequence) = loop {
             let now = self.clock.now_unix_ms().saturating_sub(EPOCH_MS);
             if now > state.last_ms {
@@ -155,12 +231,15 @@ impl IdGenerator {
         }
         if ms >= state.reserved_until {
             let reserve = ms + RESERVATION_MS;
-            self.meta.set_clock_high_water(self.generator, reserve).await?;
+            self.meta.set_clock_high_water(generator, reserve).await?;
             state.reserved_until = reserve;
+            // The write took time: the lease must still hold, or a new
+            // holder may have read the mark before this write raised it.
+            self.lease.valid_at(Instant::now()).filter(|grant| grant.generator == generator).ok_or(IdError::NoLease)?;
         }
         state.last_ms = ms;
         state.sequence = sequence;
-        let id = (ms << (GENERATOR_BITS + SEQUENCE_BITS)) | (u64::from(self.generator) << SEQUENCE_BITS) | sequence;
+        let id = (ms << (GENERATOR_BITS + SEQUENCE_BITS)) | (u64::from(generator) << SEQUENCE_BITS) | sequence;
         Ok(id as i64)
     }
 }
@@ -185,8 +264,15 @@ mod tests {
         stores.meta
     }
 
+    /// A lease of `generator` from `epoch` on, forever.
+    fn forever(generator: u16, epoch: u64) -> GeneratorLease {
+        let lease = GeneratorLease::vacant();
+        lease.set(Some(LeaseGrant { generator, epoch, valid_until: None }));
+        lease
+    }
+
     async fn generator(clock: &Arc<ManualClock>, meta: &Arc<dyn MetaStore>) -> IdGenerator {
-        IdGenerator::start(7, clock.clone(), meta.clone()).await.expect("generator starts")
+        IdGenerator::start(forever(7, 1), clock.clone(), meta.clone()).await.expect("generator starts")
     }
 
     #[actix_rt::test]
@@ -269,12 +355,36 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn generator_ids_above_the_field_are_refused() {
+    async fn no_ids_without_a_valid_lease() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-        assert!(matches!(
-            IdGenerator::start(MAX_GENERATOR + 1, clock, meta(&dir)).await,
-            Err(IdError::BadGenerator(_))
-        ));
+        let clock = Arc::new(ManualClock(AtomicU64::new(EPOCH_MS + 5_000)));
+        let lease = GeneratorLease::vacant();
+        let ids = IdGenerator::start(lease.clone(), clock.clone(), meta(&dir)).await.expect("starts");
+        assert!(matches!(ids.next_id().await, Err(IdError::NoLease)));
+        let until = Instant::now() + Duration::from_secs(60);
+        lease.set(Some(LeaseGrant { generator: 3, epoch: 1, valid_until: Some(until) }));
+        assert_eq!(decompose(ids.next_id().await.expect("id")).generator, 3);
+        // Expired: refused again.
+        lease.set(Some(LeaseGrant { generator: 3, epoch: 1, valid_until: Some(Instant::now()) }));
+        assert!(matches!(ids.next_id().await, Err(IdError::NoLease)));
+    }
+
+    #[actix_rt::test]
+    async fn a_new_grant_continues_above_the_previous_holders_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = meta(&dir);
+        let clock = Arc::new(ManualClock(AtomicU64::new(EPOCH_MS + 100_000)));
+        // Another node held generator 5 and handed out IDs with a clock ahead of ours.
+        let other_clock = Arc::new(ManualClock(AtomicU64::new(EPOCH_MS + 160_000)));
+        let other = IdGenerator::start(forever(5, 1), other_clock, meta.clone()).await.expect("starts");
+        let theirs = other.next_id().await.expect("id");
+        // This node moves from generator 2 to generator 5.
+        let lease = forever(2, 1);
+        let ids = IdGenerator::start(lease.clone(), clock.clone(), meta).await.expect("starts");
+        let before = ids.next_id().await.expect("id");
+        lease.set(Some(LeaseGrant { generator: 5, epoch: 2, valid_until: None }));
+        let after = ids.next_id().await.expect("id");
+        assert_eq!(decompose(after).generator, 5);
+        assert!(after > theirs && after > before, "{after} vs {theirs}, {before}");
     }
 }

@@ -6,12 +6,14 @@
 
 mod bus;
 mod chat;
+pub mod cluster;
 mod config;
 mod error;
 pub mod ids;
 pub mod metrics;
 pub mod policy;
 pub mod presence;
+pub mod redis;
 mod registry;
 pub mod shard;
 mod user;
@@ -32,7 +34,7 @@ use storage::{
 pub use bus::{Bus, BusError, Delivery, InProcessBus, Payload};
 pub use config::EngineConfig;
 pub use error::{EngineError, GroupError};
-pub use ids::{Clock, IdGenerator, SystemClock};
+pub use ids::{Clock, GeneratorLease, IdGenerator, LeaseGrant, SystemClock};
 pub use metrics::Metrics;
 pub use policy::GroupCommand;
 pub use shard::{OwnsAll, ShardId, ShardMap, ShardOwnership};
@@ -90,7 +92,9 @@ impl Engine {
     pub async fn start(config: EngineConfig, stores: Stores, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
         let shards = ShardMap::new(config.shard_count).map_err(|e| EngineError::Config(e.to_string()))?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-        let ids = IdGenerator::start(config.generator_id, clock, stores.meta.clone()).await?;
+        let leases = cluster::local::FixedGenerator::new(config.generator_id)?;
+        let keeper = cluster::LeaseKeeper::start(Arc::new(leases)).await?;
+        let ids = IdGenerator::start(keeper.lease().clone(), clock, stores.meta.clone()).await?;
         let bus = Arc::new(InProcessBus::default());
         let core = Arc::new(Core {
             stores,

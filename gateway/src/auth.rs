@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -14,6 +14,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use engine::cluster::local::LocalTickets;
+use engine::cluster::{ClusterError, TicketStore};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use rand::rngs::OsRng;
@@ -29,6 +31,9 @@ const TOKEN_ISSUER: &str = "parley";
 const TOKEN_LEEWAY_SECS: u64 = 5;
 /// Bytes of randomness in a refresh token or WebSocket ticket.
 const OPAQUE_TOKEN_BYTES: usize = 32;
+/// Longer strings are no ticket of ours (ours are 43 characters): refused
+/// without asking the store.
+const MAX_TICKET_BYTES: usize = 64;
 
 /// Errors while setting up or using the auth keys.
 #[derive(Debug, thiserror::Error)]
@@ -181,34 +186,43 @@ impl Passwords {
     }
 }
 
-/// One-time WebSocket tickets held in memory.
-#[derive(Default)]
+/// One-time WebSocket tickets, kept in a [`TicketStore`]: this process's
+/// memory on one node, Redis in a cluster (issued on one node, redeemed
+/// on any, once).
 pub struct Tickets {
-    live: Mutex<HashMap<String, Ticket>>,
+    store: Arc<dyn TicketStore>,
 }
 
-#[derive(Clone)]
-pub struct Ticket {
-    pub claims: Claims,
-    expires: Instant,
+impl Default for Tickets {
+    fn default() -> Self {
+        Tickets::new(Arc::new(LocalTickets::default()))
+    }
 }
 
 impl Tickets {
+    pub fn new(store: Arc<dyn TicketStore>) -> Self {
+        Tickets { store }
+    }
+
     /// Issues a ticket standing for `claims` for `ttl`.
-    pub fn issue(&self, claims: Claims, ttl: Duration) -> String {
-        let ticket = random_token();
-        let now = Instant::now();
-        if let Ok(mut live) = self.live.lock() {
-            live.retain(|_, t| t.expires > now);
-            live.insert(ticket.clone(), Ticket { claims, expires: now + ttl });
+    pub async fn issue(&self, claims: &Claims, ttl: Duration) -> Result<String, ClusterError> {
+        let payload = serde_json::to_string(claims)?;
+        loop {
+            let ticket = random_token();
+            // 256 random bits do not collide; the loop only makes it certain.
+            if self.store.insert(&ticket, &payload, ttl).await? {
+                return Ok(ticket);
+            }
         }
-        ticket
     }
 
     /// Consumes a ticket: valid once, before it expires.
-    pub fn redeem(&self, ticket: &str) -> Option<Claims> {
-        let taken = self.live.lock().ok()?.remove(ticket)?;
-        (taken.expires > Instant::now()).then_some(taken.claims)
+    pub async fn redeem(&self, ticket: &str) -> Result<Option<Claims>, ClusterError> {
+        if ticket.len() > MAX_TICKET_BYTES {
+            return Ok(None);
+        }
+        let payload = self.store.take(ticket).await?;
+        Ok(payload.and_then(|payload| serde_json::from_str(&payload).ok()))
     }
 }
 
@@ -301,14 +315,15 @@ mod tests {
         assert!(TokenKeys::load_or_create(dir.path()).expect("keys").verify(&token).is_some());
     }
 
-    #[test]
-    fn tickets_work_once() {
+    #[actix_rt::test]
+    async fn tickets_work_once() {
         let tickets = Tickets::default();
         let claims =
             Claims { sub: "1".into(), iss: "parley".into(), aud: "parley".into(), iat: 0, exp: 0, sid: "1".into() };
-        let ticket = tickets.issue(claims, Duration::from_secs(30));
-        assert!(tickets.redeem(&ticket).is_some());
-        assert!(tickets.redeem(&ticket).is_none());
-        assert!(tickets.redeem("made-up").is_none());
+        let ticket = tickets.issue(&claims, Duration::from_secs(30)).await.expect("issued");
+        assert_eq!(tickets.redeem(&ticket).await.expect("store").and_then(|c| c.user_id()), Some(protocol::UserId(1)));
+        assert!(tickets.redeem(&ticket).await.expect("store").is_none());
+        assert!(tickets.redeem("made-up").await.expect("store").is_none());
+        assert!(tickets.redeem(&"x".repeat(10_000)).await.expect("store").is_none());
     }
 }

@@ -3,6 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use engine::cluster::ClusterError;
 use engine::{EngineError, GroupError};
 use protocol::rest::Problem;
 use protocol::ws::ErrorCode;
@@ -181,8 +182,21 @@ impl From<EngineError> for ApiError {
             EngineError::RateLimited { retry_after_ms } => {
                 ApiError::RateLimited { retry_after_secs: retry_after_ms.div_ceil(1000) }
             }
+            EngineError::Cluster(error) => error.into(),
+            EngineError::Ids(engine::ids::IdError::NoLease) => {
+                tracing::warn!("refused: no valid generator lease");
+                ApiError::Unavailable
+            }
             other => ApiError::internal(other),
         }
+    }
+}
+
+/// Shared state (Redis) unreachable: the client may retry shortly.
+impl From<ClusterError> for ApiError {
+    fn from(error: ClusterError) -> Self {
+        tracing::warn!(%error, "shared state unavailable");
+        ApiError::Unavailable
     }
 }
 

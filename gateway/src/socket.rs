@@ -142,7 +142,10 @@ async fn authorized_upgrade(stream: &TcpStream, state: &AppState) -> Option<Auth
             let mut request = httparse::Request::new(&mut headers);
             match request.parse(&buf[..n]) {
                 Ok(httparse::Status::Complete(_)) => {
-                    return is_upgrade_request(&request).then(|| authorize_head(&request, state).ok()).flatten();
+                    if !is_upgrade_request(&request) {
+                        return None;
+                    }
+                    return authorize_head(&request, state).await.ok();
                 }
                 // Not the chat socket's request line: no need to wait for the rest.
                 Ok(httparse::Status::Partial) if request.path.is_some_and(|path| !is_chat_socket_path(path)) => {
@@ -192,14 +195,14 @@ fn name_subprotocol(_: &Request, mut response: Response) -> Result<Response, Err
 }
 
 /// [`authorize`] for a request head.
-fn authorize_head(request: &httparse::Request<'_, '_>, state: &AppState) -> Result<AuthUser, ApiError> {
+async fn authorize_head(request: &httparse::Request<'_, '_>, state: &AppState) -> Result<AuthUser, ApiError> {
     let ticket = request
         .path
         .and_then(|path| path.split_once('?'))
         .and_then(|(_, query)| serde_urlencoded::from_str::<crate::ws::WsQuery>(query).ok())
         .and_then(|query| query.ticket);
     let bearer = || AuthUser::from_authorization(header_values(request, "authorization").next(), state);
-    authorize(state, ticket.as_deref(), bearer, header_values(request, "sec-websocket-protocol"))
+    authorize(state, ticket.as_deref(), bearer, header_values(request, "sec-websocket-protocol")).await
 }
 
 /// Serves one authorized chat socket: the handshake, then the connection

@@ -54,7 +54,7 @@ pub async fn connect(
 ) -> Result<HttpResponse, ApiError> {
     let offered =
         req.headers().get_all(actix_web::http::header::SEC_WEBSOCKET_PROTOCOL).filter_map(|value| value.to_str().ok());
-    let user = authorize(&state, query.ticket.as_deref(), || AuthUser::from_headers(&req, &state), offered)?;
+    let user = authorize(&state, query.ticket.as_deref(), || AuthUser::from_headers(&req, &state), offered).await?;
     let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[WS_SUBPROTOCOL])
         .map_err(|error| ApiError::BadRequest(error.to_string()))?;
     let stream =
@@ -77,7 +77,7 @@ pub async fn connect(
 /// Who may open a chat socket: the holder of a valid ticket (browsers) or
 /// bearer token, offering the `parley.v1` subprotocol, while the node is
 /// not shutting down. Shared by both WebSocket stacks.
-pub(crate) fn authorize<'a>(
+pub(crate) async fn authorize<'a>(
     state: &AppState,
     ticket: Option<&str>,
     bearer: impl FnOnce() -> Result<AuthUser, ApiError>,
@@ -87,7 +87,7 @@ pub(crate) fn authorize<'a>(
         return Err(ApiError::Unavailable);
     }
     let user = match ticket {
-        Some(ticket) => AuthUser::from_claims(state.tickets.redeem(ticket), state)?,
+        Some(ticket) => AuthUser::from_claims(state.tickets.redeem(ticket).await?, state)?,
         None => bearer()?,
     };
     let offered = offered_protocols
