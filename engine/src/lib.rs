@@ -84,16 +84,24 @@ pub struct Engine {
     send_limiter: Arc<DefaultKeyedRateLimiter<i64>>,
     /// One typing indicator per (user, chat) per interval.
     typing_limiter: Arc<DefaultKeyedRateLimiter<(i64, i64)>>,
+    /// Renews the generator lease; taken and stopped by [`Engine::stop`].
+    keeper: Arc<tokio::sync::Mutex<Option<cluster::LeaseKeeper>>>,
 }
 
 impl Engine {
-    /// Starts the engine on a single node: the ID generator, an in-process
-    /// bus and one shard actor per shard, spread over `actor_threads` arbiters.
-    pub async fn start(config: EngineConfig, stores: Stores, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
+    /// Starts the engine: the ID generator under a generator ID from
+    /// `leases` (a node's fixed one, or leased from Redis and renewed until
+    /// [`Engine::stop`]), an in-process bus and one shard actor per shard,
+    /// spread over `actor_threads` arbiters.
+    pub async fn start(
+        config: EngineConfig,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+        leases: Arc<dyn cluster::GeneratorLeases>,
+    ) -> Result<Self, EngineError> {
         let shards = ShardMap::new(config.shard_count).map_err(|e| EngineError::Config(e.to_string()))?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-        let leases = cluster::local::FixedGenerator::new(config.generator_id)?;
-        let keeper = cluster::LeaseKeeper::start(Arc::new(leases)).await?;
+        let keeper = cluster::LeaseKeeper::start(leases).await?;
         let ids = IdGenerator::start(keeper.lease().clone(), clock, stores.meta.clone()).await?;
         let bus = Arc::new(InProcessBus::default());
         let core = Arc::new(Core {
@@ -117,9 +125,11 @@ impl Engine {
         bus.connect(shard_actors.iter().map(|addr| addr.clone().recipient()).collect())?;
         let _ = core.presence_routes.set(shard_actors.iter().map(|addr| addr.clone().recipient()).collect());
         let quota = Quota::per_second(nonzero(config.sends_per_second)).allow_burst(nonzero(config.send_burst));
-        tracing::info!(shards = shards.count(), generator = config.generator_id, "engine started");
+        let generator = keeper.lease().get().map(|grant| grant.generator);
+        tracing::info!(shards = shards.count(), ?generator, "engine started");
         Ok(Engine {
             core,
+            keeper: Arc::new(tokio::sync::Mutex::new(Some(keeper))),
             shard_actors: Arc::new(shard_actors),
             arbiters: Arc::new(arbiters),
             send_limiter: Arc::new(RateLimiter::keyed(quota)),
@@ -608,10 +618,17 @@ impl Engine {
         self.typing_limiter.retain_recent();
     }
 
-    /// Stops the actor threads. Connections should be closed first.
-    pub fn stop(&self) {
+    /// Stops the actor threads and gives the generator ID back (a lease
+    /// from Redis is free for another node at once). Connections should be
+    /// closed first.
+    pub async fn stop(&self) {
         for arbiter in self.arbiters.iter() {
             arbiter.stop();
+        }
+        if let Some(keeper) = self.keeper.lock().await.take()
+            && let Err(error) = keeper.stop().await
+        {
+            tracing::warn!(%error, "could not release the generator lease; it expires by itself");
         }
     }
 }

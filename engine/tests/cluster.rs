@@ -3,8 +3,7 @@
 //! test starts on a free loopback port (installed by `scripts/test`).
 #![allow(clippy::unwrap_used)]
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use engine::cluster::{
     ClusterError, GeneratorLeases, LeaseKeeper, NodeDirectory, NodeInfo, PresenceDirectory, SharedPresence, TicketStore,
 };
 use engine::ids::{IdError, decompose};
+use engine::redis::testing::RedisServer;
 use engine::redis::{RedisConfig, RedisConnection, RedisDirectory, RedisLeases, RedisPresence, RedisTickets};
 use engine::{Clock, IdGenerator, ShardId, SystemClock};
 use protocol::ws::PresenceStatus;
@@ -24,77 +24,14 @@ const PATIENCE: Duration = Duration::from_secs(5);
 
 // ------------------------------------------------------------- harness
 
-/// A `redis-server` of the test's own on a free loopback port, without
-/// persistence, in a temporary directory. Killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
+/// Settings of `redis` with the tests' short time to live.
+fn settings(redis: &RedisServer) -> RedisConfig {
+    redis.config(TTL)
 }
 
-impl RedisServer {
-    fn start() -> RedisServer {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = spawn_redis(port, &dir);
-        RedisServer { child, port, dir }
-    }
-
-    /// Kills the server and starts an empty one on the same port.
-    fn restart(&mut self) {
-        self.kill();
-        self.child = spawn_redis(self.port, &self.dir);
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn config(&self) -> RedisConfig {
-        RedisConfig {
-            url: format!("redis://127.0.0.1:{}/0", self.port),
-            key_prefix: "test".into(),
-            lease_ttl_ms: TTL.as_millis() as u64,
-            node_ttl_ms: TTL.as_millis() as u64,
-            presence_ttl_ms: TTL.as_millis() as u64,
-            command_timeout_ms: 200,
-        }
-    }
-
-    /// A node's connection.
-    async fn connect(&self) -> RedisConnection {
-        RedisConnection::connect(&self.config()).await.unwrap()
-    }
-
-    /// A raw command, as an operator (or a thief) would send it.
-    fn raw(&self, args: &[&str]) -> String {
-        let output = Command::new("redis-cli").arg("-p").arg(self.port.to_string()).args(args).output().unwrap();
-        String::from_utf8(output.stdout).unwrap().trim().to_owned()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn_redis(port: u16, dir: &tempfile::TempDir) -> Child {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is needed for the cluster tests (`apt-get install redis-server`, done by scripts/test)");
-    let deadline = Instant::now() + PATIENCE;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not listen on port {port}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child
+/// A node's connection.
+async fn connect(redis: &RedisServer) -> RedisConnection {
+    RedisConnection::connect(&settings(redis)).await.unwrap()
 }
 
 /// Polls `check` until it holds; fails after [`PATIENCE`].
@@ -127,7 +64,7 @@ impl Node {
 }
 
 async fn keeper(redis: &RedisServer, node: &str) -> LeaseKeeper {
-    LeaseKeeper::start(Arc::new(RedisLeases::new(redis.connect().await, node))).await.unwrap()
+    LeaseKeeper::start(Arc::new(RedisLeases::new(connect(redis).await, node))).await.unwrap()
 }
 
 fn node_info(name: &str, shards: &[u32]) -> NodeInfo {
@@ -176,13 +113,13 @@ async fn a_fresh_claim_grants_ids_only_after_one_ttl() {
 async fn a_dead_nodes_lease_is_taken_after_its_ttl() {
     let redis = RedisServer::start();
     // The dead node claimed generator 0 and never renewed it.
-    let dead = RedisLeases::new(redis.connect().await, "dead");
+    let dead = RedisLeases::new(connect(&redis).await, "dead");
     assert_eq!(dead.claim().await.unwrap(), 0);
     let claimed = Instant::now();
-    let other = RedisLeases::new(redis.connect().await, "other");
+    let other = RedisLeases::new(connect(&redis).await, "other");
     assert_eq!(other.claim().await.unwrap(), 1, "a held ID is not handed out again");
     // Once its TTL has passed, generator 0 is free again.
-    let late = RedisLeases::new(redis.connect().await, "late");
+    let late = RedisLeases::new(connect(&redis).await, "late");
     eventually("generator 0 is claimed again", async || late.claim().await.unwrap() == 0).await;
     assert!(claimed.elapsed() >= TTL - Duration::from_millis(20));
     assert!(!dead.renew(0).await.unwrap(), "the dead node's renewal is refused");
@@ -200,7 +137,7 @@ async fn renewal_keeps_the_lease_across_several_ttls() {
         tokio::time::sleep(TTL / 10).await;
     }
     // Nobody else can have it meanwhile.
-    let other = RedisLeases::new(redis.connect().await, "b");
+    let other = RedisLeases::new(connect(&redis).await, "b");
     assert_ne!(other.claim().await.unwrap(), generator);
 }
 
@@ -239,7 +176,7 @@ async fn stopping_releases_the_id_at_once() {
     let generator = node.generator().await.unwrap();
     keeper.stop().await.unwrap();
     assert!(matches!(node.generator().await, Err(IdError::NoLease)));
-    let other = RedisLeases::new(redis.connect().await, "b");
+    let other = RedisLeases::new(connect(&redis).await, "b");
     assert_eq!(other.claim().await.unwrap(), generator);
 }
 
@@ -283,9 +220,9 @@ async fn local_directory() {
 #[tokio::test]
 async fn redis_directory() {
     let redis = RedisServer::start();
-    directory_lists_and_finds_owners(&RedisDirectory::new(redis.connect().await)).await;
+    directory_lists_and_finds_owners(&RedisDirectory::new(connect(&redis).await)).await;
     redis.raw(&["FLUSHALL"]);
-    a_node_that_stops_heartbeating_disappears(&RedisDirectory::new(redis.connect().await)).await;
+    a_node_that_stops_heartbeating_disappears(&RedisDirectory::new(connect(&redis).await)).await;
     // The expired name was pruned from the index.
     assert_eq!(redis.raw(&["SMEMBERS", "test:nodes"]), "alive");
 }
@@ -326,7 +263,7 @@ async fn local_presence() {
 #[tokio::test]
 async fn redis_presence() {
     let redis = RedisServer::start();
-    let shared = RedisPresence::new(redis.connect().await);
+    let shared = RedisPresence::new(connect(&redis).await);
     presence_is_read_in_batches(&shared).await;
     presence_falls_offline_without_heartbeats(&shared).await;
     // A value that does not decode reads as offline, not as an error.
@@ -337,7 +274,7 @@ async fn redis_presence() {
 #[tokio::test]
 async fn presence_is_shared_between_nodes() {
     let redis = RedisServer::start();
-    let (a, b) = (RedisPresence::new(redis.connect().await), RedisPresence::new(redis.connect().await));
+    let (a, b) = (RedisPresence::new(connect(&redis).await), RedisPresence::new(connect(&redis).await));
     a.publish(&[(7, presence(PresenceStatus::Online, "hi"))]).await.unwrap();
     assert_eq!(b.read(&[7]).await.unwrap(), [Some(presence(PresenceStatus::Online, "hi"))]);
 }
@@ -363,17 +300,17 @@ async fn local_tickets() {
 #[tokio::test]
 async fn redis_tickets() {
     let redis = RedisServer::start();
-    tickets_are_taken_once(&RedisTickets::new(redis.connect().await)).await;
+    tickets_are_taken_once(&RedisTickets::new(connect(&redis).await)).await;
 }
 
 #[tokio::test]
 async fn a_ticket_issued_on_one_node_is_redeemed_once_on_any() {
     let redis = RedisServer::start();
-    let issuer = RedisTickets::new(redis.connect().await);
+    let issuer = RedisTickets::new(connect(&redis).await);
     assert!(issuer.insert("shared", "claims", Duration::from_secs(30)).await.unwrap());
     let mut takers = Vec::new();
     for _ in 0..8 {
-        let node = RedisTickets::new(redis.connect().await);
+        let node = RedisTickets::new(connect(&redis).await);
         takers.push(tokio::spawn(async move { node.take("shared").await.unwrap() }));
     }
     let mut redeemed = 0;
@@ -390,7 +327,7 @@ async fn everything_works_again_after_redis_restarts() {
     let mut redis = RedisServer::start();
     let keeper = keeper(&redis, "a").await;
     let node = Node::new(&keeper).await;
-    let conn = redis.connect().await;
+    let conn = connect(&redis).await;
     let (shared, tickets, directory) =
         (RedisPresence::new(conn.clone()), RedisTickets::new(conn.clone()), RedisDirectory::new(conn));
     let online = presence(PresenceStatus::Online, "");
@@ -454,7 +391,7 @@ async fn shared_state_is_memory_without_redis_settings_and_redis_with_them() {
     assert!(engine::cluster::SharedState::open(None, "solo", engine::ids::MAX_GENERATOR + 1).await.is_err());
 
     let redis = RedisServer::start();
-    let shared = engine::cluster::SharedState::open(Some(&redis.config()), "a", 4).await.unwrap();
+    let shared = engine::cluster::SharedState::open(Some(&settings(&redis)), "a", 4).await.unwrap();
     assert_eq!(shared.leases.ttl(), Some(TTL));
     shared.presence.publish(&[(1, presence(PresenceStatus::Online, ""))]).await.unwrap();
     assert_eq!(redis.raw(&["EXISTS", "test:presence:1"]), "1");

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use engine::EngineConfig;
+use engine::redis::RedisConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,10 @@ pub struct Config {
     pub sms: SmsConfig,
     /// Email and phone changes: code lifetime, attempts, rate limits.
     pub contacts: ContactsConfig,
+    /// Shared state of a cluster in Redis: generator-ID leases and one-time
+    /// WebSocket tickets. Unset: the node keeps them in memory and uses
+    /// `engine.generator_id`.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for Config {
@@ -49,6 +54,7 @@ impl Default for Config {
             smtp: None,
             sms: SmsConfig::default(),
             contacts: ContactsConfig::default(),
+            redis: None,
         }
     }
 }
@@ -264,7 +270,8 @@ impl fmt::Debug for Secret {
 }
 
 /// Settings whose defaults leave them out: `[smtp]` (unset: email goes to
-/// the outbox) and the SMS webhook, shown commented out in the example.
+/// the outbox), the SMS webhook and `[redis]`, shown commented out in the
+/// example.
 const COMMENTED_EXAMPLES: &str = "
 # Outgoing mail. Without this section, email goes to <data_dir>/outbox/.
 # [smtp]
@@ -283,6 +290,16 @@ const COMMENTED_EXAMPLES: &str = "
 # url = \"https://sms-relay.example.com/send\"
 # bearer_token = \"...\"
 # timeout_secs = 10
+
+# Cluster nodes share generator-ID leases and WebSocket tickets through
+# Redis. Without this section they live in memory (one node).
+# [redis]
+# url = \"redis://redis:6379/0\"   # redis://:PASSWORD@host:port/db with a password
+# key_prefix = \"parley\"          # clusters sharing one Redis need different ones
+# lease_ttl_ms = 10000            # a generator lease lasts this long unless renewed
+# node_ttl_ms = 10000
+# presence_ttl_ms = 30000
+# command_timeout_ms = 1000
 ";
 
 impl Config {

@@ -25,10 +25,11 @@ use std::time::Duration;
 
 use actix_web::{App, dev::ServerHandle, web};
 use anyhow::Context as _;
+use engine::cluster::SharedState;
 use engine::{Engine, Metrics};
 use tracing_actix_web::TracingLogger;
 
-use crate::auth::{Passwords, TokenKeys};
+use crate::auth::{Passwords, Tickets, TokenKeys};
 use crate::config::Config;
 use crate::state::AppState;
 
@@ -56,14 +57,19 @@ impl Server {
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let stores = storage::open(&config.storage, &config.data_dir).context("opening storage")?;
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
-        let engine = Engine::start(config.engine.clone(), stores, metrics).await.context("starting the engine")?;
+        let shared = SharedState::open(config.redis.as_ref(), &addr.to_string(), config.engine.generator_id)
+            .await
+            .context("opening the shared state")?;
+        let engine = Engine::start(config.engine.clone(), stores, metrics, shared.leases)
+            .await
+            .context("starting the engine")?;
         let keys_dir = config.data_dir.join("keys");
         let keys = TokenKeys::load_or_create(&keys_dir)?;
         let passwords = Passwords::new(&config.auth, &keys_dir)?;
         let json_limit = config.limits.max_json_body_bytes;
         let contacts = web::Data::new(routes::contacts::ContactChanges::new(&config).context("configuring notifiers")?);
         let pruning_contacts = contacts.clone();
-        let state = web::Data::new(AppState::new(engine, config, keys, passwords));
+        let state = web::Data::new(AppState::new(engine, config, keys, passwords, Tickets::new(shared.tickets)));
 
         let avatar_permits = web::Data::new(avatars::AvatarPermits::new());
         let app_state = state.clone();
@@ -130,7 +136,7 @@ impl Server {
         // Give connection actors a moment to send their close frames.
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         self.handle.stop(true).await;
-        self.state.engine.stop();
+        self.state.engine.stop().await;
         tracing::info!("parley stopped");
     }
 

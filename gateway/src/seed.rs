@@ -56,7 +56,12 @@ pub async fn seed_accounts(config: &Config, spec: &SeedSpec) -> anyhow::Result<S
         }
     }
     let metrics = Arc::new(engine::metrics::Metrics::new().context("registering metrics")?);
-    let engine = engine::Engine::start(config.engine.clone(), stores, metrics).await.context("starting the engine")?;
+    let shared = engine::cluster::SharedState::open(config.redis.as_ref(), "parley-seed", config.engine.generator_id)
+        .await
+        .context("opening the shared state")?;
+    let engine = engine::Engine::start(config.engine.clone(), stores, metrics, shared.leases)
+        .await
+        .context("starting the engine")?;
     let keys_dir = config.data_dir.join("keys");
     let keys = TokenKeys::load_or_create(&keys_dir)?;
     let (password_hash, pepper_version) =
@@ -79,5 +84,6 @@ pub async fn seed_accounts(config: &Config, spec: &SeedSpec) -> anyhow::Result<S
             .map_err(|e| anyhow::anyhow!("login for {}: {e}", record.username))?;
         users.push(SeededAccount { username: record.username, tokens });
     }
+    engine.stop().await;
     Ok(SeededAccounts { users })
 }

@@ -38,7 +38,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(engine: Engine, config: Config, keys: TokenKeys, passwords: Passwords) -> Self {
+    pub fn new(engine: Engine, config: Config, keys: TokenKeys, passwords: Passwords, tickets: Tickets) -> Self {
         let per_minute = nonzero(config.limits.auth_per_minute_per_ip);
         let burst = nonzero(config.limits.auth_burst_per_ip);
         AppState {
@@ -46,7 +46,7 @@ impl AppState {
             keys,
             passwords: Arc::new(passwords),
             hash_permits: tokio::sync::Semaphore::new(hash_concurrency()),
-            tickets: Tickets::default(),
+            tickets,
             connections: Connections::default(),
             revoked_sessions: RevokedSessions::default(),
             auth_limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),

@@ -39,6 +39,8 @@
 mod directory;
 mod leases;
 mod presence;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod tickets;
 
 use std::fmt::Display;
