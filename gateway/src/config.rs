@@ -12,6 +12,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use storage::StorageConfig;
+use storage::scylla::ScyllaConfig;
 
 /// Everything a node is configured with. Every field has a default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct Config {
     /// WebSocket tickets. Unset: the node keeps them in memory and uses
     /// `engine.generator_id`.
     pub redis: Option<RedisConfig>,
+    /// ScyllaDB / Cassandra holds the data instead of `[storage]` (cluster
+    /// mode; media stays in `data_dir`). Unset: `[storage]` (embedded).
+    pub scylla: Option<ScyllaConfig>,
 }
 
 impl Default for Config {
@@ -55,6 +59,7 @@ impl Default for Config {
             sms: SmsConfig::default(),
             contacts: ContactsConfig::default(),
             redis: None,
+            scylla: None,
         }
     }
 }
@@ -270,8 +275,8 @@ impl fmt::Debug for Secret {
 }
 
 /// Settings whose defaults leave them out: `[smtp]` (unset: email goes to
-/// the outbox), the SMS webhook and `[redis]`, shown commented out in the
-/// example.
+/// the outbox), the SMS webhook, `[redis]` and `[scylla]`, shown commented
+/// out in the example.
 const COMMENTED_EXAMPLES: &str = "
 # Outgoing mail. Without this section, email goes to <data_dir>/outbox/.
 # [smtp]
@@ -300,9 +305,28 @@ const COMMENTED_EXAMPLES: &str = "
 # node_ttl_ms = 10000
 # presence_ttl_ms = 30000
 # command_timeout_ms = 1000
+
+# Cluster nodes keep their data in ScyllaDB / Cassandra instead of [storage].
+# The keyspace and tables are created from storage/cql/schema.cql if missing.
+# [scylla]
+# nodes = [\"scylla-1:9042\", \"scylla-2:9042\"]
+# keyspace = \"parley\"
+# local_dc = \"datacenter1\"
+# replication_factor = 3
+# username = \"parley\"             # password from PARLEY_SCYLLA__PASSWORD
 ";
 
 impl Config {
+    /// Opens the stores this config names: ScyllaDB when `[scylla]` is set,
+    /// else the `[storage]` backend. The one place a node picks its store.
+    pub async fn open_stores(&self) -> anyhow::Result<storage::Stores> {
+        use anyhow::Context as _;
+        match &self.scylla {
+            Some(scylla) => storage::open_scylla(scylla, &self.data_dir).await.context("opening ScyllaDB"),
+            None => storage::open(&self.storage, &self.data_dir).context("opening storage"),
+        }
+    }
+
     /// Loads defaults, then `file` (if any), then `PARLEY_*` variables.
     pub fn load(file: Option<&Path>) -> Result<Config, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));

@@ -55,7 +55,7 @@ impl Server {
         let addr = listener.local_addr()?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let stores = storage::open(&config.storage, &config.data_dir).context("opening storage")?;
+        let stores = config.open_stores().await?;
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
         let shared = SharedState::open(config.redis.as_ref(), &addr.to_string(), config.engine.generator_id)
             .await

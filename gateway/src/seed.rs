@@ -49,7 +49,7 @@ pub async fn seed_accounts(config: &Config, spec: &SeedSpec) -> anyhow::Result<S
         .map_err(|e| anyhow::anyhow!("prefix {:?}: {e}", spec.prefix))?;
     validate_password(&spec.password).map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    let stores = storage::open(&config.storage, &config.data_dir).context("opening storage")?;
+    let stores = config.open_stores().await?;
     for username in &usernames {
         if stores.users.user_by_username(&username.to_ascii_lowercase()).await?.is_some() {
             bail!("username {username} exists already; seed with another prefix");

@@ -1,6 +1,8 @@
-//! Two nodes sharing a store and a real `redis-server` (`[redis]`): each
-//! leases its own generator ID, a WebSocket ticket issued by one node is
-//! redeemed once on any, and a stopped node's generator ID is free at once.
+//! Cluster adapters chosen by config. Two nodes sharing a store and a real
+//! `redis-server` (`[redis]`): each leases its own generator ID, a WebSocket
+//! ticket issued by one node is redeemed once on any, and a stopped node's
+//! generator ID is free at once. A node whose Redis or ScyllaDB cannot be
+//! reached refuses to start.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -69,4 +71,17 @@ async fn a_node_without_redis_refuses_to_start_instead_of_guessing() {
     let started = Server::start(config, TcpListener::bind("127.0.0.1:0").unwrap()).await;
     let error = format!("{:#}", started.err().expect("a node whose Redis is down must not start"));
     assert!(error.contains("shared state"), "{error}");
+}
+
+#[actix_web::test]
+async fn a_node_whose_scylla_cannot_be_reached_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(&dir);
+    // A loopback port nobody listens on: no CQL server runs on these machines.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    config.scylla =
+        Some(storage::scylla::ScyllaConfig { nodes: vec![format!("127.0.0.1:{port}")], ..Default::default() });
+    let started = Server::start(config, TcpListener::bind("127.0.0.1:0").unwrap()).await;
+    let error = format!("{:#}", started.err().expect("a node without its database must not start"));
+    assert!(error.contains("opening ScyllaDB"), "{error}");
 }
