@@ -126,6 +126,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            if parsed.step.is_some() && workers > 1 {
+                // Each worker would judge its own share of a step and stop on its own.
+                eprintln!("parley-load: a [step] scenario runs in one process; leave out --workers");
+                return ExitCode::from(2);
+            }
             let addrs = sources.addrs();
             let users = parsed.population.users as u64;
             let problems = limits::check(users.div_ceil(workers), workers, addrs.len() as u64);
