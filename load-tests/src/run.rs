@@ -629,12 +629,8 @@ impl Driver {
         let planned = &plan.users[user];
         match action {
             Action::Direct | Action::Group => {
-                let chat = if action == Action::Direct {
-                    planned.direct
-                } else {
-                    let groups = &planned.groups;
-                    (!groups.is_empty()).then(|| groups[*sequence as usize % groups.len()])
-                };
+                let chats = if action == Action::Direct { &planned.directs } else { &planned.groups };
+                let chat = (!chats.is_empty()).then(|| chats[*sequence as usize % chats.len()]);
                 let Some(chat) = chat else { return false };
                 let client_msg_id = format!("{}-{}-{}", plan.prefix, self.options.worker, sequence);
                 *sequence += 1;
@@ -753,7 +749,7 @@ mod tests {
 
     /// Users 0 (ID 1) and 1 (ID 2) in direct chat 5.
     fn state() -> State {
-        let user = |id| PlannedUser { id, token: String::new(), direct: Some(0), groups: Vec::new() };
+        let user = |id| PlannedUser { id, token: String::new(), directs: vec![0], groups: Vec::new() };
         let plan = Plan {
             prefix: "t".into(),
             urls: vec!["http://x".into()],

@@ -62,6 +62,10 @@ fn default_setup_concurrency() -> usize {
 pub struct Friends {
     #[serde(default)]
     pub pairs: Pairs,
+    /// With `pairs = "random"`: how many random others each user befriends
+    /// (1–100, below `users`); duplicates collapse, so users average up to
+    /// twice this many friends.
+    pub degree: Option<usize>,
 }
 
 /// Friendship layouts.
@@ -71,6 +75,8 @@ pub enum Pairs {
     /// Each user befriends the next one (the last befriends the first).
     #[default]
     Ring,
+    /// Each user befriends `degree` others chosen at random (by `seed`).
+    Random,
     /// No friendships (besides those groups need).
     None,
 }
@@ -356,6 +362,17 @@ impl Scenario {
         range("population", 0, &["users"], p.users as f64, 2.0, MAX_USERS as f64)?;
         range("population", 0, &["connect_concurrency"], p.connect_concurrency as f64, 1.0, 10_000.0)?;
         range("population", 0, &["setup_concurrency"], p.setup_concurrency as f64, 1.0, 1024.0)?;
+        let f = &self.friends;
+        match (f.pairs, f.degree) {
+            (Pairs::Random, Some(degree)) => {
+                range("friends", 0, &["degree"], degree as f64, 1.0, 100f64.min(p.users as f64 - 1.0))?
+            }
+            (Pairs::Random, None) => {
+                return Err(fail("friends", 0, &["pairs"], "\"random\" needs degree = N".into()));
+            }
+            (_, Some(_)) => return Err(fail("friends", 0, &["degree"], "only goes with pairs = \"random\"".into())),
+            (_, None) => {}
+        }
         if let Some(groups) = &self.groups {
             range("groups", 0, &["count"], groups.count as f64, 1.0, 1000.0)?;
             range("groups", 0, &["size"], groups.size as f64, 2.0, MAX_GROUP_SIZE.min(p.users) as f64)?;

@@ -39,8 +39,9 @@ pub struct Plan {
 pub struct PlannedUser {
     pub id: i64,
     pub token: String,
-    /// Index into `Plan::chats` of the direct chat with the ring friend.
-    pub direct: Option<usize>,
+    /// Indices into `Plan::chats` of the direct chats this user sends to
+    /// (ring: the one with the next user; random: one per friend).
+    pub directs: Vec<usize>,
     /// Indices into `Plan::chats` of the user's groups.
     pub groups: Vec<usize>,
 }
@@ -175,6 +176,37 @@ async fn create_group(
     Ok(chat.id.0)
 }
 
+/// The friendships `[friends]` asks for among `n` users, each pair once.
+/// Ring: pair *i* is (*i*, *i* + 1), and with two users the ring is one
+/// friendship. Random: each user picks `degree` others by the scenario's seed.
+pub fn friend_pairs(scenario: &Scenario, n: usize) -> Vec<(usize, usize)> {
+    match scenario.friends.pairs {
+        Pairs::None => Vec::new(),
+        Pairs::Ring => (0..if n == 2 { 1 } else { n }).map(|i| (i, (i + 1) % n)).collect(),
+        Pairs::Random => {
+            use rand::{Rng, SeedableRng};
+            let degree = scenario.friends.degree.unwrap_or(1).min(n.saturating_sub(1));
+            let mut rng = rand::rngs::StdRng::seed_from_u64(scenario.seed);
+            let mut seen = HashSet::new();
+            let mut pairs = Vec::new();
+            for a in 0..n {
+                let mut picked = 0;
+                while picked < degree {
+                    let b = rng.gen_range(0..n);
+                    if b == a {
+                        continue;
+                    }
+                    picked += 1;
+                    if seen.insert((a.min(b), a.max(b))) {
+                        pairs.push((a, b));
+                    }
+                }
+            }
+            pairs
+        }
+    }
+}
+
 /// The members of group `g`: `size` consecutive users (wrapping), starting at `g * size`.
 pub fn group_members(g: usize, size: usize, users: usize) -> Vec<usize> {
     (0..size).map(|k| (g * size + k) % users).collect()
@@ -209,15 +241,14 @@ pub async fn setup(
     };
     let mut users: Vec<PlannedUser> = accounts
         .iter()
-        .map(|a| PlannedUser { id: a.id.0, token: a.token.clone(), direct: None, groups: Vec::new() })
+        .map(|a| PlannedUser { id: a.id.0, token: a.token.clone(), directs: Vec::new(), groups: Vec::new() })
         .collect();
     let mut chats = Vec::new();
     let mut friends = HashSet::new();
 
-    if scenario.friends.pairs == Pairs::Ring {
-        // Pair i is (i, i + 1); with two users the ring is one friendship.
-        let pairs: Vec<(usize, usize)> = (0..if n == 2 { 1 } else { n }).map(|i| (i, (i + 1) % n)).collect();
-        eprintln!("setup: befriending users in a ring ({} pairs)", pairs.len());
+    let pairs = friend_pairs(scenario, n);
+    if !pairs.is_empty() {
+        eprintln!("setup: befriending users, {:?} ({} pairs)", scenario.friends.pairs, pairs.len());
         let accounts = &accounts;
         let opened = bounded(
             limit,
@@ -230,11 +261,13 @@ pub async fn setup(
                 .collect(),
         )
         .await?;
+        let ring = scenario.friends.pairs == Pairs::Ring;
         for (&(a, b), id) in pairs.iter().zip(opened) {
             friends.insert((a.min(b), a.max(b)));
-            users[a].direct = Some(chats.len());
-            if users[b].direct.is_none() {
-                users[b].direct = Some(chats.len());
+            users[a].directs.push(chats.len());
+            // In a ring each user sends to the next one only (the last to the first).
+            if !ring || users[b].directs.is_empty() {
+                users[b].directs.push(chats.len());
             }
             chats.push(PlannedChat { id, members: vec![a, b] });
         }
@@ -264,6 +297,46 @@ pub async fn setup(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scenario(friends: &str) -> Scenario {
+        let text = format!(
+            "seed = 7\n[population]\nusers = 50\n[friends]\n{friends}\n[[phases]]\nname = \"p\"\nduration_secs = 1\nrate_per_sec = 1\n"
+        );
+        Scenario::parse(&text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn random_friends_give_everyone_friends_without_duplicates_and_repeat_by_seed() {
+        let random = scenario("pairs = \"random\"\ndegree = 3");
+        let pairs = friend_pairs(&random, 50);
+        let mut friends = vec![0; 50];
+        let mut seen = HashSet::new();
+        for &(a, b) in &pairs {
+            assert_ne!(a, b, "nobody befriends themselves");
+            assert!(seen.insert((a.min(b), a.max(b))), "pair {a}-{b} twice");
+            friends[a] += 1;
+            friends[b] += 1;
+        }
+        assert!(friends.iter().all(|&f| f >= 3), "everyone picked 3: {friends:?}");
+        assert!(pairs.len() > 50 * 3 / 2 && pairs.len() <= 50 * 3);
+        assert_eq!(pairs, friend_pairs(&random, 50), "same seed, same graph");
+        assert_eq!(friend_pairs(&scenario("pairs = \"ring\""), 50).len(), 50);
+        assert!(friend_pairs(&scenario("pairs = \"none\""), 50).is_empty());
+    }
+
+    #[test]
+    fn random_friends_need_a_degree_and_only_they_take_one() {
+        let parse = |friends: &str| {
+            let text = format!(
+                "[population]\nusers = 5\n[friends]\n{friends}\n[[phases]]\nname = \"p\"\nduration_secs = 1\nrate_per_sec = 1\n"
+            );
+            Scenario::parse(&text).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert!(parse("pairs = \"random\"\ndegree = 2").is_ok());
+        assert!(parse("pairs = \"random\"").unwrap_err().contains("needs degree"));
+        assert!(parse("pairs = \"random\"\ndegree = 5").unwrap_err().contains("out of range"));
+        assert!(parse("pairs = \"ring\"\ndegree = 2").unwrap_err().contains("only goes with"));
+    }
 
     #[test]
     fn groups_take_consecutive_users_and_wrap() {
