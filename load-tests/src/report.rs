@@ -460,7 +460,8 @@ pub fn chart(title: &str, unit: &str, lines: &[(&str, &str, Vec<f64>)]) -> Strin
 }
 
 /// The run's plots as standalone SVG: (file-name slug, heading, SVG) for
-/// latency, throughput, open connections and, with `--server-pid`, server CPU.
+/// latency, throughput, open connections and, with `--server-pid`, server
+/// CPU and memory.
 pub fn charts(s: &Summary) -> Vec<(&'static str, &'static str, String)> {
     let series = |f: fn(&SeriesPoint) -> f64| s.series.iter().map(f).collect::<Vec<f64>>();
     let mut charts = vec![
@@ -503,6 +504,8 @@ pub fn charts(s: &Summary) -> Vec<(&'static str, &'static str, String)> {
             "Server CPU",
             chart("server CPU", "%", &[("server CPU % of a core", "#8c564b", cpu)]),
         ));
+        let rss = series(|p| p.server_rss_kib.unwrap_or(0) as f64 / 1024.0);
+        charts.push(("server-rss", "Server memory", chart("server RSS", "MiB", &[("server RSS", "#e377c2", rss)])));
     }
     charts
 }
