@@ -333,9 +333,9 @@ mod tests {
             Scenario::parse(&text).map(|_| ()).map_err(|e| e.to_string())
         };
         assert!(parse("pairs = \"random\"\ndegree = 2").is_ok());
-        assert!(parse("pairs = \"random\"").unwrap_err().contains("needs degree"));
-        assert!(parse("pairs = \"random\"\ndegree = 5").unwrap_err().contains("out of range"));
-        assert!(parse("pairs = \"ring\"\ndegree = 2").unwrap_err().contains("only goes with"));
+        assert!(parse("pairs = \"random\"").err().unwrap_or_default().contains("needs degree"));
+        assert!(parse("pairs = \"random\"\ndegree = 5").err().unwrap_or_default().contains("out of range"));
+        assert!(parse("pairs = \"ring\"\ndegree = 2").err().unwrap_or_default().contains("only goes with"));
     }
 
     #[test]
