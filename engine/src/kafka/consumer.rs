@@ -111,7 +111,8 @@ struct Counters {
     dead_lettered: AtomicU64,
 }
 
-/// The running consumer; [`DeliveryConsumer::stop`] ends it.
+/// The running consumer; [`DeliveryConsumer::stop`] ends it (dropping it
+/// ends it too, in the background).
 pub struct DeliveryConsumer {
     ownership: KafkaOwnership,
     counters: Arc<Counters>,

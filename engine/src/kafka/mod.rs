@@ -25,14 +25,18 @@
 //!   consumed in that order.
 //! - **At least once.** The consumer stores a record's offset only after
 //!   the record was handed to the shard actor's mailbox (or written to the
-//!   dead-letter topic and acknowledged there), and commits stored offsets
-//!   in the background every `commit_interval_ms`, one request for all
-//!   partitions, and once more when it stops. After a crash or rebalance
-//!   the new owner resumes from the last commit: it may see records again
-//!   (delivery to clients is at-least-once; they drop duplicates by `seq`
-//!   and message ID), never fewer. A record
-//!   is never skipped: if the dead-letter topic cannot be written the
-//!   consumer retries it and does not move past it.
+//!   dead-letter topic and acknowledged there). Stored offsets are committed
+//!   in the background every `commit_interval_ms` (one request for all
+//!   partitions), for the partitions given up in a rebalance (librdkafka
+//!   commits on revoke; rebalance callbacks run in the consumer's task, so
+//!   every record handed over is stored by then), and once more on stop.
+//!   A clean handover therefore delivers nothing twice; after a crash the
+//!   new owner resumes from the last commit and may see records again
+//!   (clients drop duplicates by `seq` and message ID), never fewer. A
+//!   record is never skipped: if the dead-letter topic cannot be written,
+//!   the consumer retries and does not move past it. What sits in a shard
+//!   actor's mailbox when a revoke stops that actor is for users who catch
+//!   up from storage, as after a crash.
 //! - **Ownership = assignment.** [`KafkaOwnership`] answers
 //!   [`crate::ShardOwnership::owns`] from the consumer group's current
 //!   assignment (cooperative-sticky: a rebalance moves only the partitions
