@@ -192,6 +192,19 @@ async fn the_bus_refuses_a_topic_that_does_not_match_the_shards_and_a_shard_with
 }
 
 #[actix_rt::test]
+async fn publish_fails_retryably_when_no_broker_acknowledges() {
+    let mut cluster = Cluster::start();
+    cluster.config.delivery_timeout_ms = 1_000;
+    let bus = cluster.bus();
+    bus.publish(delivery(1, 1)).await.unwrap();
+    cluster.mock.broker_down(1).unwrap();
+    let started = Instant::now();
+    let published = bus.publish(delivery(1, 2)).await;
+    assert!(matches!(published, Err(BusError::Unavailable(_))), "{published:?}");
+    assert!(started.elapsed() < PATIENCE, "publish took {:?}", started.elapsed());
+}
+
+#[actix_rt::test]
 async fn an_undeliverable_record_goes_to_the_dead_letter_topic_and_the_next_one_arrives() {
     let cluster = Cluster::start();
     let bus = cluster.bus();
