@@ -43,6 +43,17 @@ pub enum BusError {
     NoRoute(ShardId),
     #[error("bus not connected")]
     NotConnected,
+    /// The brokers did not acknowledge in time or could not be reached; the
+    /// record may or may not have been written. Retryable.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    /// The brokers refused the record (too large, not authorized, …); a
+    /// retry fails the same way.
+    #[error("bus refused the record: {0}")]
+    Rejected(String),
+    /// The bus's settings are unusable.
+    #[error("bad bus configuration: {0}")]
+    Config(String),
 }
 
 /// Moves deliveries to the node that owns their shard.

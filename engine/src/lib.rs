@@ -10,6 +10,7 @@ pub mod cluster;
 mod config;
 mod error;
 pub mod ids;
+pub mod kafka;
 pub mod metrics;
 pub mod policy;
 pub mod presence;
