@@ -59,9 +59,11 @@ pub enum BusError {
 /// Moves deliveries to the node that owns their shard.
 ///
 /// Contract: records to one shard arrive in publish order; a record whose
-/// `publish` returned `Ok` reaches the owner of its shard unless that
-/// owner dies, in which case the recipients catch up from storage (every
-/// update is persisted before it is published).
+/// `publish` returned `Ok` reaches the owner of its shard. In process, a
+/// node that dies takes its unhandled records with it and the recipients
+/// catch up from storage (every update is persisted before it is
+/// published); on Kafka the record stays in the topic and the shard's next
+/// owner receives it (at least once).
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, delivery: Delivery) -> Result<(), BusError>;
