@@ -196,7 +196,12 @@ async fn publish_fails_retryably_when_no_broker_acknowledges() {
     let mut cluster = Cluster::start();
     cluster.config.delivery_timeout_ms = 1_000;
     let bus = cluster.bus();
-    bus.publish(delivery(1, 1)).await.unwrap();
+    // Warm-up: the first record also waits for metadata and a connection,
+    // which on a busy machine can take longer than this short timeout.
+    let deadline = Instant::now() + PATIENCE;
+    while let Err(error) = bus.publish(delivery(1, 1)).await {
+        assert!(Instant::now() < deadline, "the broker never acknowledged the first record: {error}");
+    }
     cluster.mock.broker_down(1).unwrap();
     let started = Instant::now();
     let published = bus.publish(delivery(1, 2)).await;

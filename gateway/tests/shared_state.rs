@@ -18,7 +18,7 @@ use protocol::rest::WsTicketResponse;
 use protocol::ws::ServerFrame;
 
 /// Generator leases in these tests: a fresh claim counts after one of them.
-const LEASE_TTL: Duration = Duration::from_millis(300);
+const LEASE_TTL: Duration = Duration::from_millis(1000);
 
 /// A node on `dir`'s store and `redis`.
 async fn node(dir: &tempfile::TempDir, redis: &RedisServer) -> (Server, Api) {

@@ -52,7 +52,7 @@ impl RedisServer {
             lease_ttl_ms: ttl.as_millis() as u64,
             node_ttl_ms: ttl.as_millis() as u64,
             presence_ttl_ms: ttl.as_millis() as u64,
-            command_timeout_ms: 200,
+            command_timeout_ms: 500,
         }
     }
 
