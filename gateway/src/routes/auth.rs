@@ -167,7 +167,8 @@ pub async fn logout_others(user: AuthUser, state: web::Data<AppState>) -> Result
 
 /// A one-time ticket to open the WebSocket from a browser.
 #[utoipa::path(post, path = "/api/v1/auth/ws-ticket", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = WsTicketResponse), (status = 401, body = protocol::rest::Problem, description = "unauthorized")))]
+    responses((status = 200, body = WsTicketResponse), (status = 401, body = protocol::rest::Problem, description = "unauthorized"),
+              (status = 503, body = protocol::rest::Problem, description = "unavailable: the ticket store cannot be reached")))]
 pub async fn ws_ticket(user: AuthUser, state: web::Data<AppState>) -> Result<web::Json<WsTicketResponse>, ApiError> {
     let ttl = state.config.auth.ws_ticket_ttl_secs;
     let ticket = state.tickets.issue(&user.claims, Duration::from_secs(ttl)).await?;
