@@ -34,6 +34,9 @@ pub enum Payload {
     /// Presence of some users; each recipient's user actor merges these
     /// into one `presence` frame per coalescing window.
     Presence(Arc<[protocol::ws::PresenceView]>),
+    /// Presence bookkeeping for the shard itself (no recipients): who
+    /// watches whom.
+    Control(Arc<crate::presence::PresenceControl>),
 }
 
 /// Errors of a bus.

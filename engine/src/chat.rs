@@ -82,6 +82,9 @@ pub(crate) struct RelationCache {
 impl RelationCache {
     /// How `user` stands with `peer`, from the cache if no relation changed since.
     async fn view(&self, core: &Core, user: i64, peer: i64) -> Result<RelationView, EngineError> {
+        if !core.cache_relations {
+            return Ok(core.stores.relations.relation(user, peer).await?);
+        }
         // Read before loading: a change committed meanwhile leaves the entry stale, never wrong.
         let epoch = core.relations_epoch.load(Ordering::Acquire);
         let mut entries = self.entries.get();

@@ -25,6 +25,10 @@ pub enum EngineError {
     Group(#[from] GroupError),
     #[error("engine unavailable")]
     Unavailable,
+    /// Cluster mode: the shard of the user or chat is not this node's (it
+    /// lives on, or just moved to, another node).
+    #[error("the shard lives on another node")]
+    Moved,
     #[error("bad configuration: {0}")]
     Config(String),
     #[error(transparent)]

@@ -12,6 +12,7 @@ mod error;
 pub mod ids;
 pub mod kafka;
 pub mod metrics;
+pub mod peers;
 pub mod policy;
 pub mod presence;
 pub mod redis;
@@ -42,7 +43,11 @@ pub use shard::{OwnsAll, ShardId, ShardMap, ShardOwnership};
 pub use user::{ConnectionHandle, Kick};
 
 use crate::chat::{ChangeGroup, ChangeMessage, PostMessage};
-use crate::registry::{Attach, ChatAddr, Detach, PresenceControl, SetChoice, SetIdle, ShardActor, route_by_shard};
+use crate::cluster::{NodeDirectory, NodeInfo, SharedState};
+use crate::kafka::{DeliveryConsumer, KafkaBus, KafkaConfig, OwnershipChange};
+use crate::peers::{ChatCommand, ChatReply, Peers};
+use crate::presence::PresenceControl;
+use crate::registry::{Attach, ChatAddr, Detach, Evict, SetChoice, SetIdle, ShardActor, route_by_shard};
 
 /// What every actor shares.
 pub(crate) struct Core {
@@ -52,15 +57,49 @@ pub(crate) struct Core {
     pub bus: Arc<dyn Bus>,
     pub metrics: Arc<Metrics>,
     pub config: EngineConfig,
-    /// Each shard's presence mailbox, by shard number.
-    pub presence_routes: OnceLock<Vec<actix::Recipient<PresenceControl>>>,
     /// Counts committed relation changes: a relation read while it had a
     /// value stays true until it moves (see `chat::RelationCache`).
     pub relations_epoch: std::sync::atomic::AtomicU64,
+    /// Which shards this node owns; set once the bus is connected.
+    pub ownership: OnceLock<Arc<dyn ShardOwnership>>,
+    /// Whether chat actors may cache relations (`chat::RelationCache`):
+    /// only on a single node, where `relations_epoch` sees every change. A
+    /// cluster node would miss a block made through another node.
+    pub cache_relations: bool,
+}
+
+impl Core {
+    /// Whether this node owns `shard` now (nothing before the bus is connected).
+    pub(crate) fn owns(&self, shard: ShardId) -> bool {
+        self.ownership.get().is_some_and(|ownership| ownership.owns(shard))
+    }
+}
+
+/// What makes a node one of a cluster: the Kafka bus, whose consumer
+/// group decides which shards it owns, and how the others reach it.
+#[derive(Clone, Debug)]
+pub struct ClusterNode {
+    /// Unique among live nodes.
+    pub name: String,
+    /// The node's base URL as clients and the other nodes reach it
+    /// (`http://host:port` or `https://…`).
+    pub url: String,
+    pub kafka: KafkaConfig,
+    /// How often the node announces itself (and its shards) in the directory.
+    pub heartbeat: std::time::Duration,
+}
+
+/// The adapters a node runs on, chosen in one place (the gateway's config).
+pub struct Adapters {
+    pub shared: SharedState,
+    /// `None`: a single node (in-process bus, owns every shard).
+    pub cluster: Option<ClusterNode>,
+    /// Carries chat commands to the nodes that own them.
+    pub peers: Arc<dyn Peers>,
 }
 
 /// A stored (or found-again) message.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Posted {
     pub message: Message,
     /// True when the send was a retry of an already stored one.
@@ -87,47 +126,113 @@ pub struct Engine {
     typing_limiter: Arc<DefaultKeyedRateLimiter<(i64, i64)>>,
     /// Renews the generator lease; taken and stopped by [`Engine::stop`].
     keeper: Arc<tokio::sync::Mutex<Option<cluster::LeaseKeeper>>>,
+    /// Who owns which shard (other nodes included).
+    directory: Arc<dyn NodeDirectory>,
+    peers: Arc<dyn Peers>,
+    /// This node as the directory lists it; `None` on a single node.
+    node: Option<Arc<ClusterNode>>,
+    /// The base URLs of the live nodes as last read from the directory
+    /// (refreshed on every heartbeat); empty on a single node.
+    node_urls: Arc<std::sync::RwLock<Vec<String>>>,
+    /// The Kafka consumer and the tasks that follow its assignment;
+    /// stopped by [`Engine::stop`].
+    cluster_tasks: Arc<tokio::sync::Mutex<ClusterTasks>>,
+}
+
+/// What a cluster node runs beside its actors.
+#[derive(Default)]
+struct ClusterTasks {
+    consumer: Option<DeliveryConsumer>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Engine {
-    /// Starts the engine: the ID generator under a generator ID from
-    /// `leases` (a node's fixed one, or leased from Redis and renewed until
-    /// [`Engine::stop`]), an in-process bus and one shard actor per shard,
-    /// spread over `actor_threads` arbiters.
+    /// Starts the engine: the ID generator under a generator ID from the
+    /// shared state's leases (a node's fixed one, or leased from Redis and
+    /// renewed until [`Engine::stop`]), the bus, and one shard actor per
+    /// shard, spread over `actor_threads` arbiters.
+    ///
+    /// A single node uses the in-process bus and owns every shard. A
+    /// cluster node produces to Kafka, joins the delivery topic's consumer
+    /// group (the shards it owns are the partitions it is assigned),
+    /// evicts the clients of shards it loses, and announces what it owns
+    /// in the node directory.
     pub async fn start(
         config: EngineConfig,
         stores: Stores,
         metrics: Arc<Metrics>,
-        leases: Arc<dyn cluster::GeneratorLeases>,
+        adapters: Adapters,
     ) -> Result<Self, EngineError> {
         let shards = ShardMap::new(config.shard_count).map_err(|e| EngineError::Config(e.to_string()))?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-        let keeper = cluster::LeaseKeeper::start(leases).await?;
+        let kafka = match &adapters.cluster {
+            Some(node) => {
+                let bus = Arc::new(KafkaBus::new(&node.kafka)?);
+                bus.check_topic(shards).await?;
+                Some(bus)
+            }
+            None => None,
+        };
+        let keeper = cluster::LeaseKeeper::start(adapters.shared.leases.clone()).await?;
         let ids = IdGenerator::start(keeper.lease().clone(), clock, stores.meta.clone()).await?;
-        let bus = Arc::new(InProcessBus::default());
+        let in_process = Arc::new(InProcessBus::default());
+        let bus: Arc<dyn Bus> = match &kafka {
+            Some(bus) => bus.clone(),
+            None => in_process.clone(),
+        };
         let core = Arc::new(Core {
             stores,
             ids,
             shards,
-            bus: bus.clone(),
+            bus,
             metrics,
             config: config.clone(),
-            presence_routes: OnceLock::new(),
             relations_epoch: std::sync::atomic::AtomicU64::new(0),
+            ownership: OnceLock::new(),
+            cache_relations: adapters.cluster.is_none(),
         });
         let arbiters: Vec<ArbiterHandle> = (0..config.actor_threads()).map(|_| Arbiter::new().handle()).collect();
-        let ownership = OwnsAll;
         let mut shard_actors = Vec::with_capacity(shards.count() as usize);
-        for shard in shards.all().filter(|shard| ownership.owns(*shard)) {
+        for shard in shards.all() {
             let arbiter = &arbiters[shard.0 as usize % arbiters.len()];
             let core = core.clone();
             shard_actors.push(ShardActor::start_in_arbiter(arbiter, move |_| ShardActor::new(shard, core)));
         }
-        bus.connect(shard_actors.iter().map(|addr| addr.clone().recipient()).collect())?;
-        let _ = core.presence_routes.set(shard_actors.iter().map(|addr| addr.clone().recipient()).collect());
+        let recipients: Vec<actix::Recipient<Delivery>> =
+            shard_actors.iter().map(|addr| addr.clone().recipient()).collect();
+        let node = adapters.cluster.map(Arc::new);
+        let node_urls = Arc::new(std::sync::RwLock::new(Vec::new()));
+        let mut cluster_tasks = ClusterTasks::default();
+        match &node {
+            Some(node) => {
+                let (consumer, changes) = DeliveryConsumer::start(&node.kafka, recipients)?;
+                let ownership = consumer.ownership();
+                let _ = core.ownership.set(Arc::new(ownership.clone()));
+                cluster_tasks.consumer = Some(consumer);
+                let directory = adapters.shared.directory.clone();
+                let evictors: Vec<_> = shard_actors.iter().map(|addr| addr.clone().recipient()).collect();
+                cluster_tasks.tasks.push(tokio::spawn(follow_assignment(
+                    changes,
+                    evictors,
+                    directory.clone(),
+                    node.clone(),
+                    ownership.clone(),
+                )));
+                cluster_tasks.tasks.push(tokio::spawn(announce_periodically(
+                    directory,
+                    node.clone(),
+                    ownership,
+                    node_urls.clone(),
+                )));
+            }
+            None => {
+                in_process.connect(recipients)?;
+                let _ = core.ownership.set(Arc::new(OwnsAll));
+            }
+        }
         let quota = Quota::per_second(nonzero(config.sends_per_second)).allow_burst(nonzero(config.send_burst));
         let generator = keeper.lease().get().map(|grant| grant.generator);
-        tracing::info!(shards = shards.count(), ?generator, "engine started");
+        tracing::info!(shards = shards.count(), ?generator, cluster = node.is_some(), "engine started");
         Ok(Engine {
             core,
             keeper: Arc::new(tokio::sync::Mutex::new(Some(keeper))),
@@ -138,7 +243,35 @@ impl Engine {
                 Quota::with_period(std::time::Duration::from_millis(protocol::limits::TYPING_INTERVAL_MS))
                     .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)),
             )),
+            directory: adapters.shared.directory,
+            peers: adapters.peers,
+            node,
+            node_urls,
+            cluster_tasks: Arc::new(tokio::sync::Mutex::new(cluster_tasks)),
         })
+    }
+
+    /// The base URL of the node that serves `user_id`'s connections (the
+    /// owner of their shard, maybe this node); `None` on a single node.
+    /// Fails with [`EngineError::Unavailable`] while no node owns the shard
+    /// (during a rebalance), so the client retries.
+    pub async fn home_of(&self, user_id: UserId) -> Result<Option<String>, EngineError> {
+        let Some(me) = &self.node else { return Ok(None) };
+        let shard = self.core.shards.shard_of(user_id.0);
+        if self.core.owns(shard) {
+            return Ok(Some(me.url.clone()));
+        }
+        match self.directory.owner_of(shard).await? {
+            Some(owner) if owner.name != me.name => Ok(Some(owner.url)),
+            _ => Err(EngineError::Unavailable),
+        }
+    }
+
+    /// The base URLs of the cluster's live nodes, as of the last heartbeat
+    /// (a web page served here may connect to any of them); empty on a
+    /// single node.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.node_urls.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The stores the engine writes through.
@@ -171,7 +304,13 @@ impl Engine {
     /// The user shows as online to the people entitled to their presence,
     /// and every device of the user is sent a `presence` snapshot of those
     /// people, then their changes.
+    ///
+    /// Fails with [`EngineError::Moved`] if this node does not own the
+    /// user's shard.
     pub async fn attach(&self, user_id: UserId, conn: ConnectionHandle) -> Result<u64, EngineError> {
+        if !self.core.owns(self.core.shards.shard_of(user_id.0)) {
+            return Err(EngineError::Moved);
+        }
         let user = self.core.stores.users.user_by_id(user_id.0).await?.ok_or(EngineError::UserNotFound)?;
         let attach = Attach { user_id: user_id.0, conn, choice: user.presence, status_text: user.status_text };
         self.shard_actor(user_id.0).send(attach).await?;
@@ -262,18 +401,65 @@ impl Engine {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
             return Err(EngineError::RateLimited { retry_after_ms: wait.as_millis() as u64 + 1 });
         }
-        self.ask_chat(chat_id, || PostMessage {
-            sender_id: sender.0,
-            client_msg_id: client_msg_id.clone(),
-            body: body.clone(),
-        })
-        .await
+        match self.ask_chat(chat_id, ChatCommand::Post { sender_id: sender.0, client_msg_id, body }).await? {
+            ChatReply::Posted(posted) => Ok(posted),
+            _ => Err(EngineError::Unavailable),
+        }
     }
 
-    /// Sends a message to the chat's actor, starting it if needed. A chat
-    /// actor may retire between lookup and send; the message was then never
-    /// handled, so asking a fresh actor once more is safe.
-    async fn ask_chat<M, T>(&self, chat_id: ChatId, message: impl Fn() -> M) -> Result<T, EngineError>
+    /// Runs a command on the chat's actor: here if this node owns the
+    /// chat's shard, else on the node that does. A command whose owner
+    /// moved meanwhile is sent once more to the new owner.
+    async fn ask_chat(&self, chat_id: ChatId, command: ChatCommand) -> Result<ChatReply, EngineError> {
+        let shard = self.core.shards.shard_of(chat_id.0);
+        for _ in 0..2 {
+            if self.core.owns(shard) {
+                return self.run_chat_command(chat_id, command).await;
+            }
+            let owner = self.directory.owner_of(shard).await?.ok_or(EngineError::Unavailable)?;
+            if self.node.as_ref().is_some_and(|me| me.name == owner.name) {
+                // The directory still names this node for a shard it gave up.
+                return Err(EngineError::Unavailable);
+            }
+            match self.peers.forward(&owner, chat_id.0, command.clone()).await {
+                Err(EngineError::Moved) => continue,
+                result => return result,
+            }
+        }
+        Err(EngineError::Unavailable)
+    }
+
+    /// Runs a command on this node's actor of the chat, starting it if
+    /// needed (the end of a forwarded command). Fails with
+    /// [`EngineError::Moved`] if this node does not own the chat's shard.
+    pub async fn run_chat_command(&self, chat_id: ChatId, command: ChatCommand) -> Result<ChatReply, EngineError> {
+        if !self.core.owns(self.core.shards.shard_of(chat_id.0)) {
+            return Err(EngineError::Moved);
+        }
+        Ok(match command {
+            ChatCommand::Post { sender_id, client_msg_id, body } => ChatReply::Posted(
+                self.ask_local_chat(chat_id, || PostMessage {
+                    sender_id,
+                    client_msg_id: client_msg_id.clone(),
+                    body: body.clone(),
+                })
+                .await?,
+            ),
+            ChatCommand::ChangeMessage { user_id, message_id, new_body } => {
+                self.ask_local_chat(chat_id, || ChangeMessage { user_id, message_id, new_body: new_body.clone() })
+                    .await?;
+                ChatReply::MessageChanged
+            }
+            ChatCommand::ChangeGroup { user_id, command } => ChatReply::GroupChanged(
+                self.ask_local_chat(chat_id, || ChangeGroup { user_id, command: command.clone() }).await?,
+            ),
+        })
+    }
+
+    /// Sends a message to this node's actor of the chat, starting it if
+    /// needed. A chat actor may retire between lookup and send; the message
+    /// was then never handled, so asking a fresh actor once more is safe.
+    async fn ask_local_chat<M, T>(&self, chat_id: ChatId, message: impl Fn() -> M) -> Result<T, EngineError>
     where
         M: actix::Message<Result = Result<T, EngineError>> + Send + 'static,
         T: Send + 'static,
@@ -303,12 +489,11 @@ impl Engine {
         if let Some(body) = &new_body {
             validate_body(body)?;
         }
-        self.ask_chat(chat_id, || ChangeMessage {
-            user_id: user_id.0,
-            message_id: message_id.0,
-            new_body: new_body.clone(),
-        })
-        .await
+        let command = ChatCommand::ChangeMessage { user_id: user_id.0, message_id: message_id.0, new_body };
+        match self.ask_chat(chat_id, command).await? {
+            ChatReply::MessageChanged => Ok(()),
+            _ => Err(EngineError::Unavailable),
+        }
     }
 
     /// Deletes a message for this user only: hidden on all of their devices.
@@ -474,7 +659,13 @@ impl Engine {
             GroupCommand::Rename(name) => GroupCommand::Rename(validate_group_name(&name)?),
             other => other,
         };
-        let changed = self.ask_chat(chat_id, || ChangeGroup { user_id: user_id.0, command: command.clone() }).await?;
+        let changed = match self
+            .ask_chat(chat_id, ChatCommand::ChangeGroup { user_id: user_id.0, command: command.clone() })
+            .await?
+        {
+            ChatReply::GroupChanged(changed) => changed,
+            _ => return Err(EngineError::Unavailable),
+        };
         // Who shares a group changed: so may who sees whose presence.
         match &command {
             GroupCommand::AddMembers(users) => {
@@ -623,6 +814,16 @@ impl Engine {
     /// from Redis is free for another node at once). Connections should be
     /// closed first.
     pub async fn stop(&self) {
+        let ClusterTasks { consumer, tasks } = std::mem::take(&mut *self.cluster_tasks.lock().await);
+        tasks.iter().for_each(tokio::task::JoinHandle::abort);
+        if let Some(consumer) = consumer {
+            consumer.stop().await;
+        }
+        if let Some(node) = &self.node
+            && let Err(error) = self.directory.withdraw(&node.name).await
+        {
+            tracing::warn!(%error, "could not withdraw from the node directory; the entry expires by itself");
+        }
         for arbiter in self.arbiters.iter() {
             arbiter.stop();
         }
@@ -631,6 +832,57 @@ impl Engine {
         {
             tracing::warn!(%error, "could not release the generator lease; it expires by itself");
         }
+    }
+}
+
+/// Follows the consumer group's assignment: the clients of a lost shard
+/// are told to reconnect elsewhere and its chat actors stop; every change
+/// is announced in the directory at once.
+async fn follow_assignment(
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<OwnershipChange>,
+    shards: Vec<actix::Recipient<Evict>>,
+    directory: Arc<dyn NodeDirectory>,
+    node: Arc<ClusterNode>,
+    ownership: kafka::KafkaOwnership,
+) {
+    while let Some(change) = changes.recv().await {
+        if let OwnershipChange::Revoked(lost) = &change {
+            for shard in lost {
+                if let Some(actor) = shards.get(shard.0 as usize) {
+                    actor.do_send(Evict);
+                }
+            }
+        }
+        announce(directory.as_ref(), &node, &ownership).await;
+    }
+}
+
+/// Announces this node and its shards on every heartbeat, so that the
+/// entry of a node that dies expires, and reads which nodes are live.
+async fn announce_periodically(
+    directory: Arc<dyn NodeDirectory>,
+    node: Arc<ClusterNode>,
+    ownership: kafka::KafkaOwnership,
+    node_urls: Arc<std::sync::RwLock<Vec<String>>>,
+) {
+    let mut tick = tokio::time::interval(node.heartbeat);
+    loop {
+        tick.tick().await;
+        announce(directory.as_ref(), &node, &ownership).await;
+        match directory.live_nodes().await {
+            Ok(nodes) => {
+                let urls = nodes.into_iter().map(|node| node.url).collect();
+                *node_urls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = urls;
+            }
+            Err(error) => tracing::warn!(%error, "reading the node directory failed"),
+        }
+    }
+}
+
+async fn announce(directory: &dyn NodeDirectory, node: &ClusterNode, ownership: &kafka::KafkaOwnership) {
+    let info = NodeInfo { name: node.name.clone(), url: node.url.clone(), shards: ownership.owned() };
+    if let Err(error) = directory.announce(&info).await {
+        tracing::warn!(%error, "announcing the node in the directory failed; retrying on the next heartbeat");
     }
 }
 

@@ -8,7 +8,8 @@ use storage::{ChatRecord, GroupChange, MessageRecord, Relation, RelationView, Ro
 use crate::{EngineError, GroupError};
 
 /// A change a member asks to make to a group.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum GroupCommand {
     Rename(String),
     /// A new avatar's media key, or `None` to remove it.

@@ -21,6 +21,26 @@ use protocol::UserId;
 use protocol::ws::{PresenceStatus, PresenceView};
 use storage::{PresenceChoice, PresencePeer};
 
+/// Presence bookkeeping between shards. It travels on the bus like
+/// deliveries ([`crate::Payload::Control`]), so in a cluster it reaches the
+/// node that owns the receiving shard.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "control", rename_all = "snake_case")]
+pub enum PresenceControl {
+    /// For users of the receiving shard: each watcher (of this shard)
+    /// should watch the peer, if the watcher is online. With `snapshot`
+    /// (a new connection) the peer's presence is sent even if it was
+    /// watched already.
+    AddInterest { links: Vec<(i64, PresencePeer)>, snapshot: bool },
+    /// For users of the receiving shard: each stops watching the other.
+    RemoveInterest { links: Vec<(i64, i64)> },
+    /// `watcher` watches these users of the receiving shard from now on
+    /// and is sent their current presence.
+    Watch { watcher: i64, peers: Vec<PresencePeer> },
+    /// `watcher` stops watching these users of the receiving shard.
+    Unwatch { watcher: i64, targets: Vec<i64> },
+}
+
 /// The status others see, from the user's choice and their connections'
 /// idle flags.
 pub fn effective(choice: PresenceChoice, idle: impl IntoIterator<Item = bool>) -> PresenceStatus {

@@ -13,9 +13,9 @@ use storage::{PresenceChoice, PresencePeer};
 use crate::Core;
 use crate::bus::{Delivery, Payload};
 use crate::chat::{ChatActor, ChatStopped};
-use crate::presence::{PresenceBook, Publish};
+use crate::presence::{PresenceBook, PresenceControl, Publish};
 use crate::shard::ShardId;
-use crate::user::{AddConnection, ConnectionHandle, Deliver, RemoveConnection, Retire, UserActor};
+use crate::user::{AddConnection, ConnectionHandle, Deliver, Evicted, Kick, RemoveConnection, Retire, UserActor};
 
 /// Attaches a connection to its user, starting the user actor if needed.
 #[derive(Message)]
@@ -46,25 +46,6 @@ pub(crate) struct SetChoice {
     pub status_text: String,
 }
 
-/// Presence bookkeeping between shards (in a cluster it travels between
-/// nodes like deliveries do).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) enum PresenceControl {
-    /// For users of the receiving shard: each watcher (of this shard)
-    /// should watch the peer, if the watcher is online. With `snapshot`
-    /// (a new connection) the peer's presence is sent even if it was
-    /// watched already.
-    AddInterest { links: Vec<(i64, PresencePeer)>, snapshot: bool },
-    /// For users of the receiving shard: each stops watching the other.
-    RemoveInterest { links: Vec<(i64, i64)> },
-    /// `watcher` watches these users of the receiving shard from now on
-    /// and is sent their current presence.
-    Watch { watcher: i64, peers: Vec<PresencePeer> },
-    /// `watcher` stops watching these users of the receiving shard.
-    Unwatch { watcher: i64, targets: Vec<i64> },
-}
-
 /// Detaches a connection; the user actor retires after the idle grace.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -72,6 +53,14 @@ pub(crate) struct Detach {
     pub user_id: i64,
     pub conn_id: u64,
 }
+
+/// This node lost the shard (cluster mode): its users' connections are
+/// told to reconnect to the new owner, their actors stop, and the chat
+/// actors are forgotten (they finish what they hold and retire when idle;
+/// new commands go to the new owner).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Evict;
 
 /// Returns the chat's actor, starting it if needed.
 #[derive(Message)]
@@ -179,7 +168,7 @@ impl ShardActor {
     }
 }
 
-/// Sends one [`PresenceControl`] per shard owning some of `users`, built
+/// Publishes one [`PresenceControl`] per shard owning some of `users`, built
 /// from that shard's share.
 pub(crate) fn route_by_shard<T>(core: &Core, users: Vec<T>, control: impl Fn(Vec<T>) -> PresenceControl)
 where
@@ -189,12 +178,29 @@ where
     for item in users {
         by_shard.entry(core.shards.shard_of(item.user_key())).or_default().push(item);
     }
-    for (shard, items) in by_shard {
-        match core.presence_routes.get().and_then(|routes| routes.get(shard.0 as usize)) {
-            Some(route) => route.do_send(control(items)),
-            None => tracing::warn!(shard = shard.0, "no presence route to shard"),
-        }
+    let deliveries: Vec<Delivery> = by_shard
+        .into_iter()
+        .map(|(shard, items)| Delivery {
+            shard,
+            recipients: Vec::new(),
+            payload: Payload::Control(Arc::new(control(items))),
+        })
+        .collect();
+    if deliveries.is_empty() {
+        return;
     }
+    // One task publishes them in order; tasks spawned one after the other
+    // hand their first record to the bus in spawn order, so controls for
+    // one shard keep the order they were decided in.
+    let bus = core.bus.clone();
+    actix::spawn(async move {
+        for delivery in deliveries {
+            let shard = delivery.shard;
+            if let Err(error) = bus.publish(delivery).await {
+                tracing::warn!(%error, shard = shard.0, "publishing presence bookkeeping failed");
+            }
+        }
+    });
 }
 
 /// Something that belongs to the shard of a user.
@@ -236,6 +242,11 @@ impl Actor for ShardActor {
 impl Handler<Attach> for ShardActor {
     type Result = ();
     fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) {
+        // The shard may have moved between the engine's check and now.
+        if !self.core.owns(self.shard) {
+            msg.conn.kick.do_send(Kick { code: protocol::ws::close::MOVED, reason: "shard moved to another node" });
+            return;
+        }
         let metrics = self.core.metrics.clone();
         let entry = self.users.entry(msg.user_id).or_insert_with(|| UserEntry {
             addr: UserActor::new(msg.user_id, metrics, Duration::from_millis(self.core.config.presence_coalesce_ms))
@@ -273,9 +284,9 @@ impl Handler<SetChoice> for ShardActor {
     }
 }
 
-impl Handler<PresenceControl> for ShardActor {
-    type Result = ();
-    fn handle(&mut self, msg: PresenceControl, ctx: &mut Self::Context) {
+impl ShardActor {
+    /// Applies presence bookkeeping that another shard (or the engine) sent.
+    fn control(&mut self, msg: PresenceControl, ctx: &mut Context<Self>) {
         match msg {
             PresenceControl::AddInterest { links, snapshot } => {
                 let mut by_watcher: BTreeMap<i64, Vec<PresencePeer>> = BTreeMap::new();
@@ -340,6 +351,25 @@ impl Handler<Detach> for ShardActor {
     }
 }
 
+impl Handler<Evict> for ShardActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Evict, ctx: &mut Self::Context) {
+        let users = self.users.len();
+        for (_, entry) in self.users.drain() {
+            if let Some(timer) = entry.retire_timer {
+                ctx.cancel_future(timer);
+            }
+            entry.addr.do_send(Evicted);
+        }
+        for (_, timer) in self.flush_timers.drain().chain(self.grace_timers.drain()) {
+            ctx.cancel_future(timer);
+        }
+        self.presence = PresenceBook::default();
+        self.chats.clear();
+        tracing::info!(shard = self.shard.0, users, "shard moved away; its clients were told to reconnect");
+    }
+}
+
 impl Handler<ChatAddr> for ShardActor {
     type Result = actix::MessageResult<ChatAddr>;
     fn handle(&mut self, msg: ChatAddr, ctx: &mut Self::Context) -> Self::Result {
@@ -363,7 +393,11 @@ impl Handler<ChatStopped> for ShardActor {
 
 impl Handler<Delivery> for ShardActor {
     type Result = ();
-    fn handle(&mut self, msg: Delivery, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Delivery, ctx: &mut Self::Context) {
+        if let Payload::Control(control) = msg.payload {
+            self.control(Arc::unwrap_or_clone(control), ctx);
+            return;
+        }
         for (user_id, seq) in msg.recipients {
             // Users without a live connection catch up from storage later.
             if let Some(entry) = self.users.get(&user_id) {

@@ -68,6 +68,12 @@ pub(crate) struct Deliver {
 #[rtype(result = "()")]
 pub(crate) struct Retire;
 
+/// The user's shard moved to another node: every connection is told to
+/// reconnect there ([`protocol::ws::close::MOVED`]) and the actor stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Evicted;
+
 pub(crate) struct UserActor {
     user_id: i64,
     connections: HashMap<u64, ConnectionHandle>,
@@ -209,6 +215,17 @@ impl Handler<Retire> for UserActor {
     }
 }
 
+impl Handler<Evicted> for UserActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Evicted, ctx: &mut Self::Context) {
+        use actix::ActorContext;
+        for conn in self.connections.values() {
+            conn.kick.do_send(Kick { code: protocol::ws::close::MOVED, reason: "shard moved to another node" });
+        }
+        ctx.stop();
+    }
+}
+
 impl Handler<Deliver> for UserActor {
     type Result = ();
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
@@ -228,6 +245,8 @@ impl Handler<Deliver> for UserActor {
                     self.pending_presence.insert(view.user_id.0, view.clone());
                 }
             }
+            // The shard actor keeps bookkeeping for itself; it never reaches users.
+            Payload::Control(_) => {}
         }
     }
 }

@@ -27,6 +27,10 @@ use crate::files::write_private;
 
 /// Issuer and audience of Parley access tokens.
 const TOKEN_ISSUER: &str = "parley";
+/// Audience of the tokens one node shows another (never an access token's).
+const PEER_AUDIENCE: &str = "parley-peer";
+/// Lifetime of a peer token: one is signed per forwarded request.
+const PEER_TOKEN_TTL: Duration = Duration::from_secs(60);
 /// Seconds of clock skew tolerated when checking `exp`.
 const TOKEN_LEEWAY_SECS: u64 = 5;
 /// Bytes of randomness in a refresh token or WebSocket ticket.
@@ -75,6 +79,7 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    peer_validation: Validation,
 }
 
 impl TokenKeys {
@@ -99,28 +104,46 @@ impl TokenKeys {
         validation.set_issuer(&[TOKEN_ISSUER]);
         validation.set_audience(&[TOKEN_ISSUER]);
         validation.leeway = TOKEN_LEEWAY_SECS;
-        Ok(TokenKeys { kid, public_x, encoding: EncodingKey::from_ed_der(der.as_bytes()), decoding, validation })
+        let mut peer_validation = validation.clone();
+        peer_validation.set_audience(&[PEER_AUDIENCE]);
+        Ok(TokenKeys {
+            kid,
+            public_x,
+            encoding: EncodingKey::from_ed_der(der.as_bytes()),
+            decoding,
+            validation,
+            peer_validation,
+        })
     }
 
     /// Signs an access token for `user_id` in token family `family_id`.
     pub fn issue(&self, user_id: i64, family_id: i64, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
-        let iat = unix_secs();
-        let claims = Claims {
-            sub: user_id.to_string(),
-            iss: TOKEN_ISSUER.into(),
-            aud: TOKEN_ISSUER.into(),
-            iat,
-            exp: iat + ttl.as_secs(),
-            sid: family_id.to_string(),
-        };
-        let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.encoding)
+        self.sign(user_id.to_string(), TOKEN_ISSUER, family_id.to_string(), ttl)
     }
 
     /// Verifies signature, algorithm, issuer, audience and expiry.
     pub fn verify(&self, token: &str) -> Option<Claims> {
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|data| data.claims)
+    }
+
+    /// Signs a token with which node `node` calls another node's internal
+    /// endpoints. Only nodes hold the key; its audience keeps it from ever
+    /// passing as an access token, and an access token from passing as it.
+    pub fn issue_peer(&self, node: &str) -> Result<String, jsonwebtoken::errors::Error> {
+        self.sign(node.to_owned(), PEER_AUDIENCE, String::new(), PEER_TOKEN_TTL)
+    }
+
+    /// The calling node's name, if `token` is a valid peer token.
+    pub fn verify_peer(&self, token: &str) -> Option<String> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.peer_validation).ok().map(|data| data.claims.sub)
+    }
+
+    fn sign(&self, sub: String, aud: &str, sid: String, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
+        let iat = unix_secs();
+        let claims = Claims { sub, iss: TOKEN_ISSUER.into(), aud: aud.into(), iat, exp: iat + ttl.as_secs(), sid };
+        let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
     }
 
     /// The public key set (RFC 7517 / RFC 8037).
@@ -313,6 +336,19 @@ mod tests {
                 .is_none()
         );
         assert!(TokenKeys::load_or_create(dir.path()).expect("keys").verify(&token).is_some());
+    }
+
+    #[test]
+    fn peer_tokens_and_access_tokens_never_pass_for_each_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = TokenKeys::load_or_create(dir.path()).expect("keys");
+        let peer = keys.issue_peer("node-1").expect("signed");
+        assert_eq!(keys.verify_peer(&peer).as_deref(), Some("node-1"));
+        assert!(keys.verify(&peer).is_none(), "a peer token opened the API as a user");
+        let access = keys.issue(7, 9, Duration::from_secs(60)).expect("signed");
+        assert!(keys.verify_peer(&access).is_none(), "an access token called a node's internal endpoint");
+        let other = TokenKeys::load_or_create(tempfile::tempdir().expect("tempdir").path()).expect("keys");
+        assert!(other.verify_peer(&peer).is_none(), "a node with another key accepted the token");
     }
 
     #[actix_rt::test]

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use engine::EngineConfig;
+use engine::kafka::KafkaConfig;
 use engine::redis::RedisConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -42,6 +43,26 @@ pub struct Config {
     /// ScyllaDB / Cassandra holds the data instead of `[storage]` (cluster
     /// mode; media stays in `data_dir`). Unset: `[storage]` (embedded).
     pub scylla: Option<ScyllaConfig>,
+    /// Cluster mode: the node joins the others through `[kafka]` (the bus;
+    /// its consumer group decides which shards the node owns) and
+    /// `[redis]` (the node directory, leases, tickets). Unset: one node.
+    pub cluster: Option<ClusterConfig>,
+    /// The Kafka bus of a cluster; required with `[cluster]`, refused without.
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// How a cluster node is known to the others and to clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Unique among the live nodes; default: the listen address.
+    #[serde(default)]
+    pub node_name: Option<String>,
+    /// The node's base URL as clients and the other nodes reach it,
+    /// `http://host:port` or `https://host`. Clients whose shard lives here
+    /// are sent to its WebSocket endpoint; other nodes forward chat
+    /// commands to it.
+    pub url: String,
 }
 
 impl Default for Config {
@@ -60,6 +81,8 @@ impl Default for Config {
             contacts: ContactsConfig::default(),
             redis: None,
             scylla: None,
+            cluster: None,
+            kafka: None,
         }
     }
 }
@@ -95,6 +118,9 @@ pub struct AuthConfig {
     pub argon2_memory_kib: u32,
     /// Argon2id passes.
     pub argon2_iterations: u32,
+    /// Directory of the token-signing key and the generated pepper;
+    /// default `<data_dir>/keys`. The nodes of a cluster must share them.
+    pub keys_dir: Option<PathBuf>,
 }
 
 impl Default for AuthConfig {
@@ -108,6 +134,7 @@ impl Default for AuthConfig {
             old_peppers: BTreeMap::new(),
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
+            keys_dir: None,
         }
     }
 }
@@ -306,6 +333,18 @@ const COMMENTED_EXAMPLES: &str = "
 # presence_ttl_ms = 30000
 # command_timeout_ms = 1000
 
+# Cluster mode: nodes share work through Kafka (the bus; its consumer group
+# decides which node owns which shard) and Redis (node directory, leases,
+# tickets). [cluster] needs [kafka] and [redis]; all nodes need the same
+# token key and pepper (auth.keys_dir) and the same store ([scylla]).
+# [cluster]
+# node_name = \"node-1\"            # default: the listen address
+# url = \"https://node-1.example\"  # how clients and the other nodes reach it
+# [kafka]
+# brokers = [\"kafka-1:9092\", \"kafka-2:9092\"]
+# delivery_topic = \"parley.delivery\"   # one partition per shard (engine.shard_count)
+# group_id = \"parley-delivery\"
+
 # Cluster nodes keep their data in ScyllaDB / Cassandra instead of [storage].
 # The keyspace and tables are created from storage/cql/schema.cql if missing.
 # [scylla]
@@ -317,6 +356,36 @@ const COMMENTED_EXAMPLES: &str = "
 ";
 
 impl Config {
+    /// The cluster node this config describes, `None` for a single node.
+    /// Refuses an incomplete cluster: `[cluster]` needs `[kafka]` and
+    /// `[redis]`, and `[kafka]` means nothing without `[cluster]`.
+    pub fn cluster_node(&self) -> anyhow::Result<Option<engine::ClusterNode>> {
+        let (cluster, kafka, redis) = match (&self.cluster, &self.kafka, &self.redis) {
+            (None, None, _) => return Ok(None),
+            (Some(cluster), Some(kafka), Some(redis)) => (cluster, kafka, redis),
+            (None, Some(_), _) => anyhow::bail!("[kafka] is set without [cluster]; a cluster node needs both"),
+            (Some(_), None, _) => anyhow::bail!("[cluster] needs a [kafka] section (the bus between nodes)"),
+            (Some(_), Some(_), None) => anyhow::bail!("[cluster] needs a [redis] section (the node directory)"),
+        };
+        let url = cluster.url.trim_end_matches('/');
+        let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("cluster.url {url:?}: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            anyhow::bail!("cluster.url must be an http:// or https:// URL with a host, not {url:?}");
+        }
+        Ok(Some(engine::ClusterNode {
+            name: cluster.node_name.clone().unwrap_or_else(|| self.listen.to_string()),
+            url: url.to_owned(),
+            kafka: kafka.clone(),
+            heartbeat: redis.node_heartbeat(),
+        }))
+    }
+
+    /// Where the token-signing key and the peppers are: `auth.keys_dir`,
+    /// else `<data_dir>/keys`.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.auth.keys_dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+
     /// Opens the stores this config names: ScyllaDB when `[scylla]` is set,
     /// else the `[storage]` backend. The one place a node picks its store.
     pub async fn open_stores(&self) -> anyhow::Result<storage::Stores> {

@@ -183,6 +183,8 @@ impl From<EngineError> for ApiError {
                 ApiError::RateLimited { retry_after_secs: retry_after_ms.div_ceil(1000) }
             }
             EngineError::Cluster(error) => error.into(),
+            // A shard between owners, or its owner unreachable: retry shortly.
+            EngineError::Moved | EngineError::Unavailable => ApiError::Unavailable,
             EngineError::Ids(engine::ids::IdError::NoLease) => {
                 tracing::warn!("refused: no valid generator lease");
                 ApiError::Unavailable
@@ -246,9 +248,29 @@ pub fn frame_code(error: &EngineError) -> ErrorCode {
         EngineError::InvalidField(_) => ErrorCode::InvalidField,
         EngineError::ClientMsgIdConflict => ErrorCode::ClientMsgIdConflict,
         EngineError::RateLimited { .. } => ErrorCode::RateLimited,
+        // The shared state (Redis) unreachable, a shard between owners, no
+        // valid generator lease: all pass; retrying is the answer.
+        EngineError::Unavailable
+        | EngineError::Moved
+        | EngineError::Cluster(_)
+        | EngineError::Ids(engine::ids::IdError::NoLease) => ErrorCode::Unavailable,
         _ => ErrorCode::Internal,
     }
 }
+
+/// `retry_after_ms` of the error frame for `error`: how long to wait
+/// before sending the same frame again; `None` if waiting would not help.
+pub fn frame_retry_after_ms(error: &EngineError) -> Option<u64> {
+    match (error, frame_code(error)) {
+        (EngineError::RateLimited { retry_after_ms }, _) => Some(*retry_after_ms),
+        (_, ErrorCode::Unavailable) => Some(UNAVAILABLE_RETRY_MS),
+        _ => None,
+    }
+}
+
+/// `retry_after_ms` of an `unavailable` error: about how long a shard
+/// takes to find its next owner after a node fails.
+const UNAVAILABLE_RETRY_MS: u64 = 500;
 
 /// Turns extractor failures (bad JSON, bad path or query) into problem+json.
 pub fn json_error(error: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {

@@ -11,6 +11,7 @@ pub mod errors;
 pub mod files;
 pub mod notify;
 pub mod openapi;
+pub mod peers;
 mod routes;
 pub mod seed;
 mod socket;
@@ -26,7 +27,8 @@ use std::time::Duration;
 use actix_web::{App, dev::ServerHandle, web};
 use anyhow::Context as _;
 use engine::cluster::SharedState;
-use engine::{Engine, Metrics};
+use engine::peers::{NoPeers, Peers};
+use engine::{Adapters, Engine, Metrics};
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::{Passwords, Tickets, TokenKeys};
@@ -55,21 +57,29 @@ impl Server {
         let addr = listener.local_addr()?;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let cluster = config.cluster_node()?;
+        let keys_dir = config.keys_dir();
+        std::fs::create_dir_all(&keys_dir).with_context(|| format!("creating {}", keys_dir.display()))?;
+        let keys = Arc::new(TokenKeys::load_or_create(&keys_dir)?);
+        let passwords = Passwords::new(&config.auth, &keys_dir)?;
         let stores = config.open_stores().await?;
         let metrics = Arc::new(Metrics::new().context("registering metrics")?);
-        let shared = SharedState::open(config.redis.as_ref(), &addr.to_string(), config.engine.generator_id)
+        let node_name = cluster.as_ref().map_or_else(|| addr.to_string(), |node| node.name.clone());
+        let shared = SharedState::open(config.redis.as_ref(), &node_name, config.engine.generator_id)
             .await
             .context("opening the shared state")?;
-        let engine = Engine::start(config.engine.clone(), stores, metrics, shared.leases)
+        let peers: Arc<dyn Peers> = match &cluster {
+            Some(node) => Arc::new(peers::HttpPeers::start(keys.clone(), node.name.clone())?),
+            None => Arc::new(NoPeers),
+        };
+        let tickets = Tickets::new(shared.tickets.clone());
+        let engine = Engine::start(config.engine.clone(), stores, metrics, Adapters { shared, cluster, peers })
             .await
             .context("starting the engine")?;
-        let keys_dir = config.data_dir.join("keys");
-        let keys = TokenKeys::load_or_create(&keys_dir)?;
-        let passwords = Passwords::new(&config.auth, &keys_dir)?;
         let json_limit = config.limits.max_json_body_bytes;
         let contacts = web::Data::new(routes::contacts::ContactChanges::new(&config).context("configuring notifiers")?);
         let pruning_contacts = contacts.clone();
-        let state = web::Data::new(AppState::new(engine, config, keys, passwords, Tickets::new(shared.tickets)));
+        let state = web::Data::new(AppState::new(engine, config, keys, passwords, tickets));
 
         let avatar_permits = web::Data::new(avatars::AvatarPermits::new());
         let app_state = state.clone();
@@ -153,6 +163,10 @@ impl Server {
 fn routes_config(cfg: &mut web::ServiceConfig) {
     use routes::{auth, chats, friends, groups, ops, users};
     cfg.route("/healthz", web::get().to(ops::healthz))
+        .route(
+            &format!("{}/{{chat_id}}/commands", peers::CHAT_COMMANDS_PATH),
+            web::post().to(routes::internal::chat_command),
+        )
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
         .service(

@@ -59,10 +59,11 @@ pub async fn seed_accounts(config: &Config, spec: &SeedSpec) -> anyhow::Result<S
     let shared = engine::cluster::SharedState::open(config.redis.as_ref(), "parley-seed", config.engine.generator_id)
         .await
         .context("opening the shared state")?;
-    let engine = engine::Engine::start(config.engine.clone(), stores, metrics, shared.leases)
-        .await
-        .context("starting the engine")?;
-    let keys_dir = config.data_dir.join("keys");
+    // An offline tool: it never joins the cluster's bus, whatever the config says.
+    let adapters = engine::Adapters { shared, cluster: None, peers: Arc::new(engine::peers::NoPeers) };
+    let engine =
+        engine::Engine::start(config.engine.clone(), stores, metrics, adapters).await.context("starting the engine")?;
+    let keys_dir = config.keys_dir();
     let keys = TokenKeys::load_or_create(&keys_dir)?;
     let (password_hash, pepper_version) =
         Passwords::new(&config.auth, &keys_dir)?.hash(&spec.password).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;

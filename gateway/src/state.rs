@@ -21,7 +21,7 @@ use crate::errors::ApiError;
 pub struct AppState {
     pub engine: Engine,
     pub config: Config,
-    pub keys: TokenKeys,
+    pub keys: Arc<TokenKeys>,
     passwords: Arc<Passwords>,
     /// Bounds concurrent Argon2 work (each hash holds ~19 MiB for tens of ms).
     hash_permits: tokio::sync::Semaphore,
@@ -38,7 +38,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(engine: Engine, config: Config, keys: TokenKeys, passwords: Passwords, tickets: Tickets) -> Self {
+    pub fn new(engine: Engine, config: Config, keys: Arc<TokenKeys>, passwords: Passwords, tickets: Tickets) -> Self {
         let per_minute = nonzero(config.limits.auth_per_minute_per_ip);
         let burst = nonzero(config.limits.auth_burst_per_ip);
         AppState {

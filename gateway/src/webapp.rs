@@ -130,7 +130,7 @@ async fn serve(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     response
         .insert_header((header::ETAG, asset.etag.as_str()))
         .insert_header((header::CACHE_CONTROL, asset.cache_control))
-        .insert_header((header::CONTENT_SECURITY_POLICY, content_security_policy(&req)))
+        .insert_header((header::CONTENT_SECURITY_POLICY, content_security_policy(&req, &cluster_sockets(&req))))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"));
     if not_modified {
@@ -163,15 +163,34 @@ fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag == etag)
 }
 
+/// Cluster mode: the WebSocket origins of the live nodes, where the page
+/// may be sent to connect (` ws://host:port`, each with a leading space).
+fn cluster_sockets(req: &HttpRequest) -> String {
+    let Some(state) = req.app_data::<web::Data<crate::state::AppState>>() else { return String::new() };
+    let mut sockets = String::new();
+    for url in state.engine.node_urls() {
+        let socket = match url.strip_prefix("https://") {
+            Some(host) => format!("wss://{host}"),
+            None => url.strip_prefix("http://").map(|host| format!("ws://{host}")).unwrap_or_default(),
+        };
+        if !socket.is_empty() && socket.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]/".contains(&b)) {
+            sockets.push(' ');
+            sockets.push_str(&socket);
+        }
+    }
+    sockets
+}
+
 /// Scripts, styles, workers and connections from this origin only; the
 /// WebSocket of the same host is named explicitly for browsers whose
-/// `'self'` does not cover `ws:`/`wss:`.
-fn content_security_policy(req: &HttpRequest) -> HeaderValue {
+/// `'self'` does not cover `ws:`/`wss:`, and so are the other nodes of a
+/// cluster (`cluster_sockets`), which a page may be sent to.
+fn content_security_policy(req: &HttpRequest, cluster_sockets: &str) -> HeaderValue {
     let host =
         req.headers().get(header::HOST).and_then(|value| value.to_str().ok()).filter(|host| {
             !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         });
-    let sockets = host.map(|host| format!(" ws://{host} wss://{host}")).unwrap_or_default();
+    let sockets = host.map(|host| format!(" ws://{host} wss://{host}")).unwrap_or_default() + cluster_sockets;
     let policy = format!(
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
          connect-src 'self'{sockets}; worker-src 'self'; manifest-src 'self'; object-src 'none'; \

@@ -21,7 +21,7 @@ use protocol::{ChatId, MessageId, UserId, WS_SUBPROTOCOL};
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::errors::{ApiError, frame_code};
+use crate::errors::{ApiError, frame_code, frame_retry_after_ms};
 use crate::state::{AppState, AuthUser};
 
 /// The most frames the writer hands the socket before flushing it.
@@ -308,19 +308,13 @@ impl<W: SocketWriter> Connection<W> {
                                     duplicate: posted.duplicate,
                                 }
                             }
-                            Err(error) => {
-                                let retry_after_ms = match &error {
-                                    engine::EngineError::RateLimited { retry_after_ms } => Some(*retry_after_ms),
-                                    _ => None,
-                                };
-                                ServerFrame::Error(ErrorFrame {
-                                    code: frame_code(&error),
-                                    message: error.to_string(),
-                                    client_msg_id: Some(reply_id),
-                                    request_id: None,
-                                    retry_after_ms,
-                                })
-                            }
+                            Err(error) => ServerFrame::Error(ErrorFrame {
+                                code: frame_code(&error),
+                                message: error.to_string(),
+                                client_msg_id: Some(reply_id),
+                                request_id: None,
+                                retry_after_ms: frame_retry_after_ms(&error),
+                            }),
                         };
                         conn.push(&frame, ctx);
                     },
@@ -398,7 +392,7 @@ impl<W: SocketWriter> Connection<W> {
                         message: error.to_string(),
                         client_msg_id: None,
                         request_id: Some(request_id),
-                        retry_after_ms: None,
+                        retry_after_ms: frame_retry_after_ms(&error),
                     }),
                 };
                 conn.push(&frame, ctx);
@@ -535,6 +529,10 @@ impl<W: SocketWriter> Actor for Connection<W> {
                             idle_timeout_secs: ws.idle_timeout_secs,
                         },
                     });
+                }
+                Err(engine::EngineError::Moved) => {
+                    tracing::debug!(user_id = %conn.user_id, "user's shard lives on another node");
+                    conn.close(close::MOVED, "connect to the node that serves you (see ws-ticket)", ctx);
                 }
                 Err(error) => {
                     tracing::error!(%error, "attaching a connection failed");

@@ -76,6 +76,12 @@ pub struct WsTicketResponse {
     pub ticket: String,
     /// Seconds until the ticket expires.
     pub expires_in: u64,
+    /// Cluster mode: the WebSocket URL of the node that serves this user
+    /// (`ws://…/api/v1/ws` or `wss://…`); connect there, not to the node
+    /// that issued the ticket. Absent on a single node: connect to the
+    /// same origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// A user as other people see them.

@@ -256,6 +256,10 @@ pub enum ErrorCode {
     RateLimited,
     /// The server failed; the request may be retried with the same `client_msg_id`.
     Internal,
+    /// The server cannot do this right now (cluster mode: the chat's shard
+    /// is moving between nodes, or its node cannot be reached). Retry the
+    /// same frame (the same `client_msg_id`) after `retry_after_ms`.
+    Unavailable,
     /// A code newer than this client; treat as a failure of the request.
     #[serde(other)]
     Unknown,
@@ -282,6 +286,11 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4008;
     /// Nothing heard from the client for `idle_timeout_secs`. Reconnect.
     pub const IDLE_TIMEOUT: u16 = 4009;
+    /// Cluster mode: this node does not (or no longer) serve the user,
+    /// because their shard lives on (or moved to) another node. Get a new
+    /// ticket from `POST /api/v1/auth/ws-ticket` (any node), connect to
+    /// the `url` it names, and `sync`.
+    pub const MOVED: u16 = 4010;
     /// Too many invalid frames. Fix the client; reconnect after a delay.
     pub const TOO_MANY_ERRORS: u16 = 4029;
 }

@@ -78,7 +78,7 @@ pub enum PresenceChoice {
 
 /// Someone entitled to see a user's presence, with what storage knows of
 /// their own presence.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PresencePeer {
     pub user_id: i64,
     pub last_seen_ms: Option<i64>,
@@ -199,14 +199,14 @@ pub enum RotateOutcome {
 }
 
 /// Kind of chat, as stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ChatKind {
     Direct,
     Group,
 }
 
 /// A chat and its members.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChatRecord {
     pub id: i64,
     pub kind: ChatKind,
@@ -233,7 +233,7 @@ impl ChatRecord {
 }
 
 /// What a group has beyond its members.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupRecord {
     pub name: String,
     /// Media key of the group's avatar, if any.
@@ -245,7 +245,7 @@ pub struct GroupRecord {
 }
 
 /// A member's role in a group. In a 1:1 chat both members are [`Role::Member`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     Member,
     Admin,
@@ -308,7 +308,7 @@ pub enum GroupRefusal {
 }
 
 /// Result of a group creation or change.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupChanged {
     /// The chat as it is now.
     pub chat: ChatRecord,
@@ -383,7 +383,7 @@ impl NewMessage {
 }
 
 /// A stored message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageRecord {
     pub id: i64,
     pub chat_id: i64,

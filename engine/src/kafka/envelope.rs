@@ -9,11 +9,11 @@
 //! |---|---|---|
 //! | 0 | 1 | format version, `1` |
 //! | 1 | 4 | shard number (`u32`) |
-//! | 5 | 1 | payload kind: `1` update, `2` ephemeral, `3` presence |
+//! | 5 | 1 | payload kind: `1` update, `2` ephemeral, `3` presence, `4` presence control |
 //! | 6 | 4 | recipient count `n` (`u32`) |
 //! | 10 | 16 × `n` | recipients: user ID (`i64`), then `seq` (`u64`; 0 for ephemeral and presence) |
 //! | 10 + 16n | 4 | payload length `m` (`u32`) |
-//! | 14 + 16n | `m` | payload: UTF-8 text for update (the `update` object) and ephemeral (a whole frame); for presence a JSON array of `protocol::ws::PresenceView` |
+//! | 14 + 16n | `m` | payload: UTF-8 text for update (the `update` object) and ephemeral (a whole frame); for presence a JSON array of `protocol::ws::PresenceView`; for presence control a JSON `engine::presence::PresenceControl` (no recipients) |
 //!
 //! A reader refuses any other version ([`EnvelopeError::UnknownVersion`]):
 //! a new layout gets a new version byte, and nodes are upgraded to read it
@@ -33,6 +33,7 @@ pub const ENVELOPE_VERSION: u8 = 1;
 const KIND_UPDATE: u8 = 1;
 const KIND_EPHEMERAL: u8 = 2;
 const KIND_PRESENCE: u8 = 3;
+const KIND_CONTROL: u8 = 4;
 /// Bytes of one recipient: user ID and `seq`.
 const RECIPIENT_LEN: usize = 16;
 
@@ -59,13 +60,17 @@ pub enum EnvelopeError {
 
 /// Encodes a delivery as one record value (version [`ENVELOPE_VERSION`]).
 pub fn encode(delivery: &Delivery) -> Result<Vec<u8>, EnvelopeError> {
-    let presence_json;
+    let json;
     let (kind, payload): (u8, &[u8]) = match &delivery.payload {
         Payload::Update(text) => (KIND_UPDATE, text.as_bytes()),
         Payload::Ephemeral(text) => (KIND_EPHEMERAL, text.as_bytes()),
         Payload::Presence(views) => {
-            presence_json = serde_json::to_vec(&**views)?;
-            (KIND_PRESENCE, &presence_json)
+            json = serde_json::to_vec(&**views)?;
+            (KIND_PRESENCE, &json)
+        }
+        Payload::Control(control) => {
+            json = serde_json::to_vec(&**control)?;
+            (KIND_CONTROL, &json)
         }
     };
     let count = u32::try_from(delivery.recipients.len()).map_err(|_| EnvelopeError::TooLarge("recipient count"))?;
@@ -112,6 +117,7 @@ pub fn decode(bytes: &[u8]) -> Result<Delivery, EnvelopeError> {
         KIND_UPDATE => Payload::Update(Arc::from(std::str::from_utf8(payload)?)),
         KIND_EPHEMERAL => Payload::Ephemeral(Arc::from(std::str::from_utf8(payload)?)),
         KIND_PRESENCE => Payload::Presence(Arc::from(serde_json::from_slice::<Vec<PresenceView>>(payload)?)),
+        KIND_CONTROL => Payload::Control(Arc::new(serde_json::from_slice(payload)?)),
         other => return Err(EnvelopeError::UnknownKind(other)),
     };
     Ok(Delivery { shard, recipients, payload })
@@ -163,6 +169,12 @@ mod tests {
         Delivery { shard: ShardId(0), recipients: vec![(9, 0)], payload: Payload::Presence(Arc::from(views)) }
     }
 
+    fn control() -> Delivery {
+        let peer = storage::PresencePeer { user_id: 8, last_seen_ms: Some(1_700_000_000_000), status_text: "x".into() };
+        let control = crate::presence::PresenceControl::AddInterest { links: vec![(7, peer)], snapshot: true };
+        Delivery { shard: ShardId(3), recipients: Vec::new(), payload: Payload::Control(Arc::new(control)) }
+    }
+
     /// Compares field by field (`Delivery` has no `PartialEq`).
     fn assert_same(a: &Delivery, b: &Delivery) {
         assert_eq!(a.shard, b.shard);
@@ -172,6 +184,7 @@ mod tests {
                 assert_eq!(x, y)
             }
             (Payload::Presence(x), Payload::Presence(y)) => assert_eq!(x, y),
+            (Payload::Control(x), Payload::Control(y)) => assert_eq!(x, y),
             (x, y) => panic!("payload kinds differ: {x:?} vs {y:?}"),
         }
     }
@@ -180,7 +193,7 @@ mod tests {
     fn every_payload_kind_round_trips() {
         let ephemeral =
             Delivery { shard: ShardId(u32::MAX), recipients: Vec::new(), payload: Payload::Ephemeral(Arc::from("")) };
-        for delivery in [update(), ephemeral, presence()] {
+        for delivery in [update(), ephemeral, presence(), control()] {
             let bytes = encode(&delivery).expect("encodes");
             assert_same(&decode(&bytes).expect("decodes"), &delivery);
         }
@@ -206,7 +219,7 @@ mod tests {
 
     #[test]
     fn every_truncation_of_a_valid_record_is_an_error() {
-        for delivery in [update(), presence()] {
+        for delivery in [update(), presence(), control()] {
             let bytes = encode(&delivery).expect("encodes");
             for len in 0..bytes.len() {
                 assert!(decode(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");

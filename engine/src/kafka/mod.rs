@@ -43,14 +43,13 @@
 //!   that change owner), and every change is also reported as an
 //!   [`OwnershipChange`].
 //!
-//! # Not yet done (issue #7, next steps)
+//! # In the node
 //!
-//! - Sends are still handled by the local chat actor: routing `post` to
-//!   the node owning the chat's shard is not built.
-//! - On a revoke, nobody stops the shard's actors or tells their clients
-//!   where to reconnect yet; [`OwnershipChange`] is the hook for that.
-//! - The node's config does not select this bus yet, and the counters are
-//!   not in [`crate::Metrics`].
+//! `Engine::start` builds both for a cluster node: the bus publishes every
+//! delivery and every piece of presence bookkeeping, and the consumer's
+//! [`OwnershipChange`]s evict the clients of revoked shards and update the
+//! node directory. The consumer's counters (records handed over,
+//! dead-lettered) are not in [`crate::Metrics`] yet.
 
 mod config;
 mod consumer;

@@ -168,11 +168,22 @@ pub async fn logout_others(user: AuthUser, state: web::Data<AppState>) -> Result
 /// A one-time ticket to open the WebSocket from a browser.
 #[utoipa::path(post, path = "/api/v1/auth/ws-ticket", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = WsTicketResponse), (status = 401, body = protocol::rest::Problem, description = "unauthorized"),
-              (status = 503, body = protocol::rest::Problem, description = "unavailable: the ticket store cannot be reached")))]
+              (status = 503, body = protocol::rest::Problem, description = "unavailable: the ticket store cannot be reached, or (cluster) no node owns the user's shard right now")))]
 pub async fn ws_ticket(user: AuthUser, state: web::Data<AppState>) -> Result<web::Json<WsTicketResponse>, ApiError> {
     let ttl = state.config.auth.ws_ticket_ttl_secs;
+    // Cluster mode: the client must connect to the node that owns its shard.
+    let url = state.engine.home_of(user.user_id).await?.map(|home| websocket_url(&home));
     let ticket = state.tickets.issue(&user.claims, Duration::from_secs(ttl)).await?;
-    Ok(web::Json(WsTicketResponse { ticket, expires_in: ttl }))
+    Ok(web::Json(WsTicketResponse { ticket, expires_in: ttl, url }))
+}
+
+/// The WebSocket endpoint of a node with base URL `base` (`http[s]://…`).
+fn websocket_url(base: &str) -> String {
+    let endpoint = format!("{base}{}/ws", protocol::API_PREFIX);
+    match endpoint.strip_prefix("https://") {
+        Some(rest) => format!("wss://{rest}"),
+        None => endpoint.strip_prefix("http://").map_or(endpoint.clone(), |rest| format!("ws://{rest}")),
+    }
 }
 
 /// The public keys that verify access tokens (JWK Set, Ed25519).

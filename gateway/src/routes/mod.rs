@@ -6,5 +6,6 @@ pub mod chats;
 pub mod contacts;
 pub mod friends;
 pub mod groups;
+pub mod internal;
 pub mod ops;
 pub mod users;

@@ -351,6 +351,15 @@ pub struct HandshakeRefused {
 }
 
 /// A WebSocket client speaking `parley.v1`.
+/// Why [`WsClient::open`] gave no client.
+#[derive(Debug)]
+pub enum Refused {
+    /// The upgrade was refused with this HTTP status.
+    Handshake(HandshakeRefused),
+    /// The socket opened and closed before `hello`, with this code.
+    Closed(Option<u16>),
+}
+
 pub struct WsClient {
     framed: actix_codec::Framed<awc::BoxedSocket, ws::Codec>,
     pub hello: ServerFrame,
@@ -360,6 +369,16 @@ pub struct WsClient {
 
 impl WsClient {
     pub async fn connect(url: &str, token: Option<&str>) -> Result<WsClient, HandshakeRefused> {
+        match Self::open(url, token).await {
+            Ok(client) => Ok(client),
+            Err(Refused::Handshake(refused)) => Err(refused),
+            Err(Refused::Closed(code)) => panic!("closed before hello with {code:?}"),
+        }
+    }
+
+    /// Like [`WsClient::connect`], but a server that accepts the socket and
+    /// closes it before `hello` is an answer too (its close code).
+    pub async fn open(url: &str, token: Option<&str>) -> Result<WsClient, Refused> {
         let client = awc::Client::builder().timeout(WAIT).finish();
         let mut req = client.ws(url).protocols(["parley.v1"]).max_frame_size(1 << 20);
         if let Some(token) = token {
@@ -368,12 +387,25 @@ impl WsClient {
         match req.connect().await {
             Ok((_resp, framed)) => {
                 let mut client = WsClient { framed, hello: ServerFrame::Pong {}, backlog: Default::default() };
-                client.hello = client.read().await.expect("hello frame");
+                loop {
+                    match tokio::time::timeout(WAIT, client.framed.next()).await.expect("no frame after the handshake")
+                    {
+                        Some(Ok(Frame::Text(bytes))) => {
+                            client.hello = serde_json::from_slice(&bytes).expect("server frame is valid JSON");
+                            break;
+                        }
+                        Some(Ok(Frame::Close(reason))) => {
+                            return Err(Refused::Closed(reason.map(|r| u16::from(r.code))));
+                        }
+                        Some(Ok(_)) => {}
+                        other => panic!("socket failed before hello: {other:?}"),
+                    }
+                }
                 assert!(matches!(client.hello, ServerFrame::Hello { .. }), "first frame: {:?}", client.hello);
                 Ok(client)
             }
             Err(awc::error::WsClientError::InvalidResponseStatus(status)) => {
-                Err(HandshakeRefused { status: status.as_u16() })
+                Err(Refused::Handshake(HandshakeRefused { status: status.as_u16() }))
             }
             Err(error) => panic!("websocket connect failed: {error}"),
         }
@@ -416,9 +448,15 @@ impl WsClient {
 
     /// The next frame, from the backlog first.
     pub async fn next(&mut self) -> ServerFrame {
+        self.try_next().await.expect("connection closed")
+    }
+
+    /// The next frame, from the backlog first; `None` once the server has
+    /// closed the connection (or it broke).
+    pub async fn try_next(&mut self) -> Option<ServerFrame> {
         match self.backlog.pop_front() {
-            Some(frame) => frame,
-            None => self.read().await.expect("connection closed"),
+            Some(frame) => Some(frame),
+            None => self.read().await,
         }
     }
 

@@ -1,0 +1,34 @@
+//! Endpoints one node calls on another (cluster mode), outside the public
+//! API: authenticated by a peer token, never by a user's.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use engine::peers::{ChatCommand, RemoteError};
+use protocol::ChatId;
+
+use crate::errors::ApiError;
+use crate::state::AppState;
+
+/// `POST /internal/v1/chats/{chat_id}/commands`: runs a chat command that
+/// another node forwarded because this node owns the chat's shard. Answers
+/// `Result<ChatReply, RemoteError>` as JSON; `{"Err":{"error":"moved"}}`
+/// if the shard is not (or no longer) this node's.
+pub async fn chat_command(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    chat_id: web::Path<i64>,
+    command: web::Json<ChatCommand>,
+) -> Result<HttpResponse, ApiError> {
+    let token = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized("missing peer token"))?;
+    let peer = state.keys.verify_peer(token).ok_or(ApiError::Unauthorized("invalid or expired peer token"))?;
+    let chat_id = ChatId(chat_id.into_inner());
+    let result = state.engine.run_chat_command(chat_id, command.into_inner()).await;
+    if let Err(error) = &result {
+        tracing::debug!(%peer, %chat_id, %error, "forwarded chat command refused");
+    }
+    Ok(HttpResponse::Ok().json(result.map_err(|error| RemoteError::from(&error))))
+}

@@ -1,0 +1,625 @@
+//! Cluster mode on one machine: three `parley` node processes on loopback,
+//! sharing a Kafka-protocol broker (librdkafka's mock cluster, served by
+//! this test process), a real `redis-server` and one store (a SQLite file
+//! all three open; production uses ScyllaDB). Users on different nodes
+//! chat; a client at the wrong node is sent to its owner; a node killed
+//! with `kill -9` under load hands its shards to the survivors and nothing
+//! acknowledged is lost or reordered; a node that rejoins takes shards back.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use common::{Api, Node, Refused, TestUser, WsClient, test_config};
+use engine::ShardId;
+use engine::cluster::{NodeDirectory, NodeInfo};
+use engine::kafka::KafkaConfig;
+use engine::redis::testing::RedisServer;
+use engine::redis::{RedisConnection, RedisDirectory};
+use gateway::config::{ClusterConfig, Config};
+use protocol::rest::{ChatSummary, CreateGroup, WsTicketResponse};
+use protocol::ws::PresenceStatus;
+use protocol::ws::{ClientFrame, ErrorCode, ServerFrame, Update, close};
+use protocol::{ChatId, UserId};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+
+/// Shards of every node = partitions of the delivery topic.
+const SHARDS: u32 = 8;
+/// How long a node's directory entry (and its lease) lives without a heartbeat.
+const NODE_TTL: Duration = Duration::from_millis(3000);
+/// How long a failed broker stays down: twice a consumer session.
+const BROKER_OUTAGE: Duration = Duration::from_secs(6);
+/// Longest wait for the cluster to settle after a change.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The broker, Redis, the shared store and keys, and the node processes.
+struct Cluster {
+    /// Shared with tasks that fail and restore brokers on a timer.
+    mock: Rc<MockCluster<'static, DefaultProducerContext>>,
+    redis: RedisServer,
+    dir: tempfile::TempDir,
+    ports: Vec<u16>,
+    nodes: Vec<Option<Node>>,
+}
+
+impl Cluster {
+    /// Starts the broker, Redis and `count` nodes, and waits until every
+    /// shard has exactly one owner.
+    async fn start(count: usize) -> Cluster {
+        let mock = MockCluster::new(3).unwrap();
+        let kafka = KafkaConfig::default();
+        mock.create_topic(&kafka.delivery_topic, SHARDS as i32, 3).unwrap();
+        mock.create_topic(&kafka.dead_letter_topic(), 1, 3).unwrap();
+        let ports =
+            (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+        let mut cluster = Cluster {
+            mock: Rc::new(mock),
+            redis: RedisServer::start(),
+            dir: tempfile::tempdir().unwrap(),
+            ports,
+            nodes: Vec::new(),
+        };
+        for index in 0..count {
+            cluster.nodes.push(None);
+            cluster.start_node(index).await;
+        }
+        cluster.settled(count).await;
+        cluster
+    }
+
+    fn name(index: usize) -> String {
+        format!("node-{index}")
+    }
+
+    fn api(&self, index: usize) -> Api {
+        Api::new(format!("http://127.0.0.1:{}", self.ports[index]))
+    }
+
+    /// Node `index`'s config file: its own data directory, the shared
+    /// store and keys, Redis and the broker.
+    fn config_file(&self, index: usize) -> PathBuf {
+        let data_dir = self.dir.path().join(Self::name(index));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let fake_dir = tempfile::tempdir().unwrap();
+        let mut config = Config { data_dir: data_dir.clone(), ..test_config(&fake_dir) };
+        config.listen = format!("127.0.0.1:{}", self.ports[index]).parse().unwrap();
+        config.storage = storage::StorageConfig::Sqlite {
+            path: self.dir.path().join("shared.sqlite3"),
+            synchronous: Default::default(),
+        };
+        config.engine.shard_count = SHARDS;
+        config.engine.presence_offline_grace_ms = 200;
+        config.auth.keys_dir = Some(self.dir.path().join("keys"));
+        config.redis = Some(self.redis.config(NODE_TTL));
+        config.cluster = Some(ClusterConfig {
+            node_name: Some(Self::name(index)),
+            url: format!("http://127.0.0.1:{}", self.ports[index]),
+        });
+        config.kafka = Some(KafkaConfig {
+            brokers: vec![self.mock.bootstrap_servers()],
+            session_timeout_ms: 3_000,
+            heartbeat_interval_ms: 500,
+            commit_interval_ms: 100,
+            ..KafkaConfig::default()
+        });
+        let path = data_dir.join("parley.toml");
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        path
+    }
+
+    /// Starts node `index` and waits until it serves HTTP.
+    async fn start_node(&mut self, index: usize) {
+        let config = self.config_file(index);
+        let log = self.dir.path().join(format!("{}.log", Self::name(index)));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_parley"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("PARLEY_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.nodes[index] = Some(Node(child));
+        let api = self.api(index);
+        let deadline = Instant::now() + PATIENCE;
+        while !ready(&api).await {
+            assert!(Instant::now() < deadline, "{} did not become ready; log:\n{}", Self::name(index), self.log(index));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{}.log", Self::name(index)))).unwrap_or_default()
+    }
+
+    async fn directory(&self) -> RedisDirectory {
+        RedisDirectory::new(RedisConnection::connect(&self.redis.config(NODE_TTL)).await.unwrap())
+    }
+
+    /// Waits until `live` nodes are in the directory and every shard has
+    /// exactly one owner among them; returns them.
+    async fn settled(&self, live: usize) -> Vec<NodeInfo> {
+        let directory = self.directory().await;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let nodes = directory.live_nodes().await.unwrap();
+            let mut owners: BTreeMap<ShardId, usize> = BTreeMap::new();
+            for shard in nodes.iter().flat_map(|node| &node.shards) {
+                *owners.entry(*shard).or_default() += 1;
+            }
+            let every_shard_once = owners.len() == SHARDS as usize && owners.values().all(|n| *n == 1);
+            if nodes.len() == live && every_shard_once && nodes.iter().all(|node| !node.shards.is_empty()) {
+                return nodes;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not settle: {nodes:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `kill -9` of node `index`.
+    fn kill(&mut self, index: usize) {
+        if let Some(mut node) = self.nodes[index].take() {
+            node.kill_9();
+        }
+    }
+}
+
+/// The port of a node's URL (they all listen on 127.0.0.1).
+fn port_of(url: &str) -> u16 {
+    url::Url::parse(url).unwrap().port().unwrap()
+}
+
+/// Whether the node at `api` answers `/readyz` with 200.
+async fn ready(api: &Api) -> bool {
+    let client = awc::Client::builder().timeout(Duration::from_secs(2)).finish();
+    client.get(api.url("/readyz")).send().await.is_ok_and(|response| response.status().as_u16() == 200)
+}
+
+/// A ticket for `user` from `api`: where to connect, and the ticket.
+async fn ticket(api: &Api, user: &TestUser) -> WsTicketResponse {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = api.post("/api/v1/auth/ws-ticket", Some(&user.tokens.access_token), &()).await;
+        if status == 200 {
+            return serde_json::from_value(body).unwrap();
+        }
+        // 503 while the user's shard is between owners.
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "no node took the user's shard");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Connects `user` to the node that serves them, as the web client does:
+/// a ticket from any node names it. Returns the socket and its node URL.
+async fn connect_home(api: &Api, user: &TestUser) -> (WsClient, String) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let ticket = ticket(api, user).await;
+        let url = ticket.url.clone().expect("a cluster names the node to connect to");
+        match WsClient::open(&format!("{url}?ticket={}", ticket.ticket), None).await {
+            Ok(ws) => return (ws, url),
+            // The shard moved between the ticket and the connection.
+            Err(Refused::Closed(Some(close::MOVED))) => {}
+            Err(other) => panic!("connecting {} to {url} failed: {other:?}", user.username),
+        }
+        assert!(Instant::now() < deadline, "{} never found their node", user.username);
+    }
+}
+
+/// Waits until `socket` is shown `user` with `status` (the wait fails
+/// after a while if it never is).
+async fn shows(socket: &mut WsClient, user: UserId, status: PresenceStatus) {
+    socket
+        .wait_for(|frame| match frame {
+            ServerFrame::Presence { users } => {
+                users.iter().any(|view| view.user_id == user && view.status == status).then_some(())
+            }
+            _ => None,
+        })
+        .await;
+}
+
+/// Registers users until at least one lives on each of `nodes` nodes;
+/// returns one per node, each with their home URL.
+async fn users_on_every_node(api: &Api, nodes: usize) -> Vec<(TestUser, String)> {
+    let mut by_home: BTreeMap<String, TestUser> = BTreeMap::new();
+    for index in 0..60 {
+        let user = api.register(&format!("user{index}")).await;
+        let url = ticket(api, &user).await.url.unwrap();
+        by_home.entry(url).or_insert(user);
+        if by_home.len() == nodes {
+            return by_home.into_iter().map(|(url, user)| (user, url)).collect();
+        }
+    }
+    panic!("60 users all lived on fewer than {nodes} nodes");
+}
+
+#[actix_web::test]
+async fn users_on_different_nodes_chat_one_to_one_and_in_groups_and_strays_are_sent_home() {
+    let cluster = Cluster::start(3).await;
+    let api = cluster.api(0);
+    let people = users_on_every_node(&api, 3).await;
+    let [(ann, ann_home), (ben, ben_home), (cat, cat_home)] = <[_; 3]>::try_from(people).unwrap();
+    assert!(ann_home != ben_home && ben_home != cat_home && ann_home != cat_home);
+
+    // A client at a node that does not serve it is told to go home.
+    let stray = ticket(&api, &ann).await;
+    let wrong = cluster.api((0..3).find(|i| cluster.ports[*i] != port_of(&ann_home)).unwrap());
+    match WsClient::open(&wrong.ws_url(&format!("?ticket={}", stray.ticket)), None).await {
+        Err(Refused::Closed(code)) => assert_eq!(code, Some(close::MOVED)),
+        Ok(_) => panic!("a node served a user whose shard it does not own"),
+        Err(other) => panic!("{other:?}"),
+    }
+
+    // 1:1 across nodes: the friendship, the chat and the message each
+    // touch the other node (and the chat's shard may be on a third).
+    let (mut ann_ws, _) = connect_home(&api, &ann).await;
+    let (mut ben_ws, _) = connect_home(&cluster.api(1), &ben).await;
+    let (mut cat_ws, _) = connect_home(&cluster.api(2), &cat).await;
+    api.befriend(&ann, &ben).await;
+    api.befriend(&ann, &cat).await;
+    api.befriend(&ben, &cat).await;
+    // Presence crosses nodes: friends see each other come and go.
+    shows(&mut ann_ws, ben.id, PresenceStatus::Online).await;
+    shows(&mut ben_ws, ann.id, PresenceStatus::Online).await;
+    let direct = api.direct_chat(&ann, &ben).await;
+    let (sent, duplicate) = ann_ws.send_message(direct, "d1", "hello across nodes").await;
+    assert!(!duplicate);
+    let (_, received) = ben_ws.next_message().await;
+    assert_eq!((received.id, received.body.as_str()), (sent.id, "hello across nodes"));
+    // A retry on another connection's node is the same message.
+    let (again, duplicate) = ann_ws.send_message(direct, "d1", "hello across nodes").await;
+    assert!(duplicate);
+    assert_eq!(again.id, sent.id);
+
+    // A group with a member on each node: every member sees every message,
+    // in one order, whoever sent it from wherever.
+    let members = vec![ben.id, cat.id];
+    let (status, body) = api
+        .post(
+            "/api/v1/chats/groups",
+            Some(&ann.tokens.access_token),
+            &CreateGroup { name: "three nodes".into(), members },
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let group: ChatSummary = serde_json::from_value(body).unwrap();
+    let group = group.id;
+    let mut sockets = [&mut ann_ws, &mut ben_ws, &mut cat_ws];
+    for round in 0..3 {
+        for (index, socket) in sockets.iter_mut().enumerate() {
+            socket.send_message(group, &format!("g{round}-{index}"), &format!("round {round} from {index}")).await;
+        }
+    }
+    let mut seen = Vec::new();
+    for socket in sockets.iter_mut() {
+        let mut bodies = Vec::new();
+        while bodies.len() < 9 {
+            let (_, message) = socket.next_message().await;
+            // Skip the 1:1 messages and the group's "created" event.
+            if message.chat_id == group && message.event.is_none() {
+                bodies.push(message.body);
+            }
+        }
+        seen.push(bodies);
+    }
+    assert_eq!(seen[0].len(), 9);
+    assert!(seen.iter().all(|order| *order == seen[0]), "members saw different orders: {seen:?}");
+    let distinct: BTreeSet<_> = seen[0].iter().collect();
+    assert_eq!(distinct.len(), 9);
+
+    // A friend on another node going away shows.
+    cat_ws.close().await;
+    shows(&mut ann_ws, cat.id, PresenceStatus::Offline).await;
+}
+
+/// A group member as a client app: a socket to their node, reconnecting
+/// (a new ticket, then catching up) whenever the server closes it, and the
+/// group's messages received so far, by `seq`.
+struct Member {
+    user: TestUser,
+    /// The node this member asks for tickets.
+    api: Api,
+    ws: WsClient,
+    home: String,
+    /// The `seq` in the first `hello`: everything after it is this test's.
+    start_seq: u64,
+    /// Group messages received (live, or caught up after a reconnect), by seq.
+    received: BTreeMap<u64, i64>,
+    /// Sends answered `unavailable` and retried.
+    retries: u32,
+}
+
+impl Member {
+    async fn join(api: &Api, user: TestUser) -> Member {
+        let (ws, home) = connect_home(api, &user).await;
+        let start_seq = ws.hello_seq();
+        let api = Api::new(api.base.clone());
+        Member { user, api, ws, home, start_seq, received: BTreeMap::new(), retries: 0 }
+    }
+
+    /// Connects again (to whichever node serves the member now) and catches
+    /// up on the group's messages since the start.
+    async fn reconnect(&mut self, group: ChatId) {
+        (self.ws, self.home) = connect_home(&self.api, &self.user).await;
+        let caught_up = self.group_messages(group).await;
+        self.received.extend(caught_up);
+    }
+
+    /// The next frame; `None` if the socket closed (it has reconnected).
+    async fn next_frame(&mut self, group: ChatId) -> Option<ServerFrame> {
+        let Some(frame) = self.ws.try_next().await else {
+            self.reconnect(group).await;
+            return None;
+        };
+        if let ServerFrame::Update { seq, update: Update::Message { message } } = &frame
+            && message.chat_id == group
+        {
+            self.received.insert(*seq, message.id.0);
+        }
+        Some(frame)
+    }
+
+    /// Sends until acknowledged, retrying `unavailable` errors and lost
+    /// connections as a client does (same `client_msg_id`).
+    async fn send(&mut self, group: ChatId, client_msg_id: &str) -> i64 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            assert!(Instant::now() < deadline, "{client_msg_id} was never acknowledged");
+            let frame =
+                ClientFrame::Send { client_msg_id: client_msg_id.into(), chat_id: group, body: client_msg_id.into() };
+            self.ws.send(&frame).await;
+            while let Some(frame) = self.next_frame(group).await {
+                match frame {
+                    ServerFrame::Ack { client_msg_id: acked, message, .. } if acked == client_msg_id => {
+                        return message.id.0;
+                    }
+                    ServerFrame::Error(error) if error.client_msg_id.as_deref() == Some(client_msg_id) => {
+                        assert_eq!(error.code, ErrorCode::Unavailable, "{error:?}");
+                        self.retries += 1;
+                        tokio::time::sleep(Duration::from_millis(error.retry_after_ms.unwrap_or(100))).await;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Reads until every message of `wanted` has been received.
+    async fn receive_all(&mut self, group: ChatId, wanted: &[i64]) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let received: BTreeSet<i64> = self.received.values().copied().collect();
+            if wanted.iter().all(|id| received.contains(id)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} never got some messages", self.user.username);
+            self.next_frame(group).await;
+        }
+    }
+
+    /// The group's messages after `start_seq`, by seq, from a `sync`.
+    async fn group_messages(&mut self, group: ChatId) -> BTreeMap<u64, i64> {
+        let synced = self.ws.sync_all(self.start_seq).await;
+        let mut by_seq = BTreeMap::new();
+        for (seq, update) in synced.updates {
+            if let Update::Message { message } = update
+                && message.chat_id == group
+            {
+                by_seq.insert(seq, message.id.0);
+            }
+        }
+        by_seq
+    }
+
+    /// Every group message after `start_seq` in update-log order, from a
+    /// `sync`, after checking that what was received agrees with it.
+    async fn history(&mut self, group: ChatId) -> Vec<i64> {
+        let by_seq = self.group_messages(group).await;
+        // What arrived at or below the hello's seq was before this test's time.
+        for (seq, id) in self.received.range(self.start_seq + 1..) {
+            assert_eq!(by_seq.get(seq), Some(id), "{} got message {id} as seq {seq}", self.user.username);
+        }
+        let ids: Vec<i64> = by_seq.into_values().collect();
+        let distinct: BTreeSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "{} has a message twice", self.user.username);
+        ids
+    }
+}
+
+/// A group of three users, one living on each node; returns it and them
+/// with their home URLs.
+async fn group_on_every_node(api: &Api) -> (ChatId, Vec<(TestUser, String)>) {
+    let people = users_on_every_node(api, 3).await;
+    for (user, _) in &people[1..] {
+        api.befriend(&people[0].0, user).await;
+    }
+    let members = people[1..].iter().map(|(user, _)| user.id).collect();
+    let create = CreateGroup { name: "everywhere".into(), members };
+    let (status, body) = api.post("/api/v1/chats/groups", Some(&people[0].0.tokens.access_token), &create).await;
+    assert_eq!(status, 201, "{body}");
+    (serde_json::from_value::<ChatSummary>(body).unwrap().id, people)
+}
+
+/// Checks what every member holds: every acknowledged message once, and
+/// nothing else, in one order for all.
+async fn everyone_has_exactly(members: &mut [Member], group: ChatId, acked: &[i64]) {
+    let mut orders = Vec::new();
+    for member in members.iter_mut() {
+        orders.push(member.history(group).await);
+    }
+    let received: BTreeSet<i64> = orders[0].iter().copied().collect();
+    assert!(acked.iter().all(|id| received.contains(id)), "acknowledged messages are missing");
+    assert_eq!(orders[0].len(), acked.len(), "a message nobody acknowledged was stored");
+    assert!(orders.iter().all(|order| *order == orders[0]), "members disagree on the order");
+}
+
+/// Registers users until one lives on each of the `SHARDS` shards.
+async fn one_user_per_shard(api: &Api) -> Vec<TestUser> {
+    let shards = engine::ShardMap::new(SHARDS).unwrap();
+    let mut by_shard: BTreeMap<ShardId, TestUser> = BTreeMap::new();
+    for index in 0..200 {
+        let user = api.register(&format!("probe{index}")).await;
+        by_shard.entry(shards.shard_of(user.id.0)).or_insert(user);
+        if by_shard.len() == SHARDS as usize {
+            return by_shard.into_values().collect();
+        }
+    }
+    panic!("200 users did not cover {SHARDS} shards");
+}
+
+#[actix_web::test]
+async fn a_node_killed_under_load_loses_nothing_acknowledged_and_takes_shards_back_when_it_returns() {
+    let mut cluster = Cluster::start(3).await;
+    let api = cluster.api(0);
+    let (group, people) = group_on_every_node(&api).await;
+    let probes = one_user_per_shard(&api).await;
+
+    // The node to kill owns the group's shard; the member living there
+    // only receives, the other two send.
+    let group_shard = engine::ShardMap::new(SHARDS).unwrap().shard_of(group.0);
+    let owner = cluster.directory().await.owner_of(group_shard).await.unwrap().unwrap();
+    let victim = cluster.ports.iter().position(|port| *port == port_of(&owner.url)).unwrap();
+    let survivor = cluster.api((victim + 1) % 3);
+    let mut members = Vec::new();
+    for (user, _) in people {
+        members.push(Member::join(&survivor, user).await);
+    }
+    members.sort_by_key(|member| port_of(&member.home) == cluster.ports[victim]);
+    let victim_url = members[2].home.clone();
+
+    // Two members on the surviving nodes send; the third node dies a third
+    // of the way through.
+    let mut acked = Vec::new();
+    for round in 0..60 {
+        if round == 20 {
+            cluster.kill(victim);
+        }
+        for (index, sender) in members[..2].iter_mut().enumerate() {
+            acked.push(sender.send(group, &format!("m{round}-{index}")).await);
+        }
+    }
+    cluster.settled(2).await;
+
+    // The member whose node died reconnects to the node that has their
+    // shard now and catches up; everyone has every acknowledged message,
+    // in one order.
+    members[2].reconnect(group).await;
+    assert_ne!(members[2].home, victim_url, "the dead node still serves its users");
+    everyone_has_exactly(&mut members, group, &acked).await;
+
+    // The node comes back and takes shards again: clients of the shards it
+    // takes are told to move (4010) and find it through their tickets.
+    let mut probe_sockets = Vec::new();
+    for probe in &probes {
+        let (ws, home) = connect_home(&survivor, probe).await;
+        probe_sockets.push((ws, home));
+    }
+    cluster.start_node(victim).await;
+    cluster.settled(3).await;
+    let mut moved = 0;
+    for (probe, (ws, home)) in probes.iter().zip(&mut probe_sockets) {
+        let new_home = ticket(&survivor, probe).await.url.unwrap();
+        if new_home != *home {
+            assert_eq!(ws.closed().await, Some(close::MOVED), "{} was not told to move", probe.username);
+            let (mut ws, at) = connect_home(&survivor, probe).await;
+            assert_eq!(at, new_home);
+            ws.ping_pong().await;
+            moved += 1;
+        } else {
+            ws.ping_pong().await;
+        }
+    }
+    assert!(moved > 0, "the returning node took no shard with a user on it");
+    let retries: u32 = members.iter().map(|member| member.retries).sum();
+    assert!(retries > 0, "no send met the dead node: the kill did not happen under load");
+}
+
+/// Three members, one on each node, send 30 rounds to their group while
+/// `disturb` acts on the cluster at the start of each round; returns the
+/// group, the members and every acknowledged message.
+async fn group_chat_under(
+    cluster: &mut Cluster,
+    mut disturb: impl FnMut(&mut Cluster, u32),
+) -> (ChatId, Vec<Member>, Vec<i64>) {
+    let api = cluster.api(0);
+    let (group, people) = group_on_every_node(&api).await;
+    let mut members = Vec::new();
+    for (user, _) in people {
+        members.push(Member::join(&api, user).await);
+    }
+    let mut acked = Vec::new();
+    for round in 0..30 {
+        disturb(cluster, round);
+        for (index, sender) in members.iter_mut().enumerate() {
+            acked.push(sender.send(group, &format!("r{round}-{index}")).await);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (group, members, acked)
+}
+
+#[actix_web::test]
+async fn a_redis_restart_loses_no_message_and_the_cluster_recovers() {
+    // Redis comes back empty: leases, the directory and tickets are gone.
+    // Sends meet `unavailable` while the nodes claim new generator IDs.
+    let mut cluster = Cluster::start(3).await;
+    let (group, mut members, acked) = group_chat_under(&mut cluster, |cluster, round| {
+        if round == 10 {
+            cluster.redis.restart();
+        }
+    })
+    .await;
+    cluster.settled(3).await;
+    for member in &mut members {
+        member.receive_all(group, &acked).await;
+    }
+    everyone_has_exactly(&mut members, group, &acked).await;
+
+    // Tickets work again, and a member coming back shows online to the others.
+    let api = cluster.api(0);
+    let leaving = members.remove(1);
+    let returning = leaving.user.clone();
+    leaving.ws.close().await;
+    shows(&mut members[0].ws, returning.id, PresenceStatus::Offline).await;
+    let (mut ws, _) = connect_home(&api, &returning).await;
+    ws.ping_pong().await;
+    shows(&mut members[0].ws, returning.id, PresenceStatus::Online).await;
+}
+
+#[actix_web::test]
+async fn a_failed_kafka_broker_delays_deliveries_and_loses_none() {
+    // One of three brokers is down for longer than a consumer session
+    // (the mock cluster moves no partition leaders: records for its
+    // partitions wait in the producers, and if it coordinates the group,
+    // shards lose their owners until it is back).
+    let mut cluster = Cluster::start(3).await;
+    let (group, mut members, acked) = group_chat_under(&mut cluster, |cluster, round| {
+        if round == 10 {
+            let mock = cluster.mock.clone();
+            actix_web::rt::spawn(async move {
+                mock.broker_down(1).unwrap();
+                tokio::time::sleep(BROKER_OUTAGE).await;
+                mock.broker_up(1).unwrap();
+            });
+        }
+    })
+    .await;
+    // Every acknowledged message reaches every member: nothing was lost on
+    // the way (a member whose shard moved meanwhile catches up as it
+    // reconnects).
+    for member in &mut members {
+        member.receive_all(group, &acked).await;
+    }
+    everyone_has_exactly(&mut members, group, &acked).await;
+}
