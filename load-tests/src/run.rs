@@ -15,8 +15,8 @@ use awc::{BoxedSocket, ws};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use protocol::ids::{ChatId, MessageId};
-use protocol::rest::{PresenceChoice, PresenceSetting};
-use protocol::ws::{ClientFrame, ServerFrame, Update};
+use protocol::rest::{PresenceChoice, PresenceSetting, WsTicketResponse};
+use protocol::ws::{ClientFrame, ServerFrame, Update, close};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -342,21 +342,43 @@ pub fn client(source: Option<IpAddr>) -> awc::Client {
     }
 }
 
-/// Opens a WebSocket for `token` and waits for `hello`; returns the time it took and hello's `seq`.
-async fn open(client: &awc::Client, url: &str, token: &str) -> anyhow::Result<(Duration, Socket, u64)> {
+/// Opens a WebSocket for `token` at the node with base URL `node` and
+/// waits for `hello`; returns the time it took and hello's `seq`. A
+/// cluster node that does not serve the user closes with 4010 (`MOVED`):
+/// then a ticket from it names the node that does, as the web client does
+/// it, and the time includes the detour.
+async fn open(client: &awc::Client, node: &str, token: &str) -> anyhow::Result<(Duration, Socket, u64)> {
     let started = Instant::now();
-    let handshake =
-        client.ws(url).protocols(["parley.v1"]).bearer_auth(token).max_frame_size(MAX_SERVER_FRAME).connect();
-    let (_, mut socket) = tokio::time::timeout(REQUEST_TIMEOUT, handshake)
+    if let Some((socket, seq)) = handshake(client, &ws_url(node), Some(token)).await? {
+        return Ok((started.elapsed(), socket, seq));
+    }
+    let request = client.post(format!("{}/auth/ws-ticket", rest_base(node))).bearer_auth(token);
+    let ticket: WsTicketResponse = call(request, None).await?;
+    let home = ticket.url.unwrap_or_else(|| ws_url(node));
+    match handshake(client, &format!("{home}?ticket={}", ticket.ticket), None).await? {
+        Some((socket, seq)) => Ok((started.elapsed(), socket, seq)),
+        None => bail!("moved away from {home}, the node its ticket named"),
+    }
+}
+
+/// One WebSocket handshake and its `hello`; `None` if the server closed
+/// with 4010 (`MOVED`) instead.
+async fn handshake(client: &awc::Client, url: &str, token: Option<&str>) -> anyhow::Result<Option<(Socket, u64)>> {
+    let mut request = client.ws(url).protocols(["parley.v1"]).max_frame_size(MAX_SERVER_FRAME);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let (_, mut socket) = tokio::time::timeout(REQUEST_TIMEOUT, request.connect())
         .await
         .context("no handshake within 30 s")?
         .map_err(|e| anyhow::anyhow!("WebSocket handshake: {e}"))?;
     let hello = tokio::time::timeout(REQUEST_TIMEOUT, socket.next()).await.context("no hello within 30 s")?;
     match hello {
         Some(Ok(ws::Frame::Text(text))) => match serde_json::from_slice::<ServerFrame>(&text) {
-            Ok(ServerFrame::Hello { seq, .. }) => Ok((started.elapsed(), socket, seq)),
+            Ok(ServerFrame::Hello { seq, .. }) => Ok(Some((socket, seq))),
             other => bail!("expected hello, got {other:?}"),
         },
+        Some(Ok(ws::Frame::Close(Some(reason)))) if u16::from(reason.code) == close::MOVED => Ok(None),
         other => bail!("expected hello, got {other:?}"),
     }
 }
@@ -472,7 +494,7 @@ impl Driver {
             .clone()
             .map(|user| {
                 let (client, url, token) =
-                    (driver.client_for(user), ws_url(plan.url_of(user)), &plan.users[user].token);
+                    (driver.client_for(user), plan.url_of(user).to_owned(), &plan.users[user].token);
                 async move { Ok(open(client, &url, token).await) }
             })
             .collect();
@@ -671,7 +693,7 @@ impl Driver {
                 s.hang_up(user);
                 s.slots[user].away = true;
                 let (state, client) = (self.state.clone(), self.client_for(user).clone());
-                let (url, token) = (ws_url(plan.url_of(user)), planned.token.clone());
+                let (url, token) = (plan.url_of(user).to_owned(), planned.token.clone());
                 actix_rt::spawn(async move {
                     tokio::time::sleep(away).await;
                     match open(&client, &url, &token).await {

@@ -60,7 +60,7 @@ export class Session extends EventTarget {
     this.api = api;
     this.limits = { max_body_bytes: 16384 };
     this.socket = new Socket({
-      ticket: async () => (await api.wsTicket()).ticket,
+      ticket: () => api.wsTicket(),
       isFatal: (error) => error instanceof ApiError && error.status === 401 && error.code !== 'unauthorized',
     });
     this.socket.addEventListener('state', (e) => store.setConnection(e.detail.state));

@@ -15,6 +15,8 @@ const SLOW_RETRY_CODES = new Set([1002, 4029]);
 const TOKEN_EXPIRED = 4001;
 /** This login was ended from another device: never reconnect. */
 const SESSION_REVOKED = 4003;
+/** Cluster: the user's shard is served by (or moved to) another node; a fresh ticket names it. */
+const MOVED = 4010;
 
 /**
  * Events: `state` (detail: `{ state, retryInMs }`, state is `connecting`,
@@ -32,7 +34,11 @@ export class Socket extends EventTarget {
   #lastHeard = 0;
   #pingSent = 0;
 
-  /** `ticket`: async () => a fresh ticket; `isFatal(error)`: stop instead of retrying. */
+  /**
+   * `ticket`: async () => a fresh `{ ticket, url }` from `POST /auth/ws-ticket`
+   * (`url`, in a cluster, is the node to connect to; absent: this origin);
+   * `isFatal(error)`: stop instead of retrying.
+   */
   constructor({ ticket, isFatal = () => false }) {
     super();
     this.ticket = ticket;
@@ -104,7 +110,8 @@ export class Socket extends EventTarget {
     this.#connecting = false;
     if (!this.#running) return;
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const ws = new WebSocket(`${scheme}//${location.host}/api/v1/ws?ticket=${encodeURIComponent(ticket)}`, SUBPROTOCOL);
+    const endpoint = ticket.url || `${scheme}//${location.host}/api/v1/ws`;
+    const ws = new WebSocket(`${endpoint}?ticket=${encodeURIComponent(ticket.ticket)}`, SUBPROTOCOL);
     this.#ws = ws;
     ws.onopen = () => {
       if (ws.protocol !== SUBPROTOCOL) {
@@ -142,6 +149,11 @@ export class Socket extends EventTarget {
       } else if (event.code === TOKEN_EXPIRED) {
         this.dispatchEvent(new CustomEvent('tokenexpired'));
         this.#attempt = 0;
+        this.#connect();
+      } else if (event.code === MOVED && this.#attempt === 0) {
+        // Sent to another node: follow at once (a new ticket names it); a
+        // second move in a row (a rebalance in progress) backs off.
+        this.#attempt = 1;
         this.#connect();
       } else {
         this.#retryLater(SLOW_RETRY_CODES.has(event.code) ? BACKOFF_MAX_MS : undefined);
