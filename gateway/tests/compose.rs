@@ -2,25 +2,27 @@
 //! the `Dockerfile`) stays consistent with itself and with the repository.
 //!
 //! No Docker engine runs where these tests do, so they check what can be
-//! checked from the files: every address the node config names is a service
-//! listening on that port, start-up order only waits on health checks that
-//! exist, bind-mounted paths exist, the delivery topic has one partition per
-//! shard, the nodes are distinct, the KRaft quorum is the Kafka services,
-//! and the image runs `parley` as a non-root user with a health check.
+//! checked from the files: the node config is a real `Config`, and with each
+//! node's environment applied a complete cluster node (`Config::cluster_node`)
+//! with its own name and URL, sharing the keys, store and pepper with the
+//! others; every address the node config names is a service listening on
+//! that port; start-up order only waits on health checks that exist;
+//! bind-mounted paths exist; the delivery topic has one partition per shard
+//! and a dead-letter topic; the KRaft quorum is the Kafka services; and the
+//! image runs `parley` as a non-root user with a health check.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use gateway::config::Config;
 use yaml_rust2::{Yaml, YamlLoader};
 
 const COMPOSE: &str = "compose/docker-compose.yml";
 const NODE_CONFIG: &str = "compose/parley.toml";
 const DOCKERFILE: &str = "Dockerfile";
 const DOCKERIGNORE: &str = ".dockerignore";
-
-/// Sections of `compose/parley.toml` that the typed config does not know
-/// yet (issue #7 adds them); everything else must parse as `Config`.
-const CLUSTER_SECTIONS: [&str; 2] = ["cluster", "kafka"];
 
 // ---------------------------------------------------------------- loading
 
@@ -57,6 +59,42 @@ fn compose() -> Yaml {
 
 fn node_config() -> toml::Table {
     read(NODE_CONFIG).parse().unwrap_or_else(|e| panic!("{NODE_CONFIG}: not TOML: {e}"))
+}
+
+/// The config a Parley service runs with, loaded as `Config::load` does:
+/// defaults, then `compose/parley.toml`, then the service's `PARLEY_*`
+/// variables (`__` separates sections; compose interpolations become `X`).
+fn service_config(name: &str, service: &Yaml) -> Config {
+    let mut figment = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(&read(NODE_CONFIG)));
+    for (key, value) in environment(name, service) {
+        if let Some(path) = key.strip_prefix("PARLEY_") {
+            let path = path.to_ascii_lowercase().replace("__", ".");
+            let value: figment::value::Value = without_interpolations(&value).parse().unwrap_or_else(|e| match e {});
+            figment = figment.merge(Serialized::defaults(figment::util::nest(&path, value)));
+        }
+    }
+    figment.extract().unwrap_or_else(|e| {
+        panic!("{COMPOSE}: service `{name}`: {NODE_CONFIG} with the service's environment is not a valid config: {e}")
+    })
+}
+
+/// A service's mounts as (source, target); the short form is `SOURCE:TARGET[:MODE]`.
+fn mounts(service: &Yaml) -> Vec<(String, String)> {
+    let Yaml::Array(items) = &service["volumes"] else { return Vec::new() };
+    items
+        .iter()
+        .map(|mount| match mount {
+            Yaml::Hash(_) => {
+                (scalar(&mount["source"]).unwrap_or_default(), scalar(&mount["target"]).unwrap_or_default())
+            }
+            other => {
+                let short = scalar(other).unwrap_or_default();
+                let mut parts = short.split(':');
+                let source = parts.next().unwrap_or("").to_owned();
+                (source, parts.next().unwrap_or("").to_owned())
+            }
+        })
+        .collect()
 }
 
 /// The compose file's services by name.
@@ -268,14 +306,11 @@ fn every_address_in_the_node_config_is_a_service_listening_on_that_port() {
         addresses.push((format!("{NODE_CONFIG} [scylla] nodes"), node));
     }
     addresses.push((format!("{NODE_CONFIG} [redis] url"), toml_str(&config, "redis", "url").to_owned()));
-    addresses.push((
-        format!("{NODE_CONFIG} [cluster] advertise_url"),
-        toml_str(&config, "cluster", "advertise_url").to_owned(),
-    ));
+    addresses.push((format!("{NODE_CONFIG} [cluster] url"), toml_str(&config, "cluster", "url").to_owned()));
     // The same settings overridden per node in the compose file.
     for (name, service) in &parley_services(&doc) {
         for (key, value) in environment(name, service) {
-            if key == "PARLEY_REDIS__URL" || key == "PARLEY_CLUSTER__ADVERTISE_URL" {
+            if key == "PARLEY_REDIS__URL" || key == "PARLEY_CLUSTER__URL" {
                 addresses.push((format!("{COMPOSE} service `{name}` {key}"), value));
             }
         }
@@ -438,80 +473,113 @@ fn published_ports_bind_to_loopback_only() {
 }
 
 #[test]
-fn delivery_topic_has_one_partition_per_shard() {
+fn delivery_topic_has_one_partition_per_shard_and_a_dead_letter_topic() {
     let doc = compose();
     let config = node_config();
-    let shards = toml_int(&config, "cluster", "shards");
+    let shards = toml_int(&config, "engine", "shard_count");
     let topic = toml_str(&config, "kafka", "delivery_topic");
-    if let Some(engine_shards) = config.get("engine").and_then(|e| e.get("shard_count")) {
-        assert_eq!(
-            engine_shards.as_integer(),
-            Some(shards),
-            "{NODE_CONFIG}: [engine] shard_count = {engine_shards} differs from [cluster] shards = {shards}"
-        );
-    }
+    let dead_letters = format!("{topic}.dead");
     let brokers = kafka_services(&doc).len() as i64;
     let services = services(&doc);
     let init = services.get("kafka-init").unwrap_or_else(|| panic!("{COMPOSE}: no `kafka-init` service"));
     let script = [&init["entrypoint"], &init["command"]].into_iter().flat_map(scalars).collect::<Vec<_>>().join(" ");
     let words: Vec<&str> = script.split_whitespace().collect();
-    let after = |flag: &str| -> Vec<&str> {
-        words.windows(2).filter(|w| w[0] == flag).map(|w| w[1].trim_matches(|c| c == '\'' || c == '"')).collect()
-    };
+    // One `kafka-topics.sh` call each, up to the next one.
+    let mut calls: Vec<&[&str]> = Vec::new();
+    let starts: Vec<usize> = (0..words.len()).filter(|&i| words[i].ends_with("kafka-topics.sh")).collect();
+    for (n, &start) in starts.iter().enumerate() {
+        calls.push(&words[start..starts.get(n + 1).copied().unwrap_or(words.len())]);
+    }
+    assert!(!calls.is_empty(), "{COMPOSE}: kafka-init never runs kafka-topics.sh");
 
-    let partitions = after("--partitions");
-    assert!(!partitions.is_empty(), "{COMPOSE}: kafka-init never passes --partitions");
-    for p in &partitions {
-        assert_eq!(
-            p.parse::<i64>().ok(),
-            Some(shards),
-            "{COMPOSE}: kafka-init creates the topic with --partitions {p}, but {NODE_CONFIG} [cluster] shards = {shards}"
+    let mut created = BTreeMap::new(); // topic -> partitions
+    let mut partition_count_checked = false;
+    for call in calls {
+        let after = |flag: &str| -> Vec<&str> {
+            call.windows(2).filter(|w| w[0] == flag).map(|w| w[1].trim_matches(|c| c == '\'' || c == '"')).collect()
+        };
+        let shown = call.join(" ");
+        let [call_topic] = after("--topic")[..] else {
+            panic!("{COMPOSE}: kafka-init: `{shown}` does not name exactly one --topic");
+        };
+        assert!(
+            call_topic == topic || call_topic == dead_letters,
+            "{COMPOSE}: kafka-init uses topic {call_topic:?}, but {NODE_CONFIG} [kafka] delivery_topic = {topic:?} \
+             (and its dead-letter topic {dead_letters:?})"
         );
+        if call.contains(&"--create") {
+            let partitions = after("--partitions")
+                .first()
+                .and_then(|p| p.parse::<i64>().ok())
+                .unwrap_or_else(|| panic!("{COMPOSE}: kafka-init creates {call_topic} without a numeric --partitions"));
+            created.insert(call_topic.to_owned(), partitions);
+            let replication = after("--replication-factor").first().and_then(|r| r.parse::<i64>().ok());
+            let replication = replication.unwrap_or_else(|| {
+                panic!("{COMPOSE}: kafka-init creates {call_topic} without a numeric --replication-factor")
+            });
+            assert!(
+                replication <= brokers,
+                "{COMPOSE}: kafka-init asks for replication factor {replication} for {call_topic} with only {brokers} \
+                 Kafka brokers"
+            );
+            let min_isr = after("--config")
+                .into_iter()
+                .find_map(|c| c.strip_prefix("min.insync.replicas="))
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or_else(|| {
+                    panic!("{COMPOSE}: kafka-init creates {call_topic} without --config min.insync.replicas=N")
+                });
+            assert!(
+                (2..replication).contains(&min_isr),
+                "{COMPOSE}: kafka-init creates {call_topic} with min.insync.replicas={min_isr} and replication factor \
+                 {replication}: acks=all must need 2 copies and survive one broker down"
+            );
+        }
+        let counts: Vec<&str> = call.windows(2).filter(|w| w[0].ends_with("PartitionCount:")).map(|w| w[1]).collect();
+        for count in counts {
+            let count = count.trim_end_matches(|c: char| !c.is_ascii_digit());
+            assert_eq!(call_topic, topic, "{COMPOSE}: kafka-init checks the PartitionCount of {call_topic}");
+            assert_eq!(
+                count.parse::<i64>().ok(),
+                Some(shards),
+                "{COMPOSE}: kafka-init checks for PartitionCount: {count}, but {NODE_CONFIG} [engine] shard_count = {shards}"
+            );
+            partition_count_checked = true;
+        }
     }
-    let counts: Vec<&str> = words.windows(2).filter(|w| w[0].ends_with("PartitionCount:")).map(|w| w[1]).collect();
-    for count in counts {
-        let count = count.trim_end_matches(|c: char| !c.is_ascii_digit());
-        assert_eq!(
-            count.parse::<i64>().ok(),
-            Some(shards),
-            "{COMPOSE}: kafka-init checks for PartitionCount: {count}, but {NODE_CONFIG} [cluster] shards = {shards}"
-        );
-    }
-    let topics = after("--topic");
-    assert!(!topics.is_empty(), "{COMPOSE}: kafka-init never names a --topic");
-    for t in topics {
-        assert_eq!(
-            t, topic,
-            "{COMPOSE}: kafka-init uses topic {t:?}, but {NODE_CONFIG} [kafka] delivery_topic = {topic:?}"
-        );
-    }
-    let replication = after("--replication-factor");
-    let replication = replication.first().and_then(|r| r.parse::<i64>().ok());
-    let replication =
-        replication.unwrap_or_else(|| panic!("{COMPOSE}: kafka-init does not pass a numeric --replication-factor"));
-    assert!(
-        replication <= brokers,
-        "{COMPOSE}: kafka-init asks for replication factor {replication} with only {brokers} Kafka brokers"
+    assert_eq!(
+        created.get(topic),
+        Some(&shards),
+        "{COMPOSE}: kafka-init must create {topic} with --partitions {shards} ({NODE_CONFIG} [engine] shard_count); \
+         it creates {created:?}"
     );
-    let min_isr = after("--config")
-        .into_iter()
-        .find_map(|c| c.strip_prefix("min.insync.replicas="))
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or_else(|| panic!("{COMPOSE}: kafka-init does not set --config min.insync.replicas=N"));
     assert!(
-        (2..replication).contains(&min_isr),
-        "{COMPOSE}: kafka-init sets min.insync.replicas={min_isr} with replication factor {replication}: \
-         acks=all must need 2 copies and survive one broker down"
+        partition_count_checked,
+        "{COMPOSE}: kafka-init does not check {topic}'s PartitionCount: an existing topic with another count would pass"
     );
+    assert!(
+        created.get(&dead_letters).is_some_and(|&p| p >= 1),
+        "{COMPOSE}: kafka-init does not create the dead-letter topic {dead_letters}: the brokers create no topics \
+         (KAFKA_AUTO_CREATE_TOPICS_ENABLE) and a node's consumer stalls on a record it cannot write there"
+    );
+    for (name, broker) in kafka_services(&doc) {
+        let auto_create = environment(&name, broker).get("KAFKA_AUTO_CREATE_TOPICS_ENABLE").cloned();
+        assert_eq!(
+            auto_create.as_deref(),
+            Some("false"),
+            "{COMPOSE}: Kafka service `{name}` must set KAFKA_AUTO_CREATE_TOPICS_ENABLE: \"false\" (kafka-init creates the topics)"
+        );
+    }
 }
 
 #[test]
-fn parley_nodes_have_distinct_names_urls_and_generator_ids() {
+fn parley_nodes_are_complete_cluster_nodes_with_distinct_names_and_urls() {
     let doc = compose();
     let port = listen_port(&node_config());
     let nodes = parley_services(&doc);
     assert!(nodes.len() >= 2, "{COMPOSE}: a cluster needs at least two Parley services, found {}", nodes.len());
-    let mut generators = BTreeMap::new();
+    let mut urls = BTreeMap::new();
+    let mut peppers = BTreeSet::new();
     for (name, service) in &nodes {
         let env = environment(name, service);
         let get = |key: &str| {
@@ -523,18 +591,66 @@ fn parley_nodes_have_distinct_names_urls_and_generator_ids() {
             "{COMPOSE}: service `{name}`: PARLEY_CLUSTER__NODE_NAME must be the service name"
         );
         assert_eq!(
-            get("PARLEY_CLUSTER__ADVERTISE_URL"),
+            get("PARLEY_CLUSTER__URL"),
             format!("http://{name}:{port}"),
-            "{COMPOSE}: service `{name}`: PARLEY_CLUSTER__ADVERTISE_URL must name the service and the port of \
-             `listen` in {NODE_CONFIG}"
+            "{COMPOSE}: service `{name}`: PARLEY_CLUSTER__URL must name the service and the port of `listen` in \
+             {NODE_CONFIG}"
         );
-        let generator = get("PARLEY_ENGINE__GENERATOR_ID");
-        if let Some(other) = generators.insert(generator.clone(), name.clone()) {
-            panic!(
-                "{COMPOSE}: services `{other}` and `{name}` share PARLEY_ENGINE__GENERATOR_ID={generator}: IDs would collide"
-            );
+        assert!(
+            !env.contains_key("PARLEY_ENGINE__GENERATOR_ID"),
+            "{COMPOSE}: service `{name}` sets PARLEY_ENGINE__GENERATOR_ID, but with [redis] the node leases its \
+             generator ID and ignores it"
+        );
+        peppers.insert(env.get("PARLEY_AUTH__PEPPER").cloned());
+
+        let config = service_config(name, service);
+        let node = config
+            .cluster_node()
+            .unwrap_or_else(|e| panic!("{COMPOSE}: service `{name}`: not a valid cluster node: {e:#}"))
+            .unwrap_or_else(|| panic!("{COMPOSE}: service `{name}`: {NODE_CONFIG} does not make it a cluster node"));
+        assert_eq!(node.name, *name, "{COMPOSE}: service `{name}`: the node's name is not the service's");
+        assert_eq!(node.url, format!("http://{name}:{port}"), "{COMPOSE}: service `{name}`: the node's URL");
+        if let Err(e) = node.kafka.validate() {
+            panic!("{COMPOSE}: service `{name}`: [kafka] is not valid: {e}");
         }
+        assert!(
+            config.redis.is_some(),
+            "{COMPOSE}: service `{name}` has no [redis]: it would use engine.generator_id, the same on every node"
+        );
+        assert!(
+            config.scylla.is_some(),
+            "{COMPOSE}: service `{name}` has no [scylla]: each node would keep its own embedded store"
+        );
+        if let Some(other) = urls.insert(node.url.clone(), name.clone()) {
+            panic!("{COMPOSE}: services `{other}` and `{name}` share the cluster URL {}", node.url);
+        }
+
+        // The token key (and any generated pepper) is in a volume every node mounts.
+        let keys_dir = config.keys_dir();
+        let keys_dir = keys_dir.to_str().unwrap_or_else(|| panic!("{NODE_CONFIG}: auth.keys_dir is not UTF-8"));
+        let keys_volumes: Vec<String> =
+            mounts(service).into_iter().filter(|(_, target)| target == keys_dir).map(|(source, _)| source).collect();
+        assert!(
+            matches!(keys_volumes.as_slice(), [v] if !v.starts_with('.') && !v.starts_with('/')),
+            "{COMPOSE}: service `{name}` must mount one named volume at its keys directory {keys_dir} \
+             (auth.keys_dir), shared by every node; mounts there: {keys_volumes:?}"
+        );
     }
+    // Every node mounts the same volume at the keys directory.
+    let keys_sources: BTreeSet<Vec<(String, String)>> = nodes
+        .iter()
+        .map(|(name, service)| {
+            let keys_dir = service_config(name, service).keys_dir();
+            mounts(service).into_iter().filter(|(_, target)| Path::new(target) == keys_dir).collect()
+        })
+        .collect();
+    assert_eq!(keys_sources.len(), 1, "{COMPOSE}: the Parley nodes mount different keys directories: {keys_sources:?}");
+    assert_eq!(
+        peppers.len(),
+        1,
+        "{COMPOSE}: the Parley nodes set different PARLEY_AUTH__PEPPER values: a password set through one node would \
+         fail on another"
+    );
 }
 
 #[test]
@@ -640,14 +756,8 @@ fn secrets_come_from_the_environment_not_from_the_repository() {
 }
 
 #[test]
-fn node_config_keys_outside_the_cluster_sections_are_real_config_keys() {
-    // TODO(#7): once `Config` has [cluster] and [kafka], parse the whole file.
-    let mut config = node_config();
-    for section in CLUSTER_SECTIONS {
-        assert!(config.remove(section).is_some(), "{NODE_CONFIG}: no [{section}] section");
-    }
-    let parsed: Result<gateway::config::Config, _> = toml::Value::Table(config).try_into();
-    if let Err(e) = parsed {
+fn node_config_is_a_real_config() {
+    if let Err(e) = toml::from_str::<Config>(&read(NODE_CONFIG)) {
         panic!("{NODE_CONFIG}: not a valid node config (see parley.example.toml): {e}");
     }
 }
