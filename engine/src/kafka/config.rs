@@ -8,6 +8,9 @@ use crate::bus::BusError;
 
 /// Compression codecs the bundled librdkafka has without extra features.
 pub const COMPRESSIONS: [&str; 4] = ["none", "gzip", "snappy", "lz4"];
+/// Longest `fetch_wait_max_ms`: librdkafka wants it at least 1 s below
+/// `socket.timeout.ms` (60 s), or a held fetch delays the requests behind it.
+pub const MAX_FETCH_WAIT_MS: u32 = 59_000;
 
 /// Kafka settings. Every field but `brokers` has a default.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +47,12 @@ pub struct KafkaConfig {
     /// already handed to shard actors are committed (in one request for
     /// all partitions). A crash redelivers at most this much.
     pub commit_interval_ms: u32,
+    /// Consumer `fetch.wait.max.ms`: how long a broker may hold a fetch
+    /// that found no new records. A real broker answers a held fetch as
+    /// soon as a record arrives, so this bounds idle fetches, not latency;
+    /// a broker that holds it the whole time (librdkafka's mock cluster)
+    /// adds up to this much to every delivery. See `docs/kafka.md`.
+    pub fetch_wait_max_ms: u32,
 }
 
 impl Default for KafkaConfig {
@@ -59,6 +68,7 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 1_000,
             commit_interval_ms: 500,
+            fetch_wait_max_ms: 500,
         }
     }
 }
@@ -89,6 +99,9 @@ impl KafkaConfig {
         }
         if self.commit_interval_ms == 0 {
             return fail("kafka.commit_interval_ms must be above 0");
+        }
+        if self.fetch_wait_max_ms == 0 || self.fetch_wait_max_ms > MAX_FETCH_WAIT_MS {
+            return fail("kafka.fetch_wait_max_ms must be above 0 and at most 59000");
         }
         Ok(())
     }
@@ -124,6 +137,7 @@ impl KafkaConfig {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", self.heartbeat_interval_ms.to_string())
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set("enable.partition.eof", "false");
         config
     }
@@ -157,6 +171,8 @@ mod tests {
             KafkaConfig { heartbeat_interval_ms: 5_000, ..valid() },
             KafkaConfig { linger_ms: 10_000, ..valid() },
             KafkaConfig { commit_interval_ms: 0, ..valid() },
+            KafkaConfig { fetch_wait_max_ms: 0, ..valid() },
+            KafkaConfig { fetch_wait_max_ms: MAX_FETCH_WAIT_MS + 1, ..valid() },
             KafkaConfig { delivery_topic: String::new(), ..valid() },
             KafkaConfig { brokers: vec![" ".into()], ..valid() },
         ];
