@@ -27,12 +27,15 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Producer `linger.ms`: how long a record may wait for others to the
     /// same partition to share a request. Small: it adds to every
-    /// delivery's latency.
+    /// delivery's latency; 2 gave more throughput than 0 or 1 for ~2.5 ms
+    /// (`docs/kafka.md`).
     pub linger_ms: u32,
     /// Producer `batch.size`: most bytes of one partition's batch.
     pub batch_size_bytes: u32,
-    /// Producer `compression.type`, one of [`COMPRESSIONS`]. `lz4`: cheap
-    /// on CPU, and JSON updates shrink well.
+    /// Producer `compression.type`, one of [`COMPRESSIONS`]. `lz4`: a full
+    /// batch shrinks to about half, gzip costs up to twice the CPU; a batch
+    /// of one record costs ~30 µs more than `none` and shrinks only 17 %
+    /// (`docs/kafka.md`).
     pub compression: String,
     /// Producer `delivery.timeout.ms`: how long `publish` waits for the
     /// brokers to acknowledge a record (retries included) before it fails
