@@ -211,23 +211,14 @@ impl Engine {
                 cluster_tasks.consumer = Some(consumer);
                 let directory = adapters.shared.directory.clone();
                 let evictors: Vec<_> = shard_actors.iter().map(|addr| addr.clone().recipient()).collect();
-                cluster_tasks.tasks.push(tokio::spawn(follow_assignment(
-                    changes,
-                    evictors,
-                    directory.clone(),
-                    node.clone(),
-                    ownership.clone(),
-                )));
-                cluster_tasks.tasks.push(tokio::spawn(announce_periodically(
-                    directory,
-                    node.clone(),
-                    ownership,
-                    node_urls.clone(),
-                )));
+                let announcer = Announcer { directory, node: node.clone(), ownership, metrics: core.metrics.clone() };
+                cluster_tasks.tasks.push(tokio::spawn(follow_assignment(changes, evictors, announcer.clone())));
+                cluster_tasks.tasks.push(tokio::spawn(announce_periodically(announcer, node_urls.clone())));
             }
             None => {
                 in_process.connect(recipients)?;
                 let _ = core.ownership.set(Arc::new(OwnsAll));
+                core.metrics.owned_shards.set(i64::from(shards.count()));
             }
         }
         let quota = Quota::per_second(nonzero(config.sends_per_second)).allow_burst(nonzero(config.send_burst));
@@ -841,9 +832,7 @@ impl Engine {
 async fn follow_assignment(
     mut changes: tokio::sync::mpsc::UnboundedReceiver<OwnershipChange>,
     shards: Vec<actix::Recipient<Evict>>,
-    directory: Arc<dyn NodeDirectory>,
-    node: Arc<ClusterNode>,
-    ownership: kafka::KafkaOwnership,
+    announcer: Announcer,
 ) {
     while let Some(change) = changes.recv().await {
         if let OwnershipChange::Revoked(lost) = &change {
@@ -853,23 +842,18 @@ async fn follow_assignment(
                 }
             }
         }
-        announce(directory.as_ref(), &node, &ownership).await;
+        announcer.announce().await;
     }
 }
 
 /// Announces this node and its shards on every heartbeat, so that the
 /// entry of a node that dies expires, and reads which nodes are live.
-async fn announce_periodically(
-    directory: Arc<dyn NodeDirectory>,
-    node: Arc<ClusterNode>,
-    ownership: kafka::KafkaOwnership,
-    node_urls: Arc<std::sync::RwLock<Vec<String>>>,
-) {
-    let mut tick = tokio::time::interval(node.heartbeat);
+async fn announce_periodically(announcer: Announcer, node_urls: Arc<std::sync::RwLock<Vec<String>>>) {
+    let mut tick = tokio::time::interval(announcer.node.heartbeat);
     loop {
         tick.tick().await;
-        announce(directory.as_ref(), &node, &ownership).await;
-        match directory.live_nodes().await {
+        announcer.announce().await;
+        match announcer.directory.live_nodes().await {
             Ok(nodes) => {
                 let urls = nodes.into_iter().map(|node| node.url).collect();
                 *node_urls.write().unwrap_or_else(std::sync::PoisonError::into_inner) = urls;
@@ -879,10 +863,23 @@ async fn announce_periodically(
     }
 }
 
-async fn announce(directory: &dyn NodeDirectory, node: &ClusterNode, ownership: &kafka::KafkaOwnership) {
-    let info = NodeInfo { name: node.name.clone(), url: node.url.clone(), shards: ownership.owned() };
-    if let Err(error) = directory.announce(&info).await {
-        tracing::warn!(%error, "announcing the node in the directory failed; retrying on the next heartbeat");
+/// Tells the directory (and the metrics) which shards this node owns.
+#[derive(Clone)]
+struct Announcer {
+    directory: Arc<dyn NodeDirectory>,
+    node: Arc<ClusterNode>,
+    ownership: kafka::KafkaOwnership,
+    metrics: Arc<Metrics>,
+}
+
+impl Announcer {
+    async fn announce(&self) {
+        let shards = self.ownership.owned();
+        self.metrics.owned_shards.set(shards.len() as i64);
+        let info = NodeInfo { name: self.node.name.clone(), url: self.node.url.clone(), shards };
+        if let Err(error) = self.directory.announce(&info).await {
+            tracing::warn!(%error, "announcing the node in the directory failed; retrying on the next heartbeat");
+        }
     }
 }
 

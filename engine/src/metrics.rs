@@ -27,6 +27,8 @@ pub struct Metrics {
     pub bus_records: IntCounter,
     /// Requests refused by a rate limit, by limit name.
     pub rate_limited: IntCounterVec,
+    /// Virtual shards this node owns (all of them on a single node).
+    pub owned_shards: IntGauge,
 }
 
 impl Metrics {
@@ -54,6 +56,7 @@ impl Metrics {
         let bus_records = IntCounter::new("bus_records_total", "Records published on the bus")?;
         let rate_limited =
             IntCounterVec::new(Opts::new("rate_limited_total", "Requests refused by a rate limit"), &["limit"])?;
+        let owned_shards = IntGauge::new("owned_shards", "Virtual shards this node owns")?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(actors.clone()))?;
         registry.register(Box::new(messages_sent.clone()))?;
@@ -64,6 +67,7 @@ impl Metrics {
         registry.register(Box::new(protocol_errors.clone()))?;
         registry.register(Box::new(bus_records.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(owned_shards.clone()))?;
         // Process metrics keep their standard names (`process_*`), which
         // stock dashboards expect, so they live in an unprefixed registry.
         let process = Registry::new();
@@ -82,6 +86,7 @@ impl Metrics {
             protocol_errors,
             bus_records,
             rate_limited,
+            owned_shards,
         })
     }
 

@@ -249,6 +249,14 @@ async fn users_on_different_nodes_chat_one_to_one_and_in_groups_and_strays_are_s
     let api = cluster.api(0);
     let people = users_on_every_node(&api, 3).await;
     let [(ann, ann_home), (ben, ben_home), (cat, cat_home)] = <[_; 3]>::try_from(people).unwrap();
+    // Operators see the split on each node's metrics.
+    let mut owned = 0.0;
+    for index in 0..3 {
+        let client = awc::Client::new();
+        let body = client.get(cluster.api(index).url("/metrics")).send().await.unwrap().body().await.unwrap();
+        owned += common::metric_value(std::str::from_utf8(&body).unwrap(), "parley_owned_shards").unwrap();
+    }
+    assert_eq!(owned, f64::from(SHARDS));
     assert!(ann_home != ben_home && ben_home != cat_home && ann_home != cat_home);
 
     // A client at a node that does not serve it is told to go home.
