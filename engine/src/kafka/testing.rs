@@ -3,8 +3,8 @@
 //! default, or a `tansu` broker when `PARLEY_TEST_TANSU` names its binary
 //! (installed by `scripts/install-tansu`). Tansu runs on a free loopback
 //! port with in-memory storage, in a temporary directory that also holds
-//! its log; it is killed when dropped, and its log is printed if the test
-//! is failing by then.
+//! its log; it is killed when dropped. If the test is failing by then, its
+//! log is printed and the directory kept.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -210,6 +210,8 @@ impl Drop for Tansu {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
+            // Kept for a look after the run, with the log.
+            self.dir.disable_cleanup(true);
             eprintln!("{}", self.log());
         }
     }
