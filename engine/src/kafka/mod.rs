@@ -54,6 +54,8 @@
 mod config;
 mod consumer;
 pub mod envelope;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;
