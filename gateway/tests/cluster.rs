@@ -20,6 +20,7 @@ use common::{Api, Node, Refused, TestUser, WsClient, test_config};
 use engine::ShardId;
 use engine::cluster::{NodeDirectory, NodeInfo};
 use engine::kafka::KafkaConfig;
+use engine::kafka::testing::TestBroker;
 use engine::redis::testing::RedisServer;
 use engine::redis::{RedisConnection, RedisDirectory};
 use gateway::config::{ClusterConfig, Config};
@@ -27,8 +28,6 @@ use protocol::rest::{ChatSummary, CreateGroup, WsTicketResponse};
 use protocol::ws::PresenceStatus;
 use protocol::ws::{ClientFrame, ErrorCode, ServerFrame, Update, close};
 use protocol::{ChatId, UserId};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
 
 /// Shards of every node = partitions of the delivery topic.
 const SHARDS: u32 = 8;
@@ -42,7 +41,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// The broker, Redis, the shared store and keys, and the node processes.
 struct Cluster {
     /// Shared with tasks that fail and restore brokers on a timer.
-    mock: Rc<MockCluster<'static, DefaultProducerContext>>,
+    broker: Rc<TestBroker>,
     redis: RedisServer,
     dir: tempfile::TempDir,
     ports: Vec<u16>,
@@ -52,15 +51,22 @@ struct Cluster {
 impl Cluster {
     /// Starts the broker, Redis and `count` nodes, and waits until every
     /// shard has exactly one owner.
+    ///
+    /// The broker is librdkafka's mock cluster, also when
+    /// `PARLEY_TEST_TANSU` is set: with three members in the consumer
+    /// group, tansu 0.6.0 leaves a partition unassigned after a cooperative
+    /// rebalance (it revokes it from one node and gives it to none), so a
+    /// shard would have no owner. The bus's own tests run on tansu
+    /// (`engine/tests/kafka_broker.rs`).
     async fn start(count: usize) -> Cluster {
-        let mock = MockCluster::new(3).unwrap();
+        let broker = TestBroker::mock();
         let kafka = KafkaConfig::default();
-        mock.create_topic(&kafka.delivery_topic, SHARDS as i32, 3).unwrap();
-        mock.create_topic(&kafka.dead_letter_topic(), 1, 3).unwrap();
+        broker.create_topic(&kafka.delivery_topic, SHARDS as i32).await;
+        broker.create_topic(&kafka.dead_letter_topic(), 1).await;
         let ports =
             (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
         let mut cluster = Cluster {
-            mock: Rc::new(mock),
+            broker: Rc::new(broker),
             redis: RedisServer::start(),
             dir: tempfile::tempdir().unwrap(),
             ports,
@@ -103,7 +109,7 @@ impl Cluster {
             url: format!("http://127.0.0.1:{}", self.ports[index]),
         });
         config.kafka = Some(KafkaConfig {
-            brokers: vec![self.mock.bootstrap_servers()],
+            brokers: vec![self.broker.bootstrap_servers()],
             session_timeout_ms: 3_000,
             heartbeat_interval_ms: 500,
             commit_interval_ms: 100,
@@ -123,6 +129,8 @@ impl Cluster {
             .args(["serve", "--config"])
             .arg(config)
             .env("PARLEY_LOG_FORMAT", "json")
+            // The harness's own setting is no key of the node's config.
+            .env_remove(engine::kafka::testing::TANSU_ENV)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -175,6 +183,16 @@ impl Cluster {
 /// The port of a node's URL (they all listen on 127.0.0.1).
 fn port_of(url: &str) -> u16 {
     url::Url::parse(url).unwrap().port().unwrap()
+}
+
+/// A failing test keeps the nodes' logs and data for a look.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!("--- the nodes' logs and data are kept in {}", dir.display());
+        }
+    }
 }
 
 /// Whether the node at `api` answers `/readyz` with 200.
@@ -614,11 +632,11 @@ async fn a_failed_kafka_broker_delays_deliveries_and_loses_none() {
     let mut cluster = Cluster::start(3).await;
     let (group, mut members, acked) = group_chat_under(&mut cluster, |cluster, round| {
         if round == 10 {
-            let mock = cluster.mock.clone();
+            let broker = cluster.broker.clone();
             actix_web::rt::spawn(async move {
-                mock.broker_down(1).unwrap();
+                broker.broker_down(1).unwrap();
                 tokio::time::sleep(BROKER_OUTAGE).await;
-                mock.broker_up(1).unwrap();
+                broker.broker_up(1).unwrap();
             });
         }
     })
