@@ -447,4 +447,30 @@ mod tests {
         let config = AuthConfig { pepper: Some(Secret("hunter2".into())), ..AuthConfig::default() };
         assert!(!format!("{config:?}").contains("hunter2"));
     }
+
+    #[test]
+    fn a_cluster_node_needs_kafka_redis_and_an_http_url() {
+        let kafka = KafkaConfig { brokers: vec!["kafka-1:9092".into()], ..KafkaConfig::default() };
+        let cluster = ClusterConfig { node_name: None, url: "http://node-1:8080/".into() };
+        let full = Config {
+            cluster: Some(cluster.clone()),
+            kafka: Some(kafka.clone()),
+            redis: Some(RedisConfig::default()),
+            ..Config::default()
+        };
+        let node = full.cluster_node().ok().flatten();
+        assert_eq!(node.as_ref().map(|n| n.url.as_str()), Some("http://node-1:8080"));
+        assert_eq!(node.map(|n| n.name), Some(full.listen.to_string()), "the name defaults to the listen address");
+        assert!(matches!(Config::default().cluster_node(), Ok(None)), "no sections: a single node");
+        let refused = [
+            Config { kafka: None, ..full.clone() },
+            Config { redis: None, ..full.clone() },
+            Config { cluster: None, ..full.clone() },
+            Config { cluster: Some(ClusterConfig { url: "node-1:8080".into(), ..cluster.clone() }), ..full.clone() },
+            Config { cluster: Some(ClusterConfig { url: "ftp://node-1".into(), ..cluster }), ..full },
+        ];
+        for config in refused {
+            assert!(config.cluster_node().is_err(), "accepted {:?} / {:?}", config.cluster, config.kafka.is_some());
+        }
+    }
 }
