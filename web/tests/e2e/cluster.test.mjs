@@ -7,7 +7,7 @@
 // and that person's client follows a new ticket back to node 1.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { TIMEOUT, befriend, launch, login, message, messageFriend, ownCluster, person, send, snap, uniqueName, until } from './helpers.mjs';
+import { TIMEOUT, befriend, launch, login, message, messageFriend, ownCluster, person, send, snap, uniqueName, until, waitForStatus } from './helpers.mjs';
 
 /** Accounts registered before one lives on each node (about half land on each). */
 const MAX_ACCOUNTS = 30;
@@ -117,6 +117,9 @@ test('cluster: each client connects to the node that owns its shard, chats acros
     await message(vera.page, 'Hello from node 1').waitFor();
     await send(vera, 'Hello from node 2');
     await message(ivan.page, 'Hello from node 2').waitFor();
+    // Read receipts cross too.
+    await waitForStatus(ivan, 'Hello from node 1', 'seen');
+    await waitForStatus(vera, 'Hello from node 2', 'seen');
     await snap(vera.page, 'cluster-vera-on-node-2');
 
     // Node 2 stops gracefully: it leaves the consumer group and the
@@ -135,6 +138,8 @@ test('cluster: each client connects to the node that owns its shard, chats acros
     await message(ivan.page, 'Moved to node 1').waitFor({ timeout: 3 * TIMEOUT });
     await send(ivan, 'Welcome to node 1');
     await message(vera.page, 'Welcome to node 1').waitFor({ timeout: 3 * TIMEOUT });
+    await waitForStatus(vera, 'Moved to node 1', 'seen');
+    await waitForStatus(ivan, 'Welcome to node 1', 'seen');
     assert.ok(!moved.isClosed(), "Vera's socket to node 1 is still open");
     assert.ok(veraSockets.filter((ws) => portOf(ws) === node2.port).every((ws) => ws.isClosed()), "Vera's sockets to node 2 are closed");
     assert.deepEqual(ivanSockets.map(portOf).filter((port) => port !== node1.port), [], "Ivan's page only ever connected to node 1");
