@@ -4,8 +4,8 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -243,4 +243,275 @@ async function freePort() {
   probe.close();
   await once(probe, 'close');
   return port;
+}
+
+// Cluster mode (cluster.test.mjs): several `parley` nodes of the test's own
+// on loopback, sharing a redis-server, a mock Kafka cluster
+// (`parley-mock-kafka`, in PARLEY_MOCK_KAFKA) and one SQLite store. Every
+// process logs to the artifacts and is killed if the test process exits.
+
+/** Shards of a test cluster = partitions of its delivery topic. */
+export const CLUSTER_SHARDS = 8;
+/** Longest wait for a process to come up or a cluster to settle. */
+const CLUSTER_PATIENCE = 60_000;
+
+/**
+ * Waits until `check()` returns something truthy (and returns it), polling;
+ * fails after `timeout` ms, or at once when `proc` (a `child`) has exited.
+ */
+export async function until(what, check, { timeout = CLUSTER_PATIENCE, proc = null, interval = 100 } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (proc?.exited) throw new Error(`waiting for ${what}: ${proc.name} exited (${JSON.stringify(proc.exited)}); see ${proc.name}.log`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await sleep(interval);
+  }
+}
+
+/**
+ * A child process of the test: stdout and stderr go to `<name>.log` in the
+ * artifacts (stdout is also kept in `stdout`); SIGKILLed if the test
+ * process exits while it runs.
+ */
+async function child(name, command, args, { env = process.env, stdin = 'ignore' } = {}) {
+  await mkdir(ARTIFACTS, { recursive: true });
+  const log = createWriteStream(join(ARTIFACTS, `${name}.log`), { flags: 'a' });
+  const proc = spawn(command, args, { env, stdio: [stdin, 'pipe', 'pipe'] });
+  const handle = { name, proc, exited: null, stdout: '' };
+  const exit = new Promise((resolve) => {
+    proc.once('exit', (code, signal) => resolve((handle.exited = { code, signal })));
+    proc.once('error', (error) => resolve((handle.exited = { error: error.message })));
+  });
+  proc.stdout.on('data', (chunk) => {
+    handle.stdout += chunk;
+  });
+  proc.stdout.pipe(log, { end: false });
+  proc.stderr.pipe(log, { end: false });
+  const killOnExit = () => proc.kill('SIGKILL');
+  process.on('exit', killOnExit);
+  /** Sends `signal` and waits for the exit (SIGKILL after `patience` ms). */
+  handle.stop = async (signal = 'SIGTERM', patience = 20_000) => {
+    if (!handle.exited) {
+      proc.kill(signal);
+      const killer = setTimeout(() => proc.kill('SIGKILL'), patience);
+      await exit;
+      clearTimeout(killer);
+    }
+    process.off('exit', killOnExit);
+    log.end();
+  };
+  return handle;
+}
+
+/** Whether a Redis server answers PING on loopback `port`. */
+function redisAnswers(port) {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let reply = '';
+    const done = (answer) => {
+      socket.destroy();
+      resolve(answer);
+    };
+    socket.setTimeout(1_000, () => done(false));
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk) => {
+      reply += chunk;
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
+  });
+}
+
+/** A `redis-server` on a free loopback port, without persistence, in a temporary directory. */
+async function redisServer() {
+  const port = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), 'parley-e2e-redis-'));
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+  const proc = await child('cluster-redis', 'redis-server', args);
+  const redis = {
+    url: `redis://127.0.0.1:${port}/0`,
+    async close() {
+      await proc.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    await until('redis-server to answer', () => redisAnswers(port), { proc, timeout: 10_000 });
+  } catch (error) {
+    await redis.close();
+    throw error;
+  }
+  return redis;
+}
+
+/**
+ * `parley-mock-kafka` with `topics` (`[name, partitions]` pairs); `brokers`
+ * is its bootstrap list. Its stdin is a pipe: it also ends when this
+ * process does, however that happens.
+ */
+async function mockKafka(topics) {
+  const bin = process.env.PARLEY_MOCK_KAFKA;
+  if (!bin) throw new Error('PARLEY_MOCK_KAFKA is not set (scripts/e2e sets it)');
+  const args = topics.flatMap(([name, partitions]) => ['--topic', `${name}:${partitions}`]);
+  const proc = await child('cluster-kafka', bin, args, { stdin: 'pipe' });
+  const kafka = {
+    brokers: '',
+    async close() {
+      proc.proc.stdin.end();
+      await proc.stop();
+    },
+  };
+  try {
+    const line = await until('parley-mock-kafka to print its brokers', () => proc.stdout.includes('\n') && proc.stdout.split('\n')[0].trim(), { proc, timeout: 10_000 });
+    kafka.brokers = line;
+  } catch (error) {
+    await kafka.close();
+    throw error;
+  }
+  return kafka;
+}
+
+/** A number from a Prometheus text exposition (an unlabelled sample), or null. */
+function metricValue(text, name) {
+  const line = text.split('\n').find((line) => line.startsWith(`${name} `));
+  return line === undefined ? null : Number(line.slice(name.length + 1));
+}
+
+/** TOML of one node: its own port and data directory; the shared store, keys, Redis and broker. */
+function nodeConfig({ name, port, dataDir, shared, redis, kafka }) {
+  const s = JSON.stringify; // A JSON string is a TOML basic string (paths and URLs here).
+  return `# Node ${name} of an e2e test cluster (web/tests/e2e/helpers.mjs).
+listen = ${s(`127.0.0.1:${port}`)}
+data_dir = ${s(dataDir)}
+
+[storage]
+backend = "sqlite"
+path = ${s(join(shared, 'shared.sqlite3'))}
+
+[engine]
+shard_count = ${CLUSTER_SHARDS}
+presence_offline_grace_ms = 200
+sends_per_second = 10000
+send_burst = 10000
+
+[auth]
+keys_dir = ${s(join(shared, 'keys'))}
+argon2_memory_kib = 1024
+argon2_iterations = 1
+
+[limits]
+auth_per_minute_per_ip = 10000
+auth_burst_per_ip = 10000
+searches_per_second = 10000
+search_burst = 10000
+
+# Short times to live, but twice the Rust cluster tests': a browser test
+# shares a loaded machine, and a node whose generator lease lapses refuses
+# logins and sends (a node waits one lease TTL before it starts).
+[redis]
+url = ${s(redis.url)}
+key_prefix = "e2e"
+lease_ttl_ms = 6000
+node_ttl_ms = 6000
+presence_ttl_ms = 6000
+command_timeout_ms = 1000
+
+[cluster]
+node_name = ${s(name)}
+url = ${s(`http://127.0.0.1:${port}`)}
+
+[kafka]
+brokers = [${s(kafka.brokers)}]
+session_timeout_ms = 3000
+heartbeat_interval_ms = 500
+commit_interval_ms = 100
+`;
+}
+
+/** A cluster node (not started): `start()`, `stop(signal)`, `ownedShards()`. */
+async function clusterNode({ name, shared, redis, kafka }) {
+  const bin = process.env.PARLEY_BIN;
+  if (!bin) throw new Error('PARLEY_BIN is not set (scripts/e2e sets it)');
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const dataDir = join(shared, name);
+  await mkdir(dataDir, { recursive: true });
+  const configFile = join(dataDir, 'parley.toml');
+  await writeFile(configFile, nodeConfig({ name, port, dataDir, shared, redis, kafka }));
+  // Only settings (as ownServer): they override the file, and scripts/e2e's agree with it.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('PARLEY_') || key.includes('__')));
+  let proc = null;
+  const node = {
+    name,
+    url,
+    port,
+    get running() {
+      return Boolean(proc && !proc.exited);
+    },
+    /** Starts the node and waits until it answers /readyz. */
+    async start() {
+      if (node.running) throw new Error(`${name} is already running`);
+      proc = await child(`cluster-${name}`, bin, ['serve', '--config', configFile], { env });
+      const ready = async () => (await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2_000) }).catch(() => null))?.ok;
+      await until(`${name} to be ready at ${url}`, ready, { proc });
+    },
+    /** Stops it with `signal` (SIGTERM: gracefully) and waits until it has exited. */
+    async stop(signal = 'SIGTERM') {
+      await proc?.stop(signal);
+      proc = null;
+    },
+    /** `parley_owned_shards` from its /metrics (null if it does not answer). */
+    async ownedShards() {
+      const response = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(2_000) }).catch(() => null);
+      return response?.ok ? metricValue(await response.text(), 'parley_owned_shards') : null;
+    },
+  };
+  return node;
+}
+
+/**
+ * A cluster of `count` nodes (started one after the other, each once ready)
+ * that has settled: every running node owns shards, CLUSTER_SHARDS in all.
+ * `close()` stops everything and removes the shared directory (the logs stay).
+ */
+export async function ownCluster(count = 2) {
+  const shared = await mkdtemp(join(tmpdir(), 'parley-e2e-cluster-'));
+  const cluster = {
+    redis: null,
+    kafka: null,
+    nodes: [],
+    /** Waits until the running nodes share all shards, each owning some. */
+    async settled() {
+      const running = cluster.nodes.filter((node) => node.running);
+      await until(`the shards of ${running.map((node) => node.name).join(', ')} to settle`, async () => {
+        const owned = await Promise.all(running.map((node) => node.ownedShards()));
+        return owned.every((n) => n > 0) && owned.reduce((sum, n) => sum + n, 0) === CLUSTER_SHARDS;
+      });
+    },
+    async close() {
+      for (const node of cluster.nodes) await node.stop();
+      await cluster.kafka?.close();
+      await cluster.redis?.close();
+      await rm(shared, { recursive: true, force: true });
+    },
+  };
+  try {
+    cluster.redis = await redisServer();
+    cluster.kafka = await mockKafka([
+      ['parley.delivery', CLUSTER_SHARDS],
+      ['parley.delivery.dead', 1],
+    ]);
+    for (let index = 1; index <= count; index++) {
+      const node = await clusterNode({ name: `node-${index}`, shared, redis: cluster.redis, kafka: cluster.kafka });
+      cluster.nodes.push(node);
+      await node.start();
+    }
+    await cluster.settled();
+  } catch (error) {
+    await cluster.close();
+    throw error;
+  }
+  return cluster;
 }
