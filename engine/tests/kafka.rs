@@ -1,6 +1,8 @@
 //! The Kafka bus against a real Kafka-protocol broker: librdkafka's mock
-//! cluster, serving on a loopback port inside the test process. Each test
-//! has its own cluster, so tests share no topics or groups.
+//! cluster, serving on a loopback port inside the test process, or tansu
+//! when `PARLEY_TEST_TANSU` names its binary (`.ci/run` does both; a test
+//! that takes brokers down always runs on the mock). Each test has its own
+//! broker, so tests share no topics or groups.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler};
+use engine::kafka::testing::{MOCK_BROKERS, TestBroker};
 use engine::kafka::{DeliveryConsumer, KafkaBus, KafkaConfig, OwnershipChange, envelope};
 use engine::{Bus, BusError, Delivery, Payload, ShardId, ShardMap, ShardOwnership};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
@@ -24,25 +26,23 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 // ------------------------------------------------------------- harness
 
-/// A mock Kafka cluster with the delivery and dead-letter topics.
+/// A broker with the delivery and dead-letter topics: tansu when
+/// `PARLEY_TEST_TANSU` names it, else librdkafka's mock cluster.
 struct Cluster {
-    mock: MockCluster<'static, DefaultProducerContext>,
+    broker: TestBroker,
     config: KafkaConfig,
 }
 
 impl Cluster {
-    fn start() -> Cluster {
-        let mock = MockCluster::new(1).unwrap();
-        let config = KafkaConfig {
-            brokers: vec![mock.bootstrap_servers()],
-            session_timeout_ms: 6_000,
-            heartbeat_interval_ms: 500,
-            commit_interval_ms: 100,
-            ..KafkaConfig::default()
-        };
-        mock.create_topic(&config.delivery_topic, SHARDS as i32, 1).unwrap();
-        mock.create_topic(&config.dead_letter_topic(), 1, 1).unwrap();
-        Cluster { mock, config }
+    async fn start() -> Cluster {
+        Cluster::on(TestBroker::start()).await
+    }
+
+    async fn on(broker: TestBroker) -> Cluster {
+        let config = broker.config();
+        broker.create_topic(&config.delivery_topic, SHARDS as i32).await;
+        broker.create_topic(&config.dead_letter_topic(), 1).await;
+        Cluster { broker, config }
     }
 
     fn bus(&self) -> KafkaBus {
@@ -60,7 +60,7 @@ impl Cluster {
     /// A plain producer, for records the bus would never write.
     fn raw_producer(&self) -> FutureProducer {
         let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", self.mock.bootstrap_servers());
+        config.set("bootstrap.servers", self.broker.bootstrap_servers());
         config.set("message.timeout.ms", PATIENCE.as_millis().to_string()).create().unwrap()
     }
 }
@@ -151,7 +151,7 @@ fn all_shards() -> BTreeSet<ShardId> {
 
 #[actix_rt::test]
 async fn every_record_arrives_in_publish_order_per_shard() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start().await;
     let bus = cluster.bus();
     bus.check_topic(ShardMap::new(SHARDS).unwrap()).await.unwrap();
     let mut node = cluster.node();
@@ -180,7 +180,7 @@ async fn every_record_arrives_in_publish_order_per_shard() {
 
 #[actix_rt::test]
 async fn the_bus_refuses_a_topic_that_does_not_match_the_shards_and_a_shard_without_partition() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start().await;
     let bus = cluster.bus();
     let more_shards = bus.check_topic(ShardMap::new(SHARDS * 2).unwrap()).await;
     assert!(matches!(more_shards, Err(BusError::Config(_))), "{more_shards:?}");
@@ -192,26 +192,53 @@ async fn the_bus_refuses_a_topic_that_does_not_match_the_shards_and_a_shard_with
 }
 
 #[actix_rt::test]
-async fn publish_fails_retryably_when_no_broker_acknowledges() {
-    let mut cluster = Cluster::start();
+async fn publish_fails_retryably_while_the_brokers_are_down_and_works_once_they_are_back() {
+    // Only the mock cluster has brokers to take down.
+    let mut cluster = Cluster::on(TestBroker::mock()).await;
     cluster.config.delivery_timeout_ms = 1_000;
     let bus = cluster.bus();
-    // Warm-up: the first record also waits for metadata and a connection,
+    // Warm-up: the first record also waits for metadata and connections,
     // which on a busy machine can take longer than this short timeout.
     let deadline = Instant::now() + PATIENCE;
     while let Err(error) = bus.publish(delivery(1, 1)).await {
         assert!(Instant::now() < deadline, "the broker never acknowledged the first record: {error}");
     }
-    cluster.mock.broker_down(1).unwrap();
+    let brokers = 1..=MOCK_BROKERS;
+    brokers.clone().for_each(|id| cluster.broker.broker_down(id).unwrap());
     let started = Instant::now();
     let published = bus.publish(delivery(1, 2)).await;
     assert!(matches!(published, Err(BusError::Unavailable(_))), "{published:?}");
     assert!(started.elapsed() < PATIENCE, "publish took {:?}", started.elapsed());
+
+    brokers.for_each(|id| cluster.broker.broker_up(id).unwrap());
+    let deadline = Instant::now() + PATIENCE;
+    while let Err(error) = bus.publish(delivery(1, 3)).await {
+        assert!(Instant::now() < deadline, "no broker acknowledged a record after coming back: {error}");
+    }
+}
+
+#[actix_rt::test]
+async fn a_restarted_node_resumes_after_the_committed_offsets() {
+    let cluster = Cluster::start().await;
+    let bus = cluster.bus();
+    let all: Vec<ShardId> = all_shards().into_iter().collect();
+    let mut first = cluster.node();
+    publish_round(&bus, 1).await;
+    assert_eq!(sorted(first.receive(all.len()).await), numbered(&all, 1));
+    stop(first.consumer).await;
+
+    publish_round(&bus, 2).await;
+    let mut second = cluster.node();
+    assert_eq!(sorted(second.receive(all.len()).await), numbered(&all, 2), "{}", cluster.broker.name());
+    // Nothing of the first round comes again.
+    let again = tokio::time::timeout(Duration::from_secs(1), second.received.recv()).await;
+    assert!(again.is_err(), "a delivery came again: {:?}", again.ok().flatten().map(|(_, d)| number(&d)));
+    stop(second.consumer).await;
 }
 
 #[actix_rt::test]
 async fn an_undeliverable_record_goes_to_the_dead_letter_topic_and_the_next_one_arrives() {
-    let cluster = Cluster::start();
+    let cluster = Cluster::start().await;
     let bus = cluster.bus();
     let raw = cluster.raw_producer();
     let topic = cluster.config.delivery_topic.as_str();
@@ -229,7 +256,7 @@ async fn an_undeliverable_record_goes_to_the_dead_letter_topic_and_the_next_one_
     stop(node.consumer).await;
 
     let mut reader = ClientConfig::new();
-    reader.set("bootstrap.servers", cluster.mock.bootstrap_servers()).set("group.id", "dead-letter-reader");
+    reader.set("bootstrap.servers", cluster.broker.bootstrap_servers()).set("group.id", "dead-letter-reader");
     let dead: BaseConsumer = reader.create().unwrap();
     let mut partitions = TopicPartitionList::new();
     partitions.add_partition_offset(&cluster.config.dead_letter_topic(), 0, Offset::Beginning).unwrap();
@@ -257,7 +284,7 @@ async fn an_undeliverable_record_goes_to_the_dead_letter_topic_and_the_next_one_
 
 #[actix_rt::test]
 async fn two_nodes_split_the_shards_and_one_takes_over_when_the_other_stops() {
-    let mut cluster = Cluster::start();
+    let mut cluster = Cluster::start().await;
     // No periodic commit within the test: only the commits of a rebalance
     // and of a stop can keep records from being delivered twice.
     cluster.config.commit_interval_ms = 60_000;

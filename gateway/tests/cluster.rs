@@ -57,7 +57,7 @@ impl Cluster {
     /// group, tansu 0.6.0 leaves a partition unassigned after a cooperative
     /// rebalance (it revokes it from one node and gives it to none), so a
     /// shard would have no owner. The bus's own tests run on tansu
-    /// (`engine/tests/kafka_broker.rs`).
+    /// (`engine/tests/kafka.rs`).
     async fn start(count: usize) -> Cluster {
         let broker = TestBroker::mock();
         let kafka = KafkaConfig::default();
