@@ -19,8 +19,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tempfile::TempDir;
 
-/// How long a test waits for any single frame or response.
-pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a test waits for any single frame or response. Above the
+/// Kafka producer's delivery timeout (10 s): in a cluster test an ack may
+/// wait that long for a broker that is down.
+pub const WAIT: Duration = Duration::from_secs(20);
 
 /// Config for tests: cheap Argon2, generous auth limits, a temp data dir.
 pub fn test_config(dir: &TempDir) -> Config {
