@@ -224,6 +224,17 @@ impl Connections {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer_token(header: Option<&str>) -> Result<&str, ApiError> {
+    let header = header.ok_or(ApiError::Unauthorized("missing bearer token"))?;
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    header
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or(ApiError::Unauthorized("malformed Authorization header"))
+}
+
 /// The user a request is authenticated as (`Authorization: Bearer <access token>`).
 pub struct AuthUser {
     pub user_id: UserId,
@@ -239,14 +250,7 @@ impl AuthUser {
 
     /// Verifies a bearer token from an `Authorization` header value.
     pub fn from_authorization(header: Option<&str>, state: &AppState) -> Result<Self, ApiError> {
-        let header = header.ok_or(ApiError::Unauthorized("missing bearer token"))?;
-        // The scheme name is case-insensitive (RFC 9110 §11.1).
-        let token = header
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
-        Self::from_claims(state.keys.verify(token), state)
+        Self::from_claims(state.keys.verify(bearer_token(header)?), state)
     }
 
     /// Accepts verified claims of a session that has not been ended.

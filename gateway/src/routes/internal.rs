@@ -6,7 +6,7 @@ use engine::peers::{ChatCommand, RemoteError};
 use protocol::ChatId;
 
 use crate::errors::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, bearer_token};
 
 /// `POST /internal/v1/chats/{chat_id}/commands`: runs a chat command that
 /// another node forwarded because this node owns the chat's shard. Answers
@@ -18,13 +18,9 @@ pub async fn chat_command(
     chat_id: web::Path<i64>,
     command: web::Json<ChatCommand>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .ok_or(ApiError::Unauthorized("missing peer token"))?;
-    let peer = state.keys.verify_peer(token).ok_or(ApiError::Unauthorized("invalid or expired peer token"))?;
+    let header = req.headers().get(actix_web::http::header::AUTHORIZATION).map(|value| value.to_str().unwrap_or(""));
+    let peer =
+        state.keys.verify_peer(bearer_token(header)?).ok_or(ApiError::Unauthorized("invalid or expired peer token"))?;
     let chat_id = ChatId(chat_id.into_inner());
     let result = state.engine.run_chat_command(chat_id, command.into_inner()).await;
     if let Err(error) = &result {
