@@ -12,6 +12,8 @@ pub const MAX_GROUP_SIZE: usize = 1024;
 pub const MAX_STEPS: usize = 100;
 /// Highest rate of any phase, events per second over all users.
 pub const MAX_RATE: f64 = 100_000.0;
+/// Most devices (WebSocket connections) per user.
+pub const MAX_DEVICES: usize = 16;
 /// Longest `churn_secs`: the drain waits this long at most for churned users to return.
 pub const MAX_CHURN_SECS: f64 = 60.0;
 
@@ -40,12 +42,19 @@ pub struct Scenario {
 pub struct Population {
     /// Accounts to register, log in and connect (2–100,000).
     pub users: usize,
+    /// Devices of each user (1–16): each is its own login and WebSocket.
+    #[serde(default = "default_devices")]
+    pub devices: usize,
     /// WebSocket handshakes in flight at once while connecting (1–10,000).
     #[serde(default = "default_connect_concurrency")]
     pub connect_concurrency: usize,
     /// REST requests in flight at once during setup (1–1,024).
     #[serde(default = "default_setup_concurrency")]
     pub setup_concurrency: usize,
+}
+
+fn default_devices() -> usize {
+    1
 }
 
 fn default_connect_concurrency() -> usize {
@@ -360,6 +369,7 @@ impl Scenario {
         };
         let p = &self.population;
         range("population", 0, &["users"], p.users as f64, 2.0, MAX_USERS as f64)?;
+        range("population", 0, &["devices"], p.devices as f64, 1.0, MAX_DEVICES as f64)?;
         range("population", 0, &["connect_concurrency"], p.connect_concurrency as f64, 1.0, 10_000.0)?;
         range("population", 0, &["setup_concurrency"], p.setup_concurrency as f64, 1.0, 1024.0)?;
         let f = &self.friends;
@@ -528,6 +538,7 @@ rate_per_sec = 0
         let scenario = Scenario::parse(GOOD).expect("valid");
         assert_eq!(scenario.population.users, 4);
         assert_eq!(scenario.population.connect_concurrency, 64);
+        assert_eq!(scenario.population.devices, 1, "one device per user unless asked");
         assert_eq!(scenario.friends.pairs, Pairs::Ring);
         assert_eq!(scenario.phases.len(), 2);
         assert_eq!(scenario.phases[1].mix(), Mix::DIRECT);
@@ -589,6 +600,17 @@ rate_per_sec = 0
         assert!(error.message.contains("phases.churn"), "{error}");
         let error = refused(&MIXED.replace("rate_to = 100", "rate_to = 1e9"));
         assert_eq!(error.line, Some(13), "{error}");
+    }
+
+    #[test]
+    fn devices_per_user_are_validated_with_their_line() {
+        let two = Scenario::parse(&GOOD.replace("users = 4", "users = 4\ndevices = 2")).expect("valid");
+        assert_eq!(two.population.devices, 2);
+        for bad in ["0", "17"] {
+            let error = refused(&GOOD.replace("users = 4", &format!("users = 4\ndevices = {bad}")));
+            assert_eq!(error.to_string(), format!("line 4: population.devices: {bad} is out of range 1..=16"));
+        }
+        assert_eq!(refused(&GOOD.replace("users = 4", "users = 4\ndevices = \"two\"")).line, Some(4));
     }
 
     #[test]
