@@ -133,7 +133,8 @@ fn main() -> ExitCode {
             }
             let addrs = sources.addrs();
             let users = parsed.population.users as u64;
-            let problems = limits::check(users.div_ceil(workers), workers, addrs.len() as u64);
+            let devices = parsed.population.devices as u64;
+            let problems = limits::check(users.div_ceil(workers) * devices, workers, addrs.len() as u64);
             if !problems.is_empty() {
                 for problem in problems {
                     eprintln!("parley-load: {problem}");

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::check::{CheckReport, Checker};
+use crate::check::{CheckReport, Checker, Device};
 use crate::run::{Counts, Outcome};
 use crate::scenario::{Scenario, Thresholds};
 use crate::setup::Plan;
@@ -81,6 +81,8 @@ pub struct Summary {
     pub urls: Vec<String>,
     pub user_prefix: String,
     pub users: usize,
+    /// Devices (connections) per user.
+    pub devices: usize,
     pub workers: usize,
     pub connections: u64,
     pub connect_secs: f64,
@@ -164,17 +166,18 @@ pub fn summarize(
 
     let mut checker = Checker::default();
     for chat in &plan.chats {
-        checker.chat(chat.id, chat.members.iter().map(|&m| plan.users[m].id).collect());
+        let members = chat.members.iter().map(|&m| (plan.users[m].id, plan.users[m].tokens.len()));
+        checker.chat(chat.id, members.collect());
     }
     for o in outcomes {
-        for &(chat, sender, message) in &o.acks {
-            checker.acked(chat, sender, message);
+        for &(chat, sender, device, message) in &o.acks {
+            checker.acked(chat, (sender, device), message);
         }
-        for &(chat, recipient, seq, message) in &o.copies {
-            checker.delivered(chat, recipient, seq, message);
+        for &(chat, recipient, device, seq, message) in &o.copies {
+            checker.delivered(chat, (recipient, device), seq, message);
         }
     }
-    let lost: HashSet<i64> = outcomes.iter().flat_map(|o| o.lost.iter().copied()).collect();
+    let lost: HashSet<Device> = outcomes.iter().flat_map(|o| o.lost.iter().copied()).collect();
     let check = checker.report(&lost);
     for (code, count) in [("missing", check.missing), ("reordered", check.reordered), ("unexpected", check.unexpected)]
     {
@@ -278,6 +281,7 @@ pub fn summarize(
         urls: plan.urls.clone(),
         user_prefix: plan.prefix.clone(),
         users: plan.users.len(),
+        devices: scenario.population.devices,
         workers: outcomes.len(),
         connections,
         connect_secs,
@@ -313,7 +317,10 @@ fn per(value: Option<f64>) -> String {
 /// The rows of the summary table: (label, value), shared by the text and HTML reports.
 fn rows(s: &Summary) -> Vec<(String, String)> {
     let mut rows = vec![
-        ("users".into(), format!("{} ({}), {} process(es)", s.users, s.user_prefix, s.workers)),
+        (
+            "users".into(),
+            format!("{} ({}), {} device(s) each, {} process(es)", s.users, s.user_prefix, s.devices, s.workers),
+        ),
         (
             "connections".into(),
             format!("{} in {:.2} s = {:.0}/s", s.connections, s.connect_secs, s.connections_per_sec),
@@ -343,7 +350,7 @@ fn rows(s: &Summary) -> Vec<(String, String)> {
     rows.push((
         "check".into(),
         format!(
-            "{} acked, {} delivered, {} missing, {} reordered, {} unexpected, {} duplicates removed, {} recipients excluded",
+            "{} acked, {} delivered, {} missing, {} reordered, {} unexpected, {} duplicates removed, {} devices excluded",
             c.acked, c.delivered, c.missing, c.reordered, c.unexpected, c.duplicates, c.excluded_recipients
         ),
     ));

@@ -1,6 +1,7 @@
-//! Drives one slice of the users: connects them, runs the phases' events on
-//! schedule (messages, receipts, idleness, presence, reconnects, churn),
-//! reads every frame and collects an `Outcome` that a parent can merge.
+//! Drives one slice of the users: connects every device of each (one
+//! WebSocket per device), runs the phases' events on schedule (messages,
+//! receipts, idleness, presence, reconnects, churn) from one of the user's
+//! devices, reads every frame and collects an `Outcome` that a parent can merge.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -22,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::check::Device;
 use crate::scenario::{Action, Scenario};
 use crate::schedule::Schedule;
 use crate::setup::{Plan, REQUEST_TIMEOUT, bounded, call, rest_base, ws_url};
@@ -65,12 +67,12 @@ pub struct Counts {
     /// Messages scheduled to be sent.
     pub scheduled: u64,
     pub acked: u64,
-    /// New (non-duplicate) message copies that reached a recipient, live or replayed.
+    /// New (non-duplicate) message copies that reached a recipient device, live or replayed.
     pub deliveries: u64,
     /// Of `deliveries`, those replayed by `sync` after a reconnect (not in the latency histogram).
     pub replayed: u64,
     /// Of `deliveries`, live copies that arrived after an update with a higher `seq` on the same
-    /// connection: the server sent the user's log out of order (the check orders by `seq`).
+    /// device: the server sent the user's log out of order (the check orders by `seq`).
     pub out_of_order: u64,
 }
 
@@ -110,29 +112,41 @@ pub struct Outcome {
     /// Phases run (a `[step]` run may stop early).
     pub phases: Vec<PhaseOutcome>,
     pub seconds: Vec<Second>,
-    /// Events per action name; `skipped` counts events whose user was away or lacked a chat.
+    /// Events per action name; `skipped` counts events whose user had no connected device or lacked a chat.
     pub actions: BTreeMap<String, u64>,
     pub errors: ErrorCounts,
-    /// (chat, sender, message) of every ack.
-    pub acks: Vec<(i64, i64, i64)>,
-    /// (chat, recipient, seq, message) of every copy received.
-    pub copies: Vec<(i64, i64, u64, i64)>,
-    /// Users whose connection was lost for good.
-    pub lost: Vec<i64>,
+    /// (chat, sender, sending device, message) of every ack.
+    pub acks: Vec<(i64, i64, usize, i64)>,
+    /// (chat, recipient, receiving device, seq, message) of every copy received.
+    pub copies: Vec<(i64, i64, usize, u64, i64)>,
+    /// (user, device) of every device whose connection was lost for good.
+    pub lost: Vec<Device>,
     pub duration_secs: f64,
     pub tool: ProcSample,
 }
 
 /// A send waiting for its ack.
 struct Pending {
-    /// The sender; a reconnect sends it again, as a client's outbox would.
+    /// The sender and the device it sent from; that device's reconnect
+    /// sends it again, as a client's outbox would.
     user: usize,
+    device: usize,
     due: Instant,
     chat: usize,
     phase: usize,
 }
 
-/// One user's connection state.
+/// One event of a phase: who does what, and when it was due.
+struct Event {
+    user: usize,
+    /// A number in `0..1` that picks which of the user's connected devices acts.
+    device_point: f64,
+    action: Action,
+    due: Instant,
+    phase: usize,
+}
+
+/// One device's connection state.
 #[derive(Default)]
 struct Slot {
     tx: Option<Tx>,
@@ -154,7 +168,8 @@ struct Slot {
 
 struct State {
     plan: Rc<Plan>,
-    slots: Vec<Slot>,
+    /// Per user, per device.
+    slots: Vec<Vec<Slot>>,
     /// The clock all due times map to microseconds since the Unix epoch from.
     epoch: (Instant, u64),
     pending: HashMap<String, Pending>,
@@ -169,10 +184,10 @@ struct State {
     /// Deliveries expected from the acks seen (exact drain only).
     expected: u64,
     last_delivery: Instant,
-    /// (user, message) of every copy received, to tell new copies from duplicates.
-    received: HashSet<(usize, i64)>,
-    acks: Vec<(i64, i64, i64)>,
-    copies: Vec<(i64, i64, u64, i64)>,
+    /// (user, device, message) of every copy received, to tell new copies from duplicates.
+    received: HashSet<(usize, usize, i64)>,
+    acks: Vec<(i64, i64, usize, i64)>,
+    copies: Vec<(i64, i64, usize, u64, i64)>,
     open: u64,
 }
 
@@ -180,7 +195,7 @@ impl State {
     fn new(plan: Rc<Plan>, phases: usize) -> Self {
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         Self {
-            slots: (0..plan.users.len()).map(|_| Slot::default()).collect(),
+            slots: plan.users.iter().map(|u| u.tokens.iter().map(|_| Slot::default()).collect()).collect(),
             plan,
             epoch: (Instant::now(), unix),
             pending: HashMap::new(),
@@ -206,12 +221,14 @@ impl State {
     }
 
     /// The `send` frame of a pending message; the body carries its due
-    /// time and phase, so every copy tells its recipient the latency.
+    /// time and phase, so every copy tells its recipient the latency, and
+    /// the sending device, so the sender's devices tell their own echo
+    /// from a copy for another device.
     fn send_frame(&self, client_msg_id: String, pending: &Pending) -> ClientFrame {
         ClientFrame::Send {
             client_msg_id,
             chat_id: ChatId(self.plan.chats[pending.chat].id),
-            body: format!("{} {}", self.unix_micros(pending.due), pending.phase),
+            body: format!("{} {} {}", self.unix_micros(pending.due), pending.phase, pending.device),
         }
     }
 
@@ -219,8 +236,8 @@ impl State {
         *self.errors.entry(code.to_owned()).or_default() += 1;
     }
 
-    /// Handles one frame of `user`'s connection; returns a frame to answer with.
-    fn on_frame(&mut self, user: usize, frame: ServerFrame) -> Option<ClientFrame> {
+    /// Handles one frame of the connection of `user`'s `device`; returns a frame to answer with.
+    fn on_frame(&mut self, user: usize, device: usize, frame: ServerFrame) -> Option<ClientFrame> {
         let me = self.plan.users[user].id;
         match frame {
             ServerFrame::Ack { client_msg_id, message, .. } => {
@@ -233,33 +250,41 @@ impl State {
                     phase.1.record_micros(micros);
                 }
                 self.counts.acked += 1;
-                self.acks.push((message.chat_id.0, me, message.id.0));
+                self.acks.push((message.chat_id.0, me, pending.device, message.id.0));
+                // Every device of every member but the sending one, the sender's other devices included.
                 let members = &self.plan.chats[pending.chat].members;
-                let expected = members.iter().filter(|&&m| m != user && !self.slots[m].lost).count();
-                self.expected += expected as u64;
+                let entitled = |m: usize| {
+                    let devices = self.slots[m].iter().enumerate();
+                    devices.filter(|&(d, slot)| !slot.lost && (m, d) != (user, pending.device)).count()
+                };
+                self.expected += members.iter().map(|&m| entitled(m) as u64).sum::<u64>();
             }
             ServerFrame::Update { seq, update } => {
-                let slot = &mut self.slots[user];
+                let slot = &mut self.slots[user][device];
                 let replayed = slot.replay.is_some_and(|(from, to)| seq > from && seq <= to);
                 let behind = seq <= slot.last_seq && !replayed;
                 slot.last_seq = slot.last_seq.max(seq);
                 let Update::Message { message } = update else { return None };
-                if message.event.is_some() || message.sender_id.0 == me {
+                let body = parse_body(&message.body);
+                let own = message.sender_id.0 == me;
+                // The server sends a message to every device of its sender too; the sending device has the ack.
+                if message.event.is_some() || (own && body.is_none_or(|(_, _, from)| from == device)) {
                     return None;
                 }
                 let chat = message.chat_id.0;
-                self.copies.push((chat, me, seq, message.id.0));
-                if !self.received.insert((user, message.id.0)) {
+                self.copies.push((chat, me, device, seq, message.id.0));
+                if !self.received.insert((user, device, message.id.0)) {
                     return None;
                 }
                 if behind {
                     self.counts.out_of_order += 1;
                 }
-                let slot = &mut self.slots[user];
-                slot.newest = Some((chat, message.id.0));
+                if !own {
+                    self.slots[user][device].newest = Some((chat, message.id.0));
+                }
                 self.counts.deliveries += 1;
                 self.last_delivery = Instant::now();
-                let (due, phase) = parse_body(&message.body)?;
+                let (due, phase, _) = body?;
                 if let Some(phase) = self.phases.get_mut(phase) {
                     phase.0.deliveries += 1;
                 }
@@ -278,7 +303,7 @@ impl State {
                 if has_more {
                     return Some(ClientFrame::Sync { after_seq: seq });
                 }
-                self.slots[user].replay = None;
+                self.slots[user][device].replay = None;
             }
             ServerFrame::Error(error) => {
                 let code = serde_json::to_value(error.code).ok().and_then(|v| v.as_str().map(str::to_owned));
@@ -292,10 +317,10 @@ impl State {
         None
     }
 
-    /// A reader of `user`'s connection `generation` ended.
-    fn closed(&mut self, user: usize, generation: u64) {
+    /// A reader of the connection `generation` of `user`'s `device` ended.
+    fn closed(&mut self, user: usize, device: usize, generation: u64) {
         self.open -= 1;
-        let slot = &mut self.slots[user];
+        let slot = &mut self.slots[user][device];
         if slot.generation == generation {
             slot.tx = None;
             slot.lost = true;
@@ -303,17 +328,17 @@ impl State {
         }
     }
 
-    /// Closes `user`'s connection on purpose.
-    fn hang_up(&mut self, user: usize) {
-        let slot = &mut self.slots[user];
+    /// Closes the connection of `user`'s `device` on purpose.
+    fn hang_up(&mut self, user: usize, device: usize) {
+        let slot = &mut self.slots[user][device];
         slot.generation += 1;
         if let Some(tx) = slot.tx.take() {
             let _ = tx.send(ws::Message::Close(Some(ws::CloseCode::Normal.into())));
         }
     }
 
-    fn send(&mut self, user: usize, frame: &ClientFrame) {
-        let sent = match (&self.slots[user].tx, serde_json::to_string(frame)) {
+    fn send(&mut self, user: usize, device: usize, frame: &ClientFrame) {
+        let sent = match (&self.slots[user][device].tx, serde_json::to_string(frame)) {
             (Some(tx), Ok(text)) => tx.send(ws::Message::Text(text.into())).is_ok(),
             _ => false,
         };
@@ -323,14 +348,17 @@ impl State {
     }
 
     fn settled(&self, slice: &Range<usize>) -> bool {
-        self.slots[slice.clone()].iter().all(|s| !s.away && s.replay.is_none())
+        self.slots[slice.clone()].iter().flatten().all(|s| !s.away && s.replay.is_none())
     }
 }
 
-/// The body of a load message: its due time (µs since the Unix epoch) and phase.
-fn parse_body(body: &str) -> Option<(u64, usize)> {
-    let (due, phase) = body.split_once(' ')?;
-    Some((due.parse().ok()?, phase.parse().ok()?))
+/// The body of a load message: its due time (µs since the Unix epoch), phase and sending device.
+fn parse_body(body: &str) -> Option<(u64, usize, usize)> {
+    let mut fields = body.split(' ').map(str::parse);
+    match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some(Ok(due)), Some(Ok(phase)), Some(Ok(device)), None) => Some((due, phase as usize, device as usize)),
+        _ => None,
+    }
 }
 
 /// An HTTP and WebSocket client bound to `source`, if given.
@@ -398,15 +426,15 @@ pub(crate) fn spawn_writer(mut sink: SplitSink<Socket, ws::Message>) -> Tx {
     tx
 }
 
-/// Starts the writer and reader of `user`'s new connection; with `resume`,
-/// `sync`s the updates missed since the last one seen.
-fn attach(state: &Rc<RefCell<State>>, user: usize, socket: Socket, hello_seq: u64, resume: bool) {
+/// Starts the writer and reader of the new connection of `user`'s `device`;
+/// with `resume`, `sync`s the updates missed since the last one the device saw.
+fn attach(state: &Rc<RefCell<State>>, (user, device): (usize, usize), socket: Socket, hello_seq: u64, resume: bool) {
     let (sink, mut stream) = socket.split();
     let tx = spawn_writer(sink);
     let generation = {
         let mut s = state.borrow_mut();
         s.open += 1;
-        let slot = &mut s.slots[user];
+        let slot = &mut s.slots[user][device];
         slot.generation += 1;
         slot.away = false;
         if resume && hello_seq > slot.last_seq {
@@ -426,7 +454,7 @@ fn attach(state: &Rc<RefCell<State>>, user: usize, socket: Socket, hello_seq: u6
         let again: Vec<ClientFrame> = s
             .pending
             .iter()
-            .filter(|(_, pending)| pending.user == user)
+            .filter(|(_, pending)| (pending.user, pending.device) == (user, device))
             .map(|(id, pending)| s.send_frame(id.clone(), pending))
             .collect();
         for frame in again {
@@ -442,7 +470,7 @@ fn attach(state: &Rc<RefCell<State>>, user: usize, socket: Socket, hello_seq: u6
             match frame {
                 Ok(ws::Frame::Text(text)) => {
                     let reply = match serde_json::from_slice::<ServerFrame>(&text) {
-                        Ok(frame) => state.borrow_mut().on_frame(user, frame),
+                        Ok(frame) => state.borrow_mut().on_frame(user, device, frame),
                         Err(_) => {
                             state.borrow_mut().error("bad_server_frame");
                             None
@@ -459,7 +487,7 @@ fn attach(state: &Rc<RefCell<State>>, user: usize, socket: Socket, hello_seq: u6
                 Ok(_) => {}
             }
         }
-        state.borrow_mut().closed(user, generation);
+        state.borrow_mut().closed(user, device, generation);
     });
 }
 
@@ -477,8 +505,9 @@ impl Driver {
         &self.clients[user % self.clients.len()]
     }
 
-    /// Connects every user of the slice. Failed connections are counted as
-    /// errors (and their users left out of the check); none at all is an error.
+    /// Connects every device of every user of the slice. Failed connections
+    /// are counted as errors (and their devices left out of the check); none
+    /// at all is an error.
     pub async fn connect(scenario: &Scenario, plan: Rc<Plan>, options: Options) -> anyhow::Result<Self> {
         let clients: Vec<awc::Client> = if options.source_addrs.is_empty() {
             vec![client(None)]
@@ -487,14 +516,19 @@ impl Driver {
         };
         let state = Rc::new(RefCell::new(State::new(plan.clone(), scenario.phases.len())));
         let mut driver = Self { scenario: scenario.clone(), options, state, clients, outcome: Outcome::default() };
-        let slice = driver.options.slice.clone();
-        eprintln!("{}connecting {} WebSockets", driver.options.label, slice.len());
-        let started = Instant::now();
-        let attempts = slice
+        let devices: Vec<(usize, usize)> = driver
+            .options
+            .slice
             .clone()
-            .map(|user| {
+            .flat_map(|user| (0..plan.users[user].tokens.len()).map(move |device| (user, device)))
+            .collect();
+        eprintln!("{}connecting {} WebSockets", driver.options.label, devices.len());
+        let started = Instant::now();
+        let attempts = devices
+            .iter()
+            .map(|&(user, device)| {
                 let (client, url, token) =
-                    (driver.client_for(user), plan.url_of(user).to_owned(), &plan.users[user].token);
+                    (driver.client_for(user), plan.url_of(user).to_owned(), &plan.users[user].tokens[device]);
                 async move { Ok(open(client, &url, token).await) }
             })
             .collect();
@@ -502,15 +536,15 @@ impl Driver {
         driver.outcome.connect_secs = started.elapsed().as_secs_f64();
         let mut connect = Latencies::default();
         let mut first_error = None;
-        for (user, result) in slice.zip(results) {
+        for ((user, device), result) in devices.into_iter().zip(results) {
             match result {
                 Ok((time, socket, seq)) => {
                     connect.record_micros(time.as_micros() as u64);
-                    attach(&driver.state, user, socket, seq, false);
+                    attach(&driver.state, (user, device), socket, seq, false);
                 }
                 Err(error) => {
                     let mut s = driver.state.borrow_mut();
-                    s.slots[user].lost = true;
+                    s.slots[user][device].lost = true;
                     s.error("connect_failed");
                     first_error.get_or_insert(error);
                 }
@@ -560,7 +594,8 @@ impl Driver {
                 }
                 let user = slice.start + dice.gen_range(0..slice.len());
                 let action = mix.pick(dice.r#gen::<f64>());
-                let done = self.act(user, action, due, index, phase.churn_secs, &mut sequence);
+                let event = Event { user, device_point: dice.r#gen::<f64>(), action, due, phase: index };
+                let done = self.act(event, phase.churn_secs, &mut sequence);
                 actions[if done { action as usize } else { 7 }] += 1;
             }
             let end = phase_start + Duration::from_secs_f64(phase.duration_secs);
@@ -581,7 +616,9 @@ impl Driver {
         running.set(false);
         let mut s = self.state.borrow_mut();
         for user in slice.clone() {
-            s.hang_up(user);
+            for device in 0..s.slots[user].len() {
+                s.hang_up(user, device);
+            }
         }
         let unacked = s.pending.len() as u64;
         if unacked > 0 {
@@ -604,7 +641,8 @@ impl Driver {
         outcome.errors = std::mem::take(&mut s.errors);
         outcome.acks = std::mem::take(&mut s.acks);
         outcome.copies = std::mem::take(&mut s.copies);
-        outcome.lost = slice.filter(|&u| s.slots[u].lost).map(|u| s.plan.users[u].id).collect();
+        let lost = slice.flat_map(|u| s.slots[u].iter().enumerate().map(move |(d, slot)| (u, d, slot.lost)));
+        outcome.lost = lost.filter(|l| l.2).map(|(u, d, _)| (s.plan.users[u].id, d)).collect();
         outcome.duration_secs = duration.as_secs_f64();
         outcome.tool = own_resources();
         Ok(outcome)
@@ -633,20 +671,13 @@ impl Driver {
             || t.p99_delivery_ms.is_some_and(|l| delivery.quantile_ms(0.99) > l))
     }
 
-    /// Does `action` as `user`; false when it could not (user away, no such chat, nothing to mark seen).
-    fn act(
-        &self,
-        user: usize,
-        action: Action,
-        due: Instant,
-        phase: usize,
-        churn_secs: f64,
-        sequence: &mut u64,
-    ) -> bool {
+    /// Does the event's action from one of its user's connected devices;
+    /// false when it could not (every device away, no such chat, nothing to mark seen).
+    fn act(&self, event: Event, churn_secs: f64, sequence: &mut u64) -> bool {
+        let Event { user, device_point, action, due, phase } = event;
         let mut s = self.state.borrow_mut();
-        if s.slots[user].tx.is_none() {
-            return false;
-        }
+        let connected: Vec<usize> = (0..s.slots[user].len()).filter(|&d| s.slots[user][d].tx.is_some()).collect();
+        let Some(&device) = connected.get((device_point * connected.len() as f64) as usize) else { return false };
         let plan = s.plan.clone();
         let planned = &plan.users[user];
         match action {
@@ -656,30 +687,30 @@ impl Driver {
                 let Some(chat) = chat else { return false };
                 let client_msg_id = format!("{}-{}-{}", plan.prefix, self.options.worker, sequence);
                 *sequence += 1;
-                let pending = Pending { user, due, chat, phase };
+                let pending = Pending { user, device, due, chat, phase };
                 let frame = s.send_frame(client_msg_id.clone(), &pending);
                 s.counts.scheduled += 1;
                 s.phases[phase].0.scheduled += 1;
                 s.pending.insert(client_msg_id, pending);
-                s.send(user, &frame);
+                s.send(user, device, &frame);
             }
             Action::Seen => {
-                let Some((chat, message)) = s.slots[user].newest else { return false };
-                s.send(user, &ClientFrame::Seen { chat_id: ChatId(chat), message_id: MessageId(message) });
+                let Some((chat, message)) = s.slots[user][device].newest else { return false };
+                s.send(user, device, &ClientFrame::Seen { chat_id: ChatId(chat), message_id: MessageId(message) });
             }
             Action::Idle => {
-                let idle = !s.slots[user].idle;
-                s.slots[user].idle = idle;
-                s.send(user, &ClientFrame::Activity { idle });
+                let idle = !s.slots[user][device].idle;
+                s.slots[user][device].idle = idle;
+                s.send(user, device, &ClientFrame::Activity { idle });
             }
             Action::Presence => {
-                let slot = &mut s.slots[user];
+                let slot = &mut s.slots[user][device];
                 slot.presence = (slot.presence + 1) % PRESENCE_CYCLE.len();
                 let setting = PresenceSetting { status: PRESENCE_CYCLE[slot.presence], status_text: String::new() };
                 let request = self
                     .client_for(user)
                     .put(format!("{}/me/presence", rest_base(plan.url_of(user))))
-                    .bearer_auth(&planned.token);
+                    .bearer_auth(&planned.tokens[device]);
                 let state = self.state.clone();
                 actix_rt::spawn(async move {
                     let body = serde_json::to_value(setting).ok();
@@ -690,21 +721,21 @@ impl Driver {
             }
             Action::Reconnect | Action::Churn => {
                 let away = if action == Action::Churn { Duration::from_secs_f64(churn_secs) } else { Duration::ZERO };
-                s.hang_up(user);
-                s.slots[user].away = true;
+                s.hang_up(user, device);
+                s.slots[user][device].away = true;
                 let (state, client) = (self.state.clone(), self.client_for(user).clone());
-                let (url, token) = (plan.url_of(user).to_owned(), planned.token.clone());
+                let (url, token) = (plan.url_of(user).to_owned(), planned.tokens[device].clone());
                 actix_rt::spawn(async move {
                     tokio::time::sleep(away).await;
                     match open(&client, &url, &token).await {
                         Ok((time, socket, seq)) => {
                             state.borrow_mut().reconnect.record_micros(time.as_micros() as u64);
-                            attach(&state, user, socket, seq, true);
+                            attach(&state, (user, device), socket, seq, true);
                         }
                         Err(_) => {
                             let mut s = state.borrow_mut();
-                            s.slots[user].away = false;
-                            s.slots[user].lost = true;
+                            s.slots[user][device].away = false;
+                            s.slots[user][device].lost = true;
                             s.error("reconnect_failed");
                         }
                     }
@@ -769,9 +800,14 @@ mod tests {
     use super::*;
     use crate::setup::{PlannedChat, PlannedUser};
 
-    /// Users 0 (ID 1) and 1 (ID 2) in direct chat 5.
+    /// Users 0 (ID 1) and 1 (ID 2) in direct chat 5, with one device each.
     fn state() -> State {
-        let user = |id| PlannedUser { id, token: String::new(), directs: vec![0], groups: Vec::new() };
+        devices_state(1)
+    }
+
+    /// Users 0 (ID 1) and 1 (ID 2) in direct chat 5, with `devices` devices each.
+    fn devices_state(devices: usize) -> State {
+        let user = |id| PlannedUser { id, tokens: vec![String::new(); devices], directs: vec![0], groups: Vec::new() };
         let plan = Plan {
             prefix: "t".into(),
             urls: vec!["http://x".into()],
@@ -795,9 +831,11 @@ mod tests {
         }
     }
 
+    /// User 0 sends `client_msg_id` from device 0.
     fn sent(state: &mut State, client_msg_id: &str) {
         state.counts.scheduled += 1;
-        state.pending.insert(client_msg_id.into(), Pending { user: 0, due: Instant::now(), chat: 0, phase: 0 });
+        let pending = Pending { user: 0, device: 0, due: Instant::now(), chat: 0, phase: 0 };
+        state.pending.insert(client_msg_id.into(), pending);
     }
 
     fn ack(id: i64, client_msg_id: &str) -> ServerFrame {
@@ -805,8 +843,9 @@ mod tests {
         ServerFrame::Ack { client_msg_id: client_msg_id.into(), message, duplicate: false }
     }
 
+    /// A copy of user 0's message `id`, sent from device 0 in phase 0.
     fn delivery(state: &State, seq: u64, id: i64, client_msg_id: &str) -> ServerFrame {
-        let body = format!("{} 0", state.unix_micros(Instant::now()));
+        let body = format!("{} 0 0", state.unix_micros(Instant::now()));
         ServerFrame::Update { seq, update: Update::Message { message: message(id, 1, client_msg_id, body) } }
     }
 
@@ -816,17 +855,17 @@ mod tests {
         sent(&mut s, "a");
         sent(&mut s, "b");
         let frame = delivery(&s, 1, 10, "a");
-        s.on_frame(1, frame);
-        s.on_frame(0, ack(10, "a"));
-        s.on_frame(0, ack(11, "b"));
+        s.on_frame(1, 0, frame);
+        s.on_frame(0, 0, ack(10, "a"));
+        s.on_frame(0, 0, ack(11, "b"));
         assert!(s.counts.deliveries < s.expected, "b is not delivered yet");
         let frame = delivery(&s, 2, 11, "b");
-        s.on_frame(1, frame.clone());
-        s.on_frame(1, frame);
+        s.on_frame(1, 0, frame.clone());
+        s.on_frame(1, 0, frame);
         assert_eq!((s.counts.deliveries, s.expected), (2, 2), "a repeated message is a duplicate");
         assert_eq!(s.counts.out_of_order, 0);
         let late = delivery(&s, 1, 12, "c");
-        s.on_frame(1, late);
+        s.on_frame(1, 0, late);
         assert_eq!((s.counts.deliveries, s.counts.out_of_order), (3, 1), "a new copy behind the log still counts");
         assert_eq!((s.ack.count(), s.delivery.count(), s.copies.len()), (2, 3, 4), "duplicates are kept for the check");
         assert!(s.pending.is_empty());
@@ -837,7 +876,7 @@ mod tests {
         let mut s = state();
         sent(&mut s, "a");
         let frame = delivery(&s, 1, 10, "a");
-        s.on_frame(0, frame);
+        s.on_frame(0, 0, frame);
         assert_eq!(s.delivery.count(), 0, "the sender's own copy is not a delivery");
         let error = protocol::ws::ErrorFrame {
             code: protocol::ws::ErrorCode::RateLimited,
@@ -846,7 +885,7 @@ mod tests {
             request_id: None,
             retry_after_ms: Some(10),
         };
-        s.on_frame(0, ServerFrame::Error(error));
+        s.on_frame(0, 0, ServerFrame::Error(error));
         assert!(s.pending.is_empty(), "a refused send is no longer outstanding");
         assert_eq!(s.errors.get("ws_rate_limited"), Some(&1));
     }
@@ -854,20 +893,46 @@ mod tests {
     #[test]
     fn a_replay_after_reconnect_counts_but_is_not_timed_and_asks_for_more() {
         let mut s = state();
-        s.slots[1].last_seq = 7;
-        s.slots[1].replay = Some((3, 5));
+        s.slots[1][0].last_seq = 7;
+        s.slots[1][0].replay = Some((3, 5));
         let frame = delivery(&s, 4, 10, "a");
-        s.on_frame(1, frame);
+        s.on_frame(1, 0, frame);
         assert_eq!((s.counts.deliveries, s.counts.replayed, s.delivery.count()), (1, 1, 0));
-        let more = s.on_frame(1, ServerFrame::Synced { seq: 5, has_more: true });
+        let more = s.on_frame(1, 0, ServerFrame::Synced { seq: 5, has_more: true });
         assert_eq!(more, Some(ClientFrame::Sync { after_seq: 5 }));
-        assert!(s.on_frame(1, ServerFrame::Synced { seq: 7, has_more: false }).is_none());
-        assert!(s.slots[1].replay.is_none());
+        assert!(s.on_frame(1, 0, ServerFrame::Synced { seq: 7, has_more: false }).is_none());
+        assert!(s.slots[1][0].replay.is_none());
     }
 
     #[test]
     fn bodies_carry_due_time_and_phase() {
-        assert_eq!(parse_body("1700000000000000 3"), Some((1_700_000_000_000_000, 3)));
+        assert_eq!(parse_body("1700000000000000 3 1"), Some((1_700_000_000_000_000, 3, 1)));
+        assert_eq!(parse_body("1700000000000000 3"), None);
+        assert_eq!(parse_body("1700000000000000 3 1 9"), None);
         assert_eq!(parse_body("hello"), None);
+    }
+
+    #[test]
+    fn every_other_device_gets_a_delivery_and_the_sending_device_only_its_ack() {
+        let mut s = devices_state(2);
+        sent(&mut s, "a");
+        s.on_frame(0, 0, ack(10, "a"));
+        assert_eq!(s.expected, 3, "both devices of user 1 and user 0's second device");
+        assert_eq!(s.acks, vec![(5, 1, 0, 10)], "the ack names the sending device");
+        let frame = delivery(&s, 1, 10, "a");
+        s.on_frame(0, 0, frame.clone());
+        assert_eq!(s.counts.deliveries, 0, "the sending device's own echo is not a delivery");
+        for (user, device) in [(0, 1), (1, 0), (1, 1)] {
+            s.on_frame(user, device, frame.clone());
+        }
+        s.on_frame(1, 1, frame);
+        assert_eq!((s.counts.deliveries, s.delivery.count()), (3, 3), "one per other device; a repeat is a duplicate");
+        assert_eq!(s.copies.len(), 4, "duplicates are kept for the check");
+        assert_eq!(s.slots[0][1].newest, None, "the user's own message is nothing to mark seen");
+        assert_eq!(s.slots[1][1].newest, Some((5, 10)));
+        s.slots[1][1].lost = true;
+        sent(&mut s, "b");
+        s.on_frame(0, 0, ack(11, "b"));
+        assert_eq!(s.expected, 5, "a lost device is owed nothing");
     }
 }

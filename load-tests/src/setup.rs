@@ -38,7 +38,8 @@ pub struct Plan {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlannedUser {
     pub id: i64,
-    pub token: String,
+    /// One access token per device: each device is its own WebSocket.
+    pub tokens: Vec<String>,
     /// Indices into `Plan::chats` of the direct chats this user sends to
     /// (ring: the one with the next user; random: one per friend).
     pub directs: Vec<usize>,
@@ -117,18 +118,33 @@ fn user_prefix() -> String {
 
 struct Account {
     id: UserId,
-    token: String,
+    /// One access token per device.
+    tokens: Vec<String>,
 }
 
-async fn create_user(client: &awc::Client, base: String, username: String) -> anyhow::Result<Account> {
+impl Account {
+    /// The first device's token, which setup's REST calls use.
+    fn token(&self) -> &str {
+        &self.tokens[0]
+    }
+}
+
+/// Registers `username` and logs in once per device, as each device of a
+/// real user does: every device gets its own login session.
+async fn create_user(client: &awc::Client, base: String, username: String, devices: usize) -> anyhow::Result<Account> {
     let register =
         RegisterRequest { username: username.clone(), password: PASSWORD.into(), display_name: username.clone() };
     let _: serde_json::Value =
         call(client.post(format!("{base}/auth/register")), Some(serde_json::to_value(register)?)).await?;
-    let login = LoginRequest { username, password: PASSWORD.into() };
-    let tokens: TokenResponse =
-        call(client.post(format!("{base}/auth/login")), Some(serde_json::to_value(login)?)).await?;
-    Ok(Account { id: tokens.user_id, token: tokens.access_token })
+    let mut logins = Vec::with_capacity(devices);
+    for _ in 0..devices {
+        let login = LoginRequest { username: username.clone(), password: PASSWORD.into() };
+        let tokens: TokenResponse =
+            call(client.post(format!("{base}/auth/login")), Some(serde_json::to_value(login)?)).await?;
+        logins.push(tokens);
+    }
+    let id = logins.first().map(|t| t.user_id).context("no device to log in")?;
+    Ok(Account { id, tokens: logins.into_iter().map(|t| t.access_token).collect() })
 }
 
 /// Makes `from` and `to` friends; friends already (seeded accounts of an
@@ -136,7 +152,7 @@ async fn create_user(client: &awc::Client, base: String, username: String) -> an
 async fn befriend(client: &awc::Client, base: String, from: &Account, to: &Account) -> anyhow::Result<()> {
     let request = serde_json::to_value(FriendRequest { user_id: to.id })?;
     let sent: Result<serde_json::Value, _> =
-        call_or_problem(client.post(format!("{base}/friends/requests")).bearer_auth(&from.token), Some(request))
+        call_or_problem(client.post(format!("{base}/friends/requests")).bearer_auth(from.token()), Some(request))
             .await?;
     match sent {
         Ok(_) => {}
@@ -144,14 +160,14 @@ async fn befriend(client: &awc::Client, base: String, from: &Account, to: &Accou
         Err((what, problem)) => bail!("{what}: HTTP {}: {}", problem.status, problem.code),
     }
     let _: serde_json::Value =
-        call(client.post(format!("{base}/friends/requests/{}/accept", from.id)).bearer_auth(&to.token), None).await?;
+        call(client.post(format!("{base}/friends/requests/{}/accept", from.id)).bearer_auth(to.token()), None).await?;
     Ok(())
 }
 
 async fn open_chat(client: &awc::Client, base: &str, from: &Account, to: &Account) -> anyhow::Result<i64> {
     let open = serde_json::to_value(OpenDirectChat { user_id: to.id })?;
     let chat: ChatSummary =
-        call(client.post(format!("{base}/chats/direct")).bearer_auth(&from.token), Some(open)).await?;
+        call(client.post(format!("{base}/chats/direct")).bearer_auth(from.token()), Some(open)).await?;
     Ok(chat.id.0)
 }
 
@@ -165,13 +181,16 @@ async fn create_group(
 ) -> anyhow::Result<i64> {
     let mut chunks = members.chunks(MEMBERS_PER_REQUEST);
     let first = CreateGroup { name, members: chunks.next().map(<[UserId]>::to_vec).unwrap_or_default() };
-    let chat: ChatSummary =
-        call(client.post(format!("{base}/chats/groups")).bearer_auth(&owner.token), Some(serde_json::to_value(first)?))
-            .await?;
+    let chat: ChatSummary = call(
+        client.post(format!("{base}/chats/groups")).bearer_auth(owner.token()),
+        Some(serde_json::to_value(first)?),
+    )
+    .await?;
     for chunk in chunks {
         let add = serde_json::to_value(AddMembers { members: chunk.to_vec() })?;
         let _: ChatSummary =
-            call(client.post(format!("{base}/chats/{}/members", chat.id)).bearer_auth(&owner.token), Some(add)).await?;
+            call(client.post(format!("{base}/chats/{}/members", chat.id)).bearer_auth(owner.token()), Some(add))
+                .await?;
     }
     Ok(chat.id.0)
 }
@@ -222,6 +241,7 @@ pub async fn setup(
 ) -> anyhow::Result<Plan> {
     let prefix = user_prefix();
     let n = scenario.population.users;
+    let devices = scenario.population.devices;
     let limit = scenario.population.setup_concurrency;
     let base = |user: usize| rest_base(&urls[user % urls.len()]);
 
@@ -230,18 +250,22 @@ pub async fn setup(
             if seeded.users.len() < n {
                 bail!("--accounts has {} accounts; the scenario needs {n}", seeded.users.len());
             }
-            eprintln!("setup: using {n} seeded accounts");
+            eprintln!("setup: using {n} seeded accounts, {devices} device(s) each");
+            // A seeded account has one login session and a password nobody
+            // knows: its devices share the access token (the server takes
+            // any number of sockets per token).
             let first = seeded.users.into_iter().take(n);
-            first.map(|a| Account { id: a.tokens.user_id, token: a.tokens.access_token }).collect()
+            first.map(|a| Account { id: a.tokens.user_id, tokens: vec![a.tokens.access_token; devices] }).collect()
         }
         None => {
-            eprintln!("setup: registering {n} users with prefix {prefix}");
-            bounded(limit, (0..n).map(|i| create_user(client, base(i), format!("{prefix}_{i}"))).collect()).await?
+            eprintln!("setup: registering {n} users with prefix {prefix}, {devices} login(s) each");
+            let created = (0..n).map(|i| create_user(client, base(i), format!("{prefix}_{i}"), devices));
+            bounded(limit, created.collect()).await?
         }
     };
     let mut users: Vec<PlannedUser> = accounts
         .iter()
-        .map(|a| PlannedUser { id: a.id.0, token: a.token.clone(), directs: Vec::new(), groups: Vec::new() })
+        .map(|a| PlannedUser { id: a.id.0, tokens: a.tokens.clone(), directs: Vec::new(), groups: Vec::new() })
         .collect();
     let mut chats = Vec::new();
     let mut friends = HashSet::new();
