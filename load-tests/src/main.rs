@@ -2,6 +2,8 @@
 
 mod check;
 mod limits;
+#[cfg(test)]
+mod live_tests;
 mod report;
 mod run;
 mod scenario;
