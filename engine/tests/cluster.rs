@@ -7,13 +7,16 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::cluster::local::{FixedGenerator, LocalDirectory, LocalPresence, LocalTickets};
+use engine::cluster::local::{FixedGenerator, LocalDirectory, LocalPresence, LocalRevokedSessions, LocalTickets};
 use engine::cluster::{
-    ClusterError, GeneratorLeases, LeaseKeeper, NodeDirectory, NodeInfo, PresenceDirectory, SharedPresence, TicketStore,
+    ClusterError, GeneratorLeases, LeaseKeeper, NodeDirectory, NodeInfo, PresenceDirectory, RevokedSessions,
+    SharedPresence, TicketStore,
 };
 use engine::ids::{IdError, decompose};
 use engine::redis::testing::RedisServer;
-use engine::redis::{RedisConfig, RedisConnection, RedisDirectory, RedisLeases, RedisPresence, RedisTickets};
+use engine::redis::{
+    RedisConfig, RedisConnection, RedisDirectory, RedisLeases, RedisPresence, RedisRevokedSessions, RedisTickets,
+};
 use engine::{Clock, IdGenerator, ShardId, SystemClock};
 use protocol::ws::PresenceStatus;
 
@@ -322,6 +325,35 @@ async fn a_ticket_issued_on_one_node_is_redeemed_once_on_any() {
     assert_eq!(redeemed, 1);
 }
 
+// ------------------------------------------------------------- ended sessions
+
+async fn ended_sessions_are_refused_until_their_ttl(revoked: &dyn RevokedSessions) {
+    assert!(!revoked.is_revoked(1).await.unwrap());
+    revoked.revoke(&[], TTL).await.unwrap();
+    revoked.revoke(&[1, 2], Duration::from_secs(30)).await.unwrap();
+    revoked.revoke(&[2], Duration::from_secs(30)).await.unwrap();
+    assert!(revoked.is_revoked(1).await.unwrap());
+    assert!(revoked.is_revoked(2).await.unwrap(), "revoking twice is harmless");
+    assert!(!revoked.is_revoked(3).await.unwrap());
+    revoked.revoke(&[4], TTL).await.unwrap();
+    assert!(revoked.is_revoked(4).await.unwrap());
+    eventually("the entry expires with its tokens", async || !revoked.is_revoked(4).await.unwrap()).await;
+    assert!(revoked.is_revoked(1).await.unwrap(), "a longer ttl is still running");
+}
+
+#[tokio::test]
+async fn revoked_sessions_in_memory_and_in_redis_shared_by_every_node() {
+    ended_sessions_are_refused_until_their_ttl(&LocalRevokedSessions::default()).await;
+    let redis = RedisServer::start();
+    let ending = RedisRevokedSessions::new(connect(&redis).await);
+    ended_sessions_are_refused_until_their_ttl(&ending).await;
+    // A session ended through one node is refused by another.
+    let other = RedisRevokedSessions::new(connect(&redis).await);
+    ending.revoke(&[7], Duration::from_secs(30)).await.unwrap();
+    assert!(other.is_revoked(7).await.unwrap());
+    assert_eq!(redis.raw(&["EXISTS", "test:revoked:7"]), "1");
+}
+
 // ------------------------------------------------------------- Redis down, Redis restarted
 
 #[tokio::test]
@@ -390,6 +422,8 @@ async fn shared_state_is_memory_without_redis_settings_and_redis_with_them() {
     assert_eq!(local.leases.ttl(), None);
     assert_eq!(local.leases.claim().await.unwrap(), 4);
     assert!(local.tickets.insert("t", "claims", TTL).await.unwrap());
+    local.revoked.revoke(&[5], TTL).await.unwrap();
+    assert!(local.revoked.is_revoked(5).await.unwrap());
     assert!(engine::cluster::SharedState::open(None, "solo", engine::ids::MAX_GENERATOR + 1).await.is_err());
 
     let redis = RedisServer::start();
@@ -397,4 +431,6 @@ async fn shared_state_is_memory_without_redis_settings_and_redis_with_them() {
     assert_eq!(shared.leases.ttl(), Some(TTL));
     shared.presence.publish(&[(1, presence(PresenceStatus::Online, ""))]).await.unwrap();
     assert_eq!(redis.raw(&["EXISTS", "test:presence:1"]), "1");
+    shared.revoked.revoke(&[5], TTL).await.unwrap();
+    assert_eq!(redis.raw(&["EXISTS", "test:revoked:5"]), "1");
 }

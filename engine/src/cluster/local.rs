@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{ClusterError, GeneratorLeases, NodeDirectory, NodeInfo, PresenceDirectory, SharedPresence, TicketStore};
+use super::{
+    ClusterError, GeneratorLeases, NodeDirectory, NodeInfo, PresenceDirectory, RevokedSessions, SharedPresence,
+    TicketStore,
+};
 use crate::ids::{IdError, MAX_GENERATOR};
 
 /// A single node's generator ID: always granted, never expires.
@@ -80,7 +83,11 @@ impl<K: Eq + Hash, V: Clone> Expiring<K, V> {
     }
 
     fn insert(&self, key: K, value: V) {
-        let ttl = self.ttl;
+        self.insert_for(key, value, self.ttl);
+    }
+
+    /// Inserts (or replaces) an entry that lives `ttl`.
+    fn insert_for(&self, key: K, value: V, ttl: Duration) {
         self.with(|map, now| map.insert(key, (value, now + ttl)));
     }
 
@@ -189,6 +196,30 @@ impl TicketStore for LocalTickets {
 
     async fn take(&self, ticket: &str) -> Result<Option<String>, ClusterError> {
         Ok(self.0.take(&ticket.to_owned()))
+    }
+}
+
+/// Ended login sessions in this process's memory.
+pub struct LocalRevokedSessions(Expiring<i64, ()>);
+
+impl Default for LocalRevokedSessions {
+    fn default() -> Self {
+        // Every revocation names its own time to live.
+        LocalRevokedSessions(Expiring::new(Duration::ZERO))
+    }
+}
+
+#[async_trait]
+impl RevokedSessions for LocalRevokedSessions {
+    async fn revoke(&self, sessions: &[i64], ttl: Duration) -> Result<(), ClusterError> {
+        for session in sessions {
+            self.0.insert_for(*session, (), ttl);
+        }
+        Ok(())
+    }
+
+    async fn is_revoked(&self, session: i64) -> Result<bool, ClusterError> {
+        Ok(self.0.get(&session).is_some())
     }
 }
 

@@ -1,5 +1,6 @@
 //! What the nodes of a cluster share, behind traits: generator-ID leases,
-//! the node directory, presence and one-time WebSocket tickets.
+//! the node directory, presence, one-time WebSocket tickets and ended
+//! login sessions.
 //!
 //! Each trait has an in-memory implementation for a single node
 //! ([`local`]) and a Redis one ([`crate::redis`]); callers hold
@@ -22,7 +23,9 @@ use serde::{Deserialize, Serialize};
 
 pub use keeper::LeaseKeeper;
 
-use crate::redis::{RedisConfig, RedisConnection, RedisDirectory, RedisLeases, RedisPresence, RedisTickets};
+use crate::redis::{
+    RedisConfig, RedisConnection, RedisDirectory, RedisLeases, RedisPresence, RedisRevokedSessions, RedisTickets,
+};
 use crate::shard::ShardId;
 
 /// Heartbeats (and lease renewals) per time to live: an entry survives
@@ -143,6 +146,20 @@ pub trait TicketStore: Send + Sync + 'static {
     async fn take(&self, ticket: &str) -> Result<Option<String>, ClusterError>;
 }
 
+/// Login sessions (token families) ended before their access tokens
+/// expire, so that every node refuses those tokens. An entry lives for the
+/// time to live it was revoked with: the longest an access token of the
+/// session can still be valid, after which the token refuses itself.
+#[async_trait]
+pub trait RevokedSessions: Send + Sync + 'static {
+    /// Refuses `sessions` from now on, for `ttl`. Idempotent; one round
+    /// trip however many sessions it names.
+    async fn revoke(&self, sessions: &[i64], ttl: Duration) -> Result<(), ClusterError>;
+
+    /// Whether `session` was revoked less than its time to live ago.
+    async fn is_revoked(&self, session: i64) -> Result<bool, ClusterError>;
+}
+
 /// A node's shared-state adapters, chosen in one place.
 #[derive(Clone)]
 pub struct SharedState {
@@ -150,6 +167,7 @@ pub struct SharedState {
     pub directory: Arc<dyn NodeDirectory>,
     pub presence: Arc<dyn PresenceDirectory>,
     pub tickets: Arc<dyn TicketStore>,
+    pub revoked: Arc<dyn RevokedSessions>,
 }
 
 impl SharedState {
@@ -166,6 +184,7 @@ impl SharedState {
                 directory: Arc::new(local::LocalDirectory::new(Duration::from_millis(ttls.node_ttl_ms))),
                 presence: Arc::new(local::LocalPresence::new(Duration::from_millis(ttls.presence_ttl_ms))),
                 tickets: Arc::new(local::LocalTickets::default()),
+                revoked: Arc::new(local::LocalRevokedSessions::default()),
             });
         };
         let connection = RedisConnection::connect(config).await?;
@@ -173,7 +192,8 @@ impl SharedState {
             leases: Arc::new(RedisLeases::new(connection.clone(), node)),
             directory: Arc::new(RedisDirectory::new(connection.clone())),
             presence: Arc::new(RedisPresence::new(connection.clone())),
-            tickets: Arc::new(RedisTickets::new(connection)),
+            tickets: Arc::new(RedisTickets::new(connection.clone())),
+            revoked: Arc::new(RedisRevokedSessions::new(connection)),
         })
     }
 }

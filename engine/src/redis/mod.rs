@@ -1,5 +1,6 @@
 //! Redis implementations of the cluster traits ([`crate::cluster`]):
-//! generator-ID leases, the node directory, presence and WebSocket tickets.
+//! generator-ID leases, the node directory, presence, WebSocket tickets and
+//! ended login sessions.
 //!
 //! # Key layout
 //!
@@ -13,6 +14,7 @@
 //! | `parley:nodes` | set of announced node names (the index `live_nodes` reads) | none; names whose entry expired are pruned on read |
 //! | `parley:presence:{user_id}` | the user's [`SharedPresence`](crate::cluster::SharedPresence) as JSON | `presence_ttl_ms`, refreshed by each heartbeat |
 //! | `parley:ticket:{ticket}` | the ticket's payload | the ticket's own (30 s by default) |
+//! | `parley:revoked:{session}` | `1`: the login session (token family) was ended | the access tokens' lifetime (`auth.access_token_ttl_secs`) |
 //!
 //! # When Redis is down or restarts
 //!
@@ -34,11 +36,14 @@
 //! handing out IDs and claims an ID anew (fenced by one time to live, see
 //! [`crate::cluster::LeaseKeeper`]); the next heartbeats re-publish node
 //! entries and presence; tickets issued before the restart are gone and
-//! the client asks for a new one.
+//! the client asks for a new one; ended sessions are forgotten, so their
+//! access tokens work again until they expire (their refresh tokens stay
+//! revoked in the store).
 
 mod directory;
 mod leases;
 mod presence;
+mod revoked;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod tickets;
@@ -53,6 +58,7 @@ use serde::{Deserialize, Serialize};
 pub use directory::RedisDirectory;
 pub use leases::RedisLeases;
 pub use presence::RedisPresence;
+pub use revoked::RedisRevokedSessions;
 pub use tickets::RedisTickets;
 
 use crate::cluster::ClusterError;
