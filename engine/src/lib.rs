@@ -212,7 +212,8 @@ impl Engine {
                 let directory = adapters.shared.directory.clone();
                 let evictors: Vec<_> = shard_actors.iter().map(|addr| addr.clone().recipient()).collect();
                 let announcer = Announcer { directory, node: node.clone(), ownership, metrics: core.metrics.clone() };
-                cluster_tasks.tasks.push(tokio::spawn(follow_assignment(changes, evictors, announcer.clone())));
+                let follow = follow_assignment(changes, evictors, announcer.clone(), core.clone());
+                cluster_tasks.tasks.push(tokio::spawn(follow));
                 cluster_tasks.tasks.push(tokio::spawn(announce_periodically(announcer, node_urls.clone())));
             }
             None => {
@@ -828,11 +829,14 @@ impl Engine {
 
 /// Follows the consumer group's assignment: the clients of a lost shard
 /// are told to reconnect elsewhere and its chat actors stop; every change
-/// is announced in the directory at once.
+/// is announced in the directory at once; for gained shards, every shard
+/// is asked to register its users' presence interest in them again (their
+/// presence books start empty here).
 async fn follow_assignment(
     mut changes: tokio::sync::mpsc::UnboundedReceiver<OwnershipChange>,
     shards: Vec<actix::Recipient<Evict>>,
     announcer: Announcer,
+    core: Arc<Core>,
 ) {
     while let Some(change) = changes.recv().await {
         if let OwnershipChange::Revoked(lost) = &change {
@@ -843,6 +847,9 @@ async fn follow_assignment(
             }
         }
         announcer.announce().await;
+        if let OwnershipChange::Assigned(gained) = change {
+            registry::rewatch(&core, gained).await;
+        }
     }
 }
 

@@ -14,6 +14,13 @@
 //!
 //! [`PresenceBook`] holds one shard's entries; the shard actor drives it
 //! and owns the timers.
+//!
+//! A shard's book lives only on the node that owns the shard. When a shard
+//! moves (cluster mode), its new owner starts with an empty book: it asks
+//! every shard to [`PresenceControl::Rewatch`], and each re-registers its
+//! users' interest in the moved shard's users, so the new owner learns its
+//! users' watchers again and sends each watcher a fresh view (offline for
+//! a user whose node died, until they reconnect).
 
 use std::collections::{HashMap, HashSet};
 
@@ -39,6 +46,10 @@ pub enum PresenceControl {
     Watch { watcher: i64, peers: Vec<PresencePeer> },
     /// `watcher` stops watching these users of the receiving shard.
     Unwatch { watcher: i64, targets: Vec<i64> },
+    /// `shards` have a new owner whose books start empty: every user of
+    /// the receiving shard who watches users of those shards registers
+    /// with them again ([`Self::Watch`]).
+    Rewatch { shards: Vec<crate::shard::ShardId> },
 }
 
 /// The status others see, from the user's choice and their connections'
@@ -69,8 +80,10 @@ struct Entry {
     last_seen_ms: Option<i64>,
     /// Online users entitled to this user's presence.
     watchers: HashSet<i64>,
-    /// Whose presence this user watches, while online.
-    interest: HashSet<i64>,
+    /// Whose presence this user watches, while online, as they were
+    /// described when the watching began (to register with their shard
+    /// again after it moved).
+    interest: HashMap<i64, PresencePeer>,
 }
 
 impl Entry {
@@ -168,7 +181,7 @@ impl PresenceBook {
         if !entry.connections.is_empty() {
             return None;
         }
-        let unwatch: Vec<i64> = entry.interest.drain().collect();
+        let unwatch: Vec<i64> = entry.interest.drain().map(|(target, _)| target).collect();
         let was_visible = entry.shown != PresenceStatus::Offline;
         let publish = self.show(user_id, PresenceStatus::Offline, now_ms);
         let last_seen_ms =
@@ -220,20 +233,42 @@ impl PresenceBook {
         }
     }
 
-    /// Records that the online `user_id` watches `targets`; returns those
-    /// that are new (to register with their shards). Nothing for a user
-    /// who is not online.
-    pub fn add_interest(&mut self, user_id: i64, targets: &[i64]) -> Vec<i64> {
+    /// Records that the online `user_id` watches `targets`; returns the
+    /// IDs of those that are new (to register with their shards). Nothing
+    /// for a user who is not online.
+    pub fn add_interest(&mut self, user_id: i64, targets: &[PresencePeer]) -> Vec<i64> {
         let Some(entry) = self.entries.get_mut(&user_id).filter(|entry| !entry.connections.is_empty()) else {
             return Vec::new();
         };
-        targets.iter().copied().filter(|target| entry.interest.insert(*target)).collect()
+        targets
+            .iter()
+            .filter(|target| entry.interest.insert(target.user_id, (*target).clone()).is_none())
+            .map(|target| target.user_id)
+            .collect()
     }
 
     /// Forgets that `user_id` watches `targets`; returns those it did watch.
     pub fn remove_interest(&mut self, user_id: i64, targets: &[i64]) -> Vec<i64> {
         let Some(entry) = self.entries.get_mut(&user_id) else { return Vec::new() };
-        targets.iter().copied().filter(|target| entry.interest.remove(target)).collect()
+        targets.iter().copied().filter(|target| entry.interest.remove(target).is_some()).collect()
+    }
+
+    /// Who here watches users that `moved` selects, and whom: each watcher
+    /// with those targets, ordered by watcher (to register with the
+    /// targets' shards again after those shards moved).
+    pub fn interest_in(&self, moved: impl Fn(i64) -> bool) -> Vec<(i64, Vec<PresencePeer>)> {
+        let mut found: Vec<(i64, Vec<PresencePeer>)> = self
+            .entries
+            .iter()
+            .filter_map(|(watcher, entry)| {
+                let mut targets: Vec<PresencePeer> =
+                    entry.interest.values().filter(|peer| moved(peer.user_id)).cloned().collect();
+                targets.sort_unstable_by_key(|peer| peer.user_id);
+                (!targets.is_empty()).then_some((*watcher, targets))
+            })
+            .collect();
+        found.sort_unstable_by_key(|(watcher, _)| *watcher);
+        found
     }
 
     fn forget_if_unused(&mut self, user_id: i64) {
@@ -299,15 +334,31 @@ mod tests {
     #[test]
     fn interest_is_kept_only_while_online_and_returned_on_going_offline() {
         let mut book = PresenceBook::default();
-        assert!(book.add_interest(1, &[2, 3]).is_empty(), "an offline user watches nobody");
+        assert!(book.add_interest(1, &[peer(2), peer(3)]).is_empty(), "an offline user watches nobody");
         book.connect(1, 100, PresenceChoice::Auto, String::new());
-        assert_eq!(book.add_interest(1, &[2, 3]), [2, 3]);
-        assert_eq!(book.add_interest(1, &[3, 4]), [4], "only new ones");
+        assert_eq!(book.add_interest(1, &[peer(2), peer(3)]), [2, 3]);
+        assert_eq!(book.add_interest(1, &[peer(3), peer(4)]), [4], "only new ones");
         assert_eq!(book.remove_interest(1, &[4, 5]), [4]);
         book.disconnect(1, 100);
         let mut unwatch = book.grace_expired(1, 50).expect("offline").unwatch;
         unwatch.sort_unstable();
         assert_eq!(unwatch, [2, 3]);
+    }
+
+    #[test]
+    fn interest_in_moved_users_is_listed_per_watcher_for_registering_again() {
+        let mut book = PresenceBook::default();
+        book.connect(1, 100, PresenceChoice::Auto, String::new());
+        book.connect(2, 200, PresenceChoice::Auto, String::new());
+        book.add_interest(1, &[peer(10), peer(11), peer(20)]);
+        book.add_interest(2, &[peer(21)]);
+        book.watch(3, &[peer(1)]);
+        let moved = |user: i64| user < 20;
+        assert_eq!(book.interest_in(moved), [(1, vec![peer(10), peer(11)])], "only watchers of moved users");
+        assert_eq!(book.interest_in(|_| true).len(), 2);
+        book.disconnect(1, 100);
+        book.grace_expired(1, 5);
+        assert!(book.interest_in(moved).is_empty(), "an offline user watches nobody");
     }
 
     #[test]

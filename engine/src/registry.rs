@@ -193,14 +193,34 @@ where
     // hand their first record to the bus in spawn order, so controls for
     // one shard keep the order they were decided in.
     let bus = core.bus.clone();
-    actix::spawn(async move {
-        for delivery in deliveries {
-            let shard = delivery.shard;
-            if let Err(error) = bus.publish(delivery).await {
-                tracing::warn!(%error, shard = shard.0, "publishing presence bookkeeping failed");
-            }
+    actix::spawn(async move { publish_controls(&*bus, deliveries).await });
+}
+
+/// Asks every shard to register its users' interest in the users of
+/// `moved` again: this node was just given those shards, and their
+/// presence books start empty here (see [`PresenceControl::Rewatch`]).
+pub(crate) async fn rewatch(core: &Core, moved: Vec<ShardId>) {
+    if moved.is_empty() {
+        return;
+    }
+    let control = Arc::new(PresenceControl::Rewatch { shards: moved });
+    let deliveries = core
+        .shards
+        .all()
+        .map(|shard| Delivery { shard, recipients: Vec::new(), payload: Payload::Control(control.clone()) })
+        .collect();
+    publish_controls(&*core.bus, deliveries).await;
+}
+
+/// Publishes presence bookkeeping one record after the other; a record
+/// that fails is logged and skipped (presence is best effort).
+async fn publish_controls(bus: &dyn crate::bus::Bus, deliveries: Vec<Delivery>) {
+    for delivery in deliveries {
+        let shard = delivery.shard;
+        if let Err(error) = bus.publish(delivery).await {
+            tracing::warn!(%error, shard = shard.0, "publishing presence bookkeeping failed");
         }
-    });
+    }
 }
 
 /// Something that belongs to the shard of a user.
@@ -291,7 +311,7 @@ impl ShardActor {
             PresenceControl::AddInterest { links, snapshot } => {
                 let mut by_watcher: BTreeMap<i64, Vec<PresencePeer>> = BTreeMap::new();
                 for (user_id, peer) in links {
-                    let added = !self.presence.add_interest(user_id, &[peer.user_id]).is_empty();
+                    let added = !self.presence.add_interest(user_id, std::slice::from_ref(&peer)).is_empty();
                     if added || (snapshot && self.presence.is_online(user_id)) {
                         by_watcher.entry(user_id).or_default().push(peer);
                     }
@@ -323,6 +343,12 @@ impl ShardActor {
                 self.send_presence(views, vec![watcher], ctx);
             }
             PresenceControl::Unwatch { watcher, targets } => self.presence.unwatch(watcher, &targets),
+            PresenceControl::Rewatch { shards } => {
+                let moved = |user: i64| shards.contains(&self.core.shards.shard_of(user));
+                for (watcher, peers) in self.presence.interest_in(moved) {
+                    route_by_shard(&self.core, peers, |peers| PresenceControl::Watch { watcher, peers });
+                }
+            }
         }
     }
 }

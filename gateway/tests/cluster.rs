@@ -233,17 +233,27 @@ async fn connect_home(api: &Api, user: &TestUser) -> (WsClient, String) {
     }
 }
 
-/// Waits until `socket` is shown `user` with `status` (the wait fails
-/// after a while if it never is).
+/// Waits until `socket` is shown `user` with `status`, reading `user`'s
+/// views in the order they came: the first with `status` after those an
+/// earlier call read. Fails after [`PATIENCE`] (the server's pings keep
+/// each read alive).
 async fn shows(socket: &mut WsClient, user: UserId, status: PresenceStatus) {
-    socket
-        .wait_for(|frame| match frame {
-            ServerFrame::Presence { users } => {
-                users.iter().any(|view| view.user_id == user && view.status == status).then_some(())
+    let wait = async {
+        loop {
+            let shown = socket
+                .wait_for(|frame| match frame {
+                    ServerFrame::Presence { users } => {
+                        users.iter().find(|view| view.user_id == user).map(|view| view.status)
+                    }
+                    _ => None,
+                })
+                .await;
+            if shown == status {
+                return;
             }
-            _ => None,
-        })
-        .await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait).await.unwrap_or_else(|_| panic!("{user} was never shown {status:?}"));
 }
 
 /// Registers users until at least one lives on each of `nodes` nodes;
@@ -648,4 +658,41 @@ async fn a_failed_kafka_broker_delays_deliveries_and_loses_none() {
         member.receive_all(group, &acked).await;
     }
     everyone_has_exactly(&mut members, group, &acked).await;
+}
+
+/// The index of the node at `url`.
+fn index_of(cluster: &Cluster, url: &str) -> usize {
+    cluster.ports.iter().position(|port| *port == port_of(url)).unwrap()
+}
+
+#[actix_web::test]
+async fn presence_recovers_by_itself_when_a_watched_users_node_dies() {
+    let mut cluster = Cluster::start(3).await;
+    let people = users_on_every_node(&cluster.api(0), 3).await;
+    let [(watcher, watcher_home), (friend, friend_home), _] = <[_; 3]>::try_from(people).unwrap();
+    let victim = index_of(&cluster, &friend_home);
+    let survivor = cluster.api(index_of(&cluster, &watcher_home));
+    survivor.befriend(&watcher, &friend).await;
+    let (mut watcher_ws, _) = connect_home(&survivor, &watcher).await;
+    let (mut friend_ws, _) = connect_home(&survivor, &friend).await;
+    shows(&mut watcher_ws, friend.id, PresenceStatus::Online).await;
+    shows(&mut friend_ws, watcher.id, PresenceStatus::Online).await;
+
+    // The friend's node dies with the presence book of the friend's shard.
+    // Once another node owns that shard, the watcher is shown the friend
+    // offline (nobody holds the friend's connections any more)...
+    cluster.kill(victim);
+    drop(friend_ws);
+    cluster.settled(2).await;
+    shows(&mut watcher_ws, friend.id, PresenceStatus::Offline).await;
+
+    // ...online when the friend reconnects to the shard's new owner, and
+    // offline when they leave: the watcher never reconnected.
+    let (mut friend_ws, at) = connect_home(&survivor, &friend).await;
+    assert_ne!(at, friend_home, "the dead node still serves its users");
+    shows(&mut friend_ws, watcher.id, PresenceStatus::Online).await;
+    shows(&mut watcher_ws, friend.id, PresenceStatus::Online).await;
+    friend_ws.close().await;
+    shows(&mut watcher_ws, friend.id, PresenceStatus::Offline).await;
+    watcher_ws.ping_pong().await;
 }
