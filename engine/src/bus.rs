@@ -37,6 +37,10 @@ pub enum Payload {
     /// Presence bookkeeping for the shard itself (no recipients): who
     /// watches whom.
     Control(Arc<crate::presence::PresenceControl>),
+    /// These login sessions (token families) were ended: each recipient's
+    /// connections of one of them are closed with
+    /// [`protocol::ws::close::SESSION_REVOKED`].
+    EndSessions(Arc<[i64]>),
 }
 
 /// Errors of a bus.

@@ -373,6 +373,23 @@ impl Engine {
         Ok(())
     }
 
+    /// Closes every connection of `user_id` that belongs to one of
+    /// `sessions` (ended login sessions) with
+    /// [`protocol::ws::close::SESSION_REVOKED`], on whichever node holds
+    /// them: the word travels on the bus to the owner of the user's shard.
+    /// Returns once the bus has it.
+    pub async fn end_sessions(&self, user_id: UserId, sessions: &[i64]) -> Result<(), EngineError> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let delivery = Delivery {
+            shard: self.core.shards.shard_of(user_id.0),
+            recipients: vec![(user_id.0, 0)],
+            payload: Payload::EndSessions(Arc::from(sessions)),
+        };
+        Ok(self.core.bus.publish(delivery).await?)
+    }
+
     /// Detaches a connection (it closed).
     pub fn detach(&self, user_id: UserId, conn_id: u64) {
         self.shard_actor(user_id.0).do_send(Detach { user_id: user_id.0, conn_id });

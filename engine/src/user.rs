@@ -36,6 +36,8 @@ pub struct Kick {
 pub struct ConnectionHandle {
     /// Unique per process.
     pub id: u64,
+    /// The login session (token family) it authenticated with.
+    pub session: i64,
     /// Bounded queue of text frames to write to the client.
     pub outbound: tokio::sync::mpsc::Sender<Arc<str>>,
     pub kick: Recipient<Kick>,
@@ -245,6 +247,14 @@ impl Handler<Deliver> for UserActor {
                     self.pending_presence.insert(view.user_id.0, view.clone());
                 }
             }
+            Payload::EndSessions(sessions) => self.connections.retain(|_, conn| {
+                let ended = sessions.contains(&conn.session);
+                if ended {
+                    let reason = "this login was ended from another device";
+                    conn.kick.do_send(Kick { code: protocol::ws::close::SESSION_REVOKED, reason });
+                }
+                !ended
+            }),
             // The shard actor keeps bookkeeping for itself; it never reaches users.
             Payload::Control(_) => {}
         }
@@ -273,8 +283,34 @@ mod tests {
         let user = UserActor::new(1, metrics, Duration::from_millis(10)).start();
         let (outbound, rx) = mpsc::channel(64);
         let kick = NoKick.start().recipient();
-        user.do_send(AddConnection { conn: ConnectionHandle { id: 7, outbound, kick } });
+        user.do_send(AddConnection { conn: ConnectionHandle { id: 7, session: 70, outbound, kick } });
         (user, rx)
+    }
+
+    /// Stands in for a connection actor: reports the close codes it is sent.
+    struct KickRecorder(mpsc::UnboundedSender<u16>);
+    impl Actor for KickRecorder {
+        type Context = Context<Self>;
+    }
+    impl Handler<Kick> for KickRecorder {
+        type Result = ();
+        fn handle(&mut self, kick: Kick, _: &mut Self::Context) {
+            let _ = self.0.send(kick.code);
+        }
+    }
+
+    #[actix_rt::test]
+    async fn ending_a_session_closes_its_connections_only() {
+        let (user, mut kept) = user_with_connection();
+        let (outbound, _ended_queue) = mpsc::channel(64);
+        let (kicks, mut kicked) = mpsc::unbounded_channel();
+        let kick = KickRecorder(kicks).start().recipient();
+        user.do_send(AddConnection { conn: ConnectionHandle { id: 8, session: 80, outbound, kick } });
+        user.do_send(Deliver { seq: 0, payload: Payload::EndSessions(Arc::from(vec![80, 90])) });
+        let code = tokio::time::timeout(Duration::from_secs(2), kicked.recv()).await.expect("a kick");
+        assert_eq!(code, Some(protocol::ws::close::SESSION_REVOKED));
+        user.do_send(update(1));
+        assert_eq!(seqs(&mut kept, 1).await, [1], "the other session's connection stays");
     }
 
     fn update(seq: u64) -> Deliver {

@@ -201,7 +201,7 @@ async fn authorize_head(request: &httparse::Request<'_, '_>, state: &AppState) -
         .and_then(|path| path.split_once('?'))
         .and_then(|(_, query)| serde_urlencoded::from_str::<crate::ws::WsQuery>(query).ok())
         .and_then(|query| query.ticket);
-    let bearer = || AuthUser::from_authorization(header_values(request, "authorization").next(), state);
+    let bearer = AuthUser::from_authorization(header_values(request, "authorization").next(), state);
     authorize(state, ticket.as_deref(), bearer, header_values(request, "sec-websocket-protocol")).await
 }
 

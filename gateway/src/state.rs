@@ -1,7 +1,6 @@
 //! Shared state of the HTTP workers, and the authenticated-user extractor.
 
 use std::collections::HashMap;
-use std::future::{Ready, ready};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use actix::Recipient;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use engine::cluster::RevokedSessions;
 use engine::{Engine, Kick};
+use futures_util::future::LocalBoxFuture;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use protocol::UserId;
 
@@ -27,8 +28,9 @@ pub struct AppState {
     hash_permits: tokio::sync::Semaphore,
     pub tickets: Tickets,
     pub connections: Connections,
-    /// Login sessions ended before their access tokens expire.
-    pub revoked_sessions: RevokedSessions,
+    /// Login sessions ended before their access tokens expire (shared by
+    /// every node of a cluster).
+    revoked_sessions: Arc<dyn RevokedSessions>,
     auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
     /// User searches per user.
     pub searches: UserLimit,
@@ -38,7 +40,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(engine: Engine, config: Config, keys: Arc<TokenKeys>, passwords: Passwords, tickets: Tickets) -> Self {
+    pub fn new(
+        engine: Engine,
+        config: Config,
+        keys: Arc<TokenKeys>,
+        passwords: Passwords,
+        tickets: Tickets,
+        revoked_sessions: Arc<dyn RevokedSessions>,
+    ) -> Self {
         let per_minute = nonzero(config.limits.auth_per_minute_per_ip);
         let burst = nonzero(config.limits.auth_burst_per_ip);
         AppState {
@@ -48,7 +57,7 @@ impl AppState {
             hash_permits: tokio::sync::Semaphore::new(hash_concurrency()),
             tickets,
             connections: Connections::default(),
-            revoked_sessions: RevokedSessions::default(),
+            revoked_sessions,
             auth_limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
             searches: UserLimit::new(
                 "search",
@@ -87,6 +96,16 @@ impl AppState {
         })
         .await
         .map_err(ApiError::internal)
+    }
+
+    /// Ends `sessions` of `user_id` (already revoked in the store) on
+    /// every node: their access tokens are refused from now on, and their
+    /// WebSockets, on whichever node holds them, close with
+    /// [`protocol::ws::close::SESSION_REVOKED`].
+    pub async fn end_sessions(&self, user_id: UserId, sessions: &[i64]) -> Result<(), ApiError> {
+        let ttl = std::time::Duration::from_secs(self.config.auth.access_token_ttl_secs);
+        self.revoked_sessions.revoke(sessions, ttl).await?;
+        Ok(self.engine.end_sessions(user_id, sessions).await?)
     }
 
     /// Counts an auth request from `req`'s peer against its IP's budget.
@@ -148,43 +167,12 @@ fn hash_concurrency() -> usize {
     std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4)
 }
 
-/// Login sessions ended early, remembered until their access tokens have
-/// expired anyway (a node-local set; a cluster shares it through Redis).
-#[derive(Default)]
-pub struct RevokedSessions {
-    ended: Mutex<HashMap<i64, std::time::Instant>>,
-}
-
-impl RevokedSessions {
-    /// Refuses `sessions`' access tokens from now on, for `ttl` (their
-    /// longest remaining life).
-    pub fn revoke(&self, sessions: &[i64], ttl: std::time::Duration) {
-        if let Ok(mut ended) = self.ended.lock() {
-            let now = std::time::Instant::now();
-            ended.retain(|_, until| *until > now);
-            for session in sessions {
-                ended.insert(*session, now + ttl);
-            }
-        }
-    }
-
-    pub fn contains(&self, session: i64) -> bool {
-        self.ended.lock().is_ok_and(|ended| ended.get(&session).is_some_and(|until| *until > std::time::Instant::now()))
-    }
-}
-
 /// The live WebSocket connections of this node, to close them on shutdown.
 #[derive(Default)]
 pub struct Connections {
     next_id: AtomicU64,
-    live: Mutex<HashMap<u64, LiveConnection>>,
-}
-
-/// A live connection: whose, of which login session, and how to close it.
-struct LiveConnection {
-    user_id: UserId,
-    session_id: i64,
-    kick: Recipient<Kick>,
+    /// How to close each one.
+    live: Mutex<HashMap<u64, Recipient<Kick>>>,
 }
 
 impl Connections {
@@ -193,19 +181,9 @@ impl Connections {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub fn insert(&self, id: u64, user_id: UserId, session_id: i64, kick: Recipient<Kick>) {
+    pub fn insert(&self, id: u64, kick: Recipient<Kick>) {
         if let Ok(mut live) = self.live.lock() {
-            live.insert(id, LiveConnection { user_id, session_id, kick });
-        }
-    }
-
-    /// Closes the user's connections that belong to one of `sessions`.
-    pub fn kick_sessions(&self, user_id: UserId, sessions: &[i64], kick: Kick) {
-        if let Ok(live) = self.live.lock() {
-            let ended = live.values().filter(|c| c.user_id == user_id && sessions.contains(&c.session_id));
-            for connection in ended {
-                connection.kick.do_send(kick);
-            }
+            live.insert(id, kick);
         }
     }
 
@@ -218,7 +196,7 @@ impl Connections {
     fn kick_all(&self, kick: Kick) {
         if let Ok(live) = self.live.lock() {
             for connection in live.values() {
-                connection.kick.do_send(kick);
+                connection.do_send(kick);
             }
         }
     }
@@ -243,21 +221,23 @@ pub struct AuthUser {
 
 impl AuthUser {
     /// Verifies a bearer token from the request's `Authorization` header.
-    pub fn from_headers(req: &HttpRequest, state: &AppState) -> Result<Self, ApiError> {
+    pub async fn from_headers(req: &HttpRequest, state: &AppState) -> Result<Self, ApiError> {
         let header = req.headers().get(actix_web::http::header::AUTHORIZATION).map(|value| value.to_str());
-        Self::from_authorization(header.map(|value| value.unwrap_or_default()), state)
+        Self::from_authorization(header.map(|value| value.unwrap_or_default()), state).await
     }
 
     /// Verifies a bearer token from an `Authorization` header value.
-    pub fn from_authorization(header: Option<&str>, state: &AppState) -> Result<Self, ApiError> {
-        Self::from_claims(state.keys.verify(bearer_token(header)?), state)
+    pub async fn from_authorization(header: Option<&str>, state: &AppState) -> Result<Self, ApiError> {
+        Self::from_claims(state.keys.verify(bearer_token(header)?), state).await
     }
 
-    /// Accepts verified claims of a session that has not been ended.
-    pub fn from_claims(claims: Option<Claims>, state: &AppState) -> Result<Self, ApiError> {
+    /// Accepts verified claims of a session that has not been ended (on
+    /// any node: the shared state says; while it cannot be asked, the
+    /// request fails with 503 rather than let an ended session in).
+    pub async fn from_claims(claims: Option<Claims>, state: &AppState) -> Result<Self, ApiError> {
         let claims = claims.ok_or(ApiError::Unauthorized("invalid or expired token"))?;
         let user_id = claims.user_id().ok_or(ApiError::Unauthorized("invalid or expired token"))?;
-        if state.revoked_sessions.contains(claims.session_id()) {
+        if state.revoked_sessions.is_revoked(claims.session_id()).await? {
             return Err(ApiError::Unauthorized("this login was ended; log in again"));
         }
         Ok(AuthUser { user_id, claims })
@@ -266,12 +246,15 @@ impl AuthUser {
 
 impl FromRequest for AuthUser {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        ready(match req.app_data::<web::Data<AppState>>() {
-            Some(state) => AuthUser::from_headers(req, state),
-            None => Err(ApiError::Internal("state missing".into())),
+        let req = req.clone();
+        Box::pin(async move {
+            match req.app_data::<web::Data<AppState>>() {
+                Some(state) => AuthUser::from_headers(&req, state).await,
+                None => Err(ApiError::Internal("state missing".into())),
+            }
         })
     }
 }

@@ -54,7 +54,7 @@ pub async fn connect(
 ) -> Result<HttpResponse, ApiError> {
     let offered =
         req.headers().get_all(actix_web::http::header::SEC_WEBSOCKET_PROTOCOL).filter_map(|value| value.to_str().ok());
-    let user = authorize(&state, query.ticket.as_deref(), || AuthUser::from_headers(&req, &state), offered).await?;
+    let user = authorize(&state, query.ticket.as_deref(), AuthUser::from_headers(&req, &state), offered).await?;
     let (response, session, stream) = actix_ws::handle_with_protocols(&req, body, &[WS_SUBPROTOCOL])
         .map_err(|error| ApiError::BadRequest(error.to_string()))?;
     let stream =
@@ -80,15 +80,15 @@ pub async fn connect(
 pub(crate) async fn authorize<'a>(
     state: &AppState,
     ticket: Option<&str>,
-    bearer: impl FnOnce() -> Result<AuthUser, ApiError>,
+    bearer: impl Future<Output = Result<AuthUser, ApiError>>,
     offered_protocols: impl IntoIterator<Item = &'a str>,
 ) -> Result<AuthUser, ApiError> {
     if state.is_shutting_down() {
         return Err(ApiError::Unavailable);
     }
     let user = match ticket {
-        Some(ticket) => AuthUser::from_claims(state.tickets.redeem(ticket).await?, state)?,
-        None => bearer()?,
+        Some(ticket) => AuthUser::from_claims(state.tickets.redeem(ticket).await?, state).await?,
+        None => bearer.await?,
     };
     let offered = offered_protocols
         .into_iter()
@@ -501,7 +501,7 @@ impl<W: SocketWriter> Actor for Connection<W> {
         let metrics = self.state.engine.metrics();
         metrics.connections.inc();
         metrics.actors.with_label_values(&["connection"]).inc();
-        self.state.connections.insert(self.id, self.user_id, self.session_id, ctx.address().recipient());
+        self.state.connections.insert(self.id, ctx.address().recipient());
         tracing::info!(conn_id = self.id, user_id = %self.user_id, "connection opened");
         // The shutdown flag is set before connections are kicked: either the
         // kick saw this connection, or this connection sees the flag.
@@ -510,7 +510,12 @@ impl<W: SocketWriter> Actor for Connection<W> {
             return;
         }
 
-        let handle = ConnectionHandle { id: self.id, outbound: self.outbound.clone(), kick: ctx.address().recipient() };
+        let handle = ConnectionHandle {
+            id: self.id,
+            session: self.session_id,
+            outbound: self.outbound.clone(),
+            kick: ctx.address().recipient(),
+        };
         let engine = self.engine();
         let user_id = self.user_id;
         ctx.wait(async move { engine.attach(user_id, handle).await }.into_actor(self).map(|result, conn, ctx| {

@@ -696,3 +696,29 @@ async fn presence_recovers_by_itself_when_a_watched_users_node_dies() {
     shows(&mut watcher_ws, friend.id, PresenceStatus::Offline).await;
     watcher_ws.ping_pong().await;
 }
+
+#[actix_web::test]
+async fn logging_out_other_sessions_through_another_node_ends_them_on_every_node() {
+    let cluster = Cluster::start(3).await;
+    let api = cluster.api(0);
+    // Session A (the phone) has a socket on the user's node; session B
+    // (the laptop) ends the others through a node that does not hold it.
+    let phone = api.register("twodevices").await;
+    let laptop = TestUser { tokens: api.login(&phone.username, &phone.password).await, ..phone.clone() };
+    let (mut phone_ws, home) = connect_home(&api, &phone).await;
+    phone_ws.ping_pong().await;
+    let elsewhere = cluster.api((index_of(&cluster, &home) + 1) % 3);
+    let (status, body) = elsewhere.post("/api/v1/auth/logout-others", Some(&laptop.tokens.access_token), &()).await;
+    assert_eq!((status, body["sessions_ended"].as_u64()), (200, Some(1)), "{body}");
+
+    assert_eq!(phone_ws.closed().await, Some(close::SESSION_REVOKED));
+    for index in 0..3 {
+        let node = cluster.api(index);
+        let (status, body) = node.get("/api/v1/me", Some(&phone.tokens.access_token)).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "node {index}: {body}");
+        let (status, body) = node.post("/api/v1/auth/ws-ticket", Some(&phone.tokens.access_token), &()).await;
+        assert_eq!(status, 401, "node {index}: {body}");
+        let (status, _) = node.get("/api/v1/me", Some(&laptop.tokens.access_token)).await;
+        assert_eq!(status, 200, "node {index} refused the session that stayed");
+    }
+}

@@ -9,16 +9,20 @@
 //! |---|---|---|
 //! | 0 | 1 | format version, `1` |
 //! | 1 | 4 | shard number (`u32`) |
-//! | 5 | 1 | payload kind: `1` update, `2` ephemeral, `3` presence, `4` presence control |
+//! | 5 | 1 | payload kind: `1` update, `2` ephemeral, `3` presence, `4` presence control, `5` ended sessions |
 //! | 6 | 4 | recipient count `n` (`u32`) |
 //! | 10 | 16 × `n` | recipients: user ID (`i64`), then `seq` (`u64`; 0 for ephemeral and presence) |
 //! | 10 + 16n | 4 | payload length `m` (`u32`) |
-//! | 14 + 16n | `m` | payload: UTF-8 text for update (the `update` object) and ephemeral (a whole frame); for presence a JSON array of `protocol::ws::PresenceView`; for presence control a JSON `engine::presence::PresenceControl` (no recipients) |
+//! | 14 + 16n | `m` | payload: UTF-8 text for update (the `update` object) and ephemeral (a whole frame); for presence a JSON array of `protocol::ws::PresenceView`; for presence control a JSON `engine::presence::PresenceControl` (no recipients); for ended sessions a JSON array of session (token family) IDs |
 //!
 //! A reader refuses any other version ([`EnvelopeError::UnknownVersion`]):
 //! a new layout gets a new version byte, and nodes are upgraded to read it
 //! before any node writes it. Decoding never panics and never allocates
 //! more than the record's own size, whatever the bytes.
+//!
+//! Kind `5` came after the first release of version 1: a node that does
+//! not know it sends such a record to the dead-letter topic, so every node
+//! is upgraded before any node ends sessions across the cluster.
 
 use std::sync::Arc;
 
@@ -34,6 +38,7 @@ const KIND_UPDATE: u8 = 1;
 const KIND_EPHEMERAL: u8 = 2;
 const KIND_PRESENCE: u8 = 3;
 const KIND_CONTROL: u8 = 4;
+const KIND_END_SESSIONS: u8 = 5;
 /// Bytes of one recipient: user ID and `seq`.
 const RECIPIENT_LEN: usize = 16;
 
@@ -71,6 +76,10 @@ pub fn encode(delivery: &Delivery) -> Result<Vec<u8>, EnvelopeError> {
         Payload::Control(control) => {
             json = serde_json::to_vec(&**control)?;
             (KIND_CONTROL, &json)
+        }
+        Payload::EndSessions(sessions) => {
+            json = serde_json::to_vec(&**sessions)?;
+            (KIND_END_SESSIONS, &json)
         }
     };
     let count = u32::try_from(delivery.recipients.len()).map_err(|_| EnvelopeError::TooLarge("recipient count"))?;
@@ -118,6 +127,7 @@ pub fn decode(bytes: &[u8]) -> Result<Delivery, EnvelopeError> {
         KIND_EPHEMERAL => Payload::Ephemeral(Arc::from(std::str::from_utf8(payload)?)),
         KIND_PRESENCE => Payload::Presence(Arc::from(serde_json::from_slice::<Vec<PresenceView>>(payload)?)),
         KIND_CONTROL => Payload::Control(Arc::new(serde_json::from_slice(payload)?)),
+        KIND_END_SESSIONS => Payload::EndSessions(Arc::from(serde_json::from_slice::<Vec<i64>>(payload)?)),
         other => return Err(EnvelopeError::UnknownKind(other)),
     };
     Ok(Delivery { shard, recipients, payload })
@@ -175,6 +185,11 @@ mod tests {
         Delivery { shard: ShardId(3), recipients: Vec::new(), payload: Payload::Control(Arc::new(control)) }
     }
 
+    fn end_sessions() -> Delivery {
+        let sessions: Arc<[i64]> = Arc::from(vec![11, i64::MAX]);
+        Delivery { shard: ShardId(4), recipients: vec![(7, 0)], payload: Payload::EndSessions(sessions) }
+    }
+
     /// Compares field by field (`Delivery` has no `PartialEq`).
     fn assert_same(a: &Delivery, b: &Delivery) {
         assert_eq!(a.shard, b.shard);
@@ -185,6 +200,7 @@ mod tests {
             }
             (Payload::Presence(x), Payload::Presence(y)) => assert_eq!(x, y),
             (Payload::Control(x), Payload::Control(y)) => assert_eq!(x, y),
+            (Payload::EndSessions(x), Payload::EndSessions(y)) => assert_eq!(x, y),
             (x, y) => panic!("payload kinds differ: {x:?} vs {y:?}"),
         }
     }
@@ -193,7 +209,7 @@ mod tests {
     fn every_payload_kind_round_trips() {
         let ephemeral =
             Delivery { shard: ShardId(u32::MAX), recipients: Vec::new(), payload: Payload::Ephemeral(Arc::from("")) };
-        for delivery in [update(), ephemeral, presence(), control()] {
+        for delivery in [update(), ephemeral, presence(), control(), end_sessions()] {
             let bytes = encode(&delivery).expect("encodes");
             assert_same(&decode(&bytes).expect("decodes"), &delivery);
         }
@@ -219,7 +235,7 @@ mod tests {
 
     #[test]
     fn every_truncation_of_a_valid_record_is_an_error() {
-        for delivery in [update(), presence(), control()] {
+        for delivery in [update(), presence(), control(), end_sessions()] {
             let bytes = encode(&delivery).expect("encodes");
             for len in 0..bytes.len() {
                 assert!(decode(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
@@ -299,7 +315,7 @@ mod tests {
             if let Ok(delivery) = decode(&bytes) {
                 // Text re-encodes to the same bytes (JSON may not: a
                 // flipped field name is an unknown field, ignored).
-                if !matches!(delivery.payload, Payload::Presence(_)) {
+                if !matches!(delivery.payload, Payload::Presence(_) | Payload::EndSessions(_)) {
                     assert_eq!(encode(&delivery).expect("encodes"), bytes);
                 }
                 decoded += 1;

@@ -131,6 +131,7 @@ pub async fn refresh(
         }
         RotateOutcome::Reused { user_id, family_id } => {
             tracing::warn!(user_id, family_id, "refresh token reused; token family revoked");
+            state.end_sessions(UserId(user_id), &[family_id]).await?;
             Err(ApiError::RefreshTokenReused)
         }
         RotateOutcome::Revoked | RotateOutcome::Expired | RotateOutcome::Unknown => Err(ApiError::RefreshTokenInvalid),
@@ -151,16 +152,15 @@ pub async fn logout(state: web::Data<AppState>, body: web::Json<RefreshRequest>)
 
 /// Log out every other device: ends every login session of the caller but
 /// the one making the request. Their refresh tokens stop working, their
-/// access tokens are refused from now on, and their WebSockets close with
-/// 4003.
+/// access tokens are refused from now on by every node, and their
+/// WebSockets close with 4003, on whichever node holds them.
 #[utoipa::path(post, path = "/api/v1/auth/logout-others", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = LoggedOutOthers), (status = 401, body = protocol::rest::Problem, description = "unauthorized")))]
+    responses((status = 200, body = LoggedOutOthers), (status = 401, body = protocol::rest::Problem, description = "unauthorized"),
+              (status = 503, body = protocol::rest::Problem, description = "unavailable: the sessions' refresh tokens are revoked, but the shared state (cluster: Redis) or the bus could not be told, so their access tokens and sockets may live on until the tokens expire")))]
 pub async fn logout_others(user: AuthUser, state: web::Data<AppState>) -> Result<web::Json<LoggedOutOthers>, ApiError> {
     let keep = user.claims.session_id();
     let ended = state.engine.stores().tokens.revoke_other_families(user.user_id.0, keep, engine::now_ms()).await?;
-    state.revoked_sessions.revoke(&ended, Duration::from_secs(state.config.auth.access_token_ttl_secs));
-    let kick = engine::Kick { code: protocol::ws::close::SESSION_REVOKED, reason: "logged out from another device" };
-    state.connections.kick_sessions(user.user_id, &ended, kick);
+    state.end_sessions(user.user_id, &ended).await?;
     tracing::info!(user_id = %user.user_id, sessions = ended.len(), "other sessions logged out");
     Ok(web::Json(LoggedOutOthers { sessions_ended: ended.len() as u32 }))
 }
