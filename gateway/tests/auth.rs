@@ -345,12 +345,22 @@ async fn reusing_a_rotated_refresh_token_revokes_its_whole_family() {
     let (status, body) = refresh(&server, &r1).await;
     assert_eq!(status, 200, "legitimate refresh: {body}");
     let r2 = body["refresh_token"].as_str().unwrap().to_string();
+    let a2 = body["access_token"].as_str().unwrap().to_string();
+    let mut phone_ws = WsClient::connect(&server.ws_url(""), Some(&a2)).await.unwrap();
 
     // An attacker who stole R1 presents it again.
     let (status, body) = refresh(&server, &r1).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["code"], "refresh_token_reused");
     assert_eq!(body["status"], 401);
+
+    // The family's access tokens are refused and its socket closes.
+    let (_, code) = phone_ws.frames_until_close().await;
+    assert_eq!(code, Some(close::SESSION_REVOKED));
+    for access in [&alice.tokens.access_token, &a2] {
+        server.get_full("/api/v1/me", Some(access)).await.assert_problem(401, "unauthorized");
+    }
+    assert_eq!(server.get("/api/v1/me", Some(&laptop.access_token)).await.0, 200);
 
     // The legitimate holder of R2 is logged out too.
     let (status, body) = refresh(&server, &r2).await;
