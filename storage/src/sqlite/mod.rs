@@ -1,9 +1,13 @@
 //! Embedded SQLite backend (WAL): one writer connection, a pool of readers.
 //!
-//! Every call runs on tokio's blocking pool. Writes take the single writer
-//! connection and run in one `BEGIN IMMEDIATE` transaction; reads take a
-//! read-only connection and run in one deferred transaction, so each call
-//! sees a consistent snapshot. In WAL mode readers never block the writer.
+//! Reads run on tokio's blocking pool: each takes a read-only connection
+//! and runs in one deferred transaction, so each call sees a consistent
+//! snapshot. Writes go to one writer thread that owns the writer
+//! connection: it takes every write queued at the moment, runs them in one
+//! `BEGIN IMMEDIATE` transaction (each in a savepoint of its own, so a
+//! failed write changes nothing and leaves the others alone), commits once
+//! and only then answers them (group commit). In WAL mode readers never
+//! block the writer.
 //!
 //! The schema is versioned with `PRAGMA user_version`: `MIGRATIONS` holds
 //! one SQL batch per version, applied in order on open. Append new
@@ -17,9 +21,10 @@ mod tokens;
 mod users;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -50,6 +55,11 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
 /// Prepared statements each connection keeps compiled.
 const STATEMENT_CACHE_CAPACITY: usize = 64;
+
+/// Most writes committed in one transaction. Under load the writes that
+/// queued while one transaction ran share the next commit; the cap bounds
+/// how long the first of them waits for its answer.
+pub const MAX_WRITES_PER_COMMIT: usize = 256;
 
 const _: () = assert!(READER_POOL_SIZE > 0, "the reader pool needs at least one connection");
 
@@ -295,10 +305,21 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Connections {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// The writer thread's queue; the thread ends when this is dropped.
+    writes: mpsc::Sender<WriteJob>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
+
+/// A write waiting for the writer thread. It runs inside the batch's
+/// transaction (`None`: the transaction could not begin and it does not
+/// run), in a savepoint of its own, and returns what answers its caller
+/// once the batch's commit is known.
+type WriteJob = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Answer + Send>;
+
+/// Answers a write's caller with its result, or with the failure of the
+/// commit its batch ended in.
+type Answer = Box<dyn FnOnce(Result<(), &StorageError>) + Send>;
 
 /// Classifies SQLite failures: a violated uniqueness rule is a
 /// [`StorageError::Conflict`], a missing row a foreign key points at is a
@@ -344,6 +365,7 @@ impl SqliteStore {
         writer.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
         writer.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut writer)?;
+        let writes = start_writer(path, writer)?;
 
         let readers = (0..READER_POOL_SIZE)
             .map(|_| {
@@ -357,12 +379,7 @@ impl SqliteStore {
             .collect::<StorageResult<Vec<_>>>()?;
 
         tracing::info!(path = %path.display(), synchronous, readers = READER_POOL_SIZE, "sqlite store opened");
-        let inner = Arc::new(Connections {
-            path: path.to_owned(),
-            writer: Mutex::new(writer),
-            readers,
-            next_reader: AtomicUsize::new(0),
-        });
+        let inner = Arc::new(Connections { path: path.to_owned(), writes, readers, next_reader: AtomicUsize::new(0) });
         start_checkpointer(path, Arc::downgrade(&inner))?;
         Ok(SqliteStore { inner })
     }
@@ -385,22 +402,30 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs `f` in an immediate transaction on the writer, off the async
-    /// runtime. Commits if `f` returns `Ok`, rolls back otherwise.
+    /// Runs `f` on the writer thread, in a savepoint of the transaction it
+    /// shares with the other writes queued at the time. Answers after the
+    /// commit: `f`'s result if the commit succeeded (an `Err` of `f` changed
+    /// nothing), the commit's failure otherwise.
     async fn write<T, F>(&self, f: F) -> StorageResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> StorageResult<T> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        blocking(move || {
-            let mut conn = inner.writer.lock().map_err(|_| poisoned(&inner.path))?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: WriteJob = Box::new(move |tx| {
+            let out = tx.map(|tx| in_savepoint(tx, f));
+            Box::new(move |batch: Result<(), &StorageError>| {
+                let result = match (batch, out) {
+                    (Ok(()), Some(out)) => out,
+                    (Err(error), _) => Err(backend(error.to_string())),
+                    (Ok(()), None) => Err(backend("a write was answered without running")),
+                };
+                let _ = reply.send(result);
+            })
+        });
+        let stopped = || backend(format!("the sqlite writer of {} has stopped", self.inner.path.display()));
+        self.inner.writes.send(job).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
@@ -430,6 +455,64 @@ where
     F: FnOnce() -> StorageResult<T> + Send + 'static,
 {
     tokio::task::spawn_blocking(f).await.map_err(|e| StorageError::Backend(Box::new(e)))?
+}
+
+/// Starts the writer thread, which owns `conn` and commits the queued
+/// writes in batches until the queue's sender is dropped.
+fn start_writer(path: &Path, mut conn: Connection) -> StorageResult<mpsc::Sender<WriteJob>> {
+    let (writes, queue) = mpsc::channel::<WriteJob>();
+    let path = path.to_owned();
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || {
+            while let Ok(first) = queue.recv() {
+                let mut batch = vec![first];
+                batch.extend(queue.try_iter().take(MAX_WRITES_PER_COMMIT - 1));
+                commit_batch(&mut conn, &path, batch);
+            }
+        })
+        .map_err(|error| StorageError::Backend(Box::new(error)))?;
+    Ok(writes)
+}
+
+/// Runs a batch of writes in one immediate transaction and answers each
+/// once the commit is known. If SQLite rolled the whole transaction back
+/// (a full disk, an I/O error), every write of the batch fails.
+fn commit_batch(conn: &mut Connection, path: &Path, batch: Vec<WriteJob>) {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(error) => {
+            let error = StorageError::from(error);
+            tracing::error!(path = %path.display(), %error, writes = batch.len(), "sqlite write transaction refused");
+            return batch.into_iter().for_each(|job| job(None)(Err(&error)));
+        }
+    };
+    let mut answers = Vec::with_capacity(batch.len());
+    for job in batch {
+        answers.push(job(Some(&tx)));
+    }
+    let outcome = if tx.is_autocommit() {
+        Err(backend(format!("sqlite rolled back a write transaction on {}", path.display())))
+    } else {
+        tx.commit().map_err(StorageError::from)
+    };
+    if let Err(error) = &outcome {
+        tracing::error!(path = %path.display(), %error, writes = answers.len(), "sqlite commit failed");
+    }
+    for answer in answers {
+        answer(outcome.as_ref().map(|_| ()));
+    }
+}
+
+/// Runs `f` in a savepoint: kept if it returns `Ok`, undone if it returns
+/// `Err` or panics (a panic becomes a backend error).
+fn in_savepoint<T>(tx: &Transaction<'_>, f: impl FnOnce(&Transaction<'_>) -> StorageResult<T>) -> StorageResult<T> {
+    tx.execute_batch("SAVEPOINT write")?;
+    let out = std::panic::catch_unwind(AssertUnwindSafe(|| f(tx)))
+        .unwrap_or_else(|_| Err(backend("a sqlite write panicked; it was rolled back")));
+    let end = if out.is_ok() { "RELEASE write" } else { "ROLLBACK TO write; RELEASE write" };
+    tx.execute_batch(end)?;
+    out
 }
 
 /// Checkpoints the WAL every [`CHECKPOINT_INTERVAL`] on its own connection
@@ -491,7 +574,7 @@ mod tests {
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
     fn user_version(store: &SqliteStore) -> Result<i64, Box<dyn std::error::Error>> {
-        let conn = store.inner.writer.lock().map_err(|_| "poisoned")?;
+        let conn = store.inner.reader()?;
         Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?)
     }
 
@@ -543,22 +626,81 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn connections_are_configured() -> TestResult {
+    #[tokio::test]
+    async fn connections_are_configured() -> TestResult {
         let dir = tempfile::tempdir()?;
         let store = SqliteStore::open(&dir.path().join("db.sqlite3"), Synchronous::Full)?;
-        let writer = store.inner.writer.lock().map_err(|_| "poisoned")?;
-        let mode: String = writer.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+        let (mode, foreign_keys, synchronous, checkpoint) = store
+            .write(|writer| {
+                let mode: String = writer.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+                let foreign_keys: i64 = writer.query_row("PRAGMA foreign_keys", [], |row| row.get(0))?;
+                let synchronous: i64 = writer.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+                let checkpoint: u32 = writer.query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))?;
+                Ok((mode, foreign_keys, synchronous, checkpoint))
+            })
+            .await?;
         assert_eq!(mode, "wal");
-        let foreign_keys: i64 = writer.query_row("PRAGMA foreign_keys", [], |row| row.get(0))?;
         assert_eq!(foreign_keys, 1);
-        let synchronous: i64 = writer.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
         assert_eq!(synchronous, 2, "FULL");
-        let checkpoint: u32 = writer.query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))?;
         assert_eq!(checkpoint, WAL_AUTOCHECKPOINT_PAGES);
         assert_eq!(store.inner.readers.len(), READER_POOL_SIZE);
         let reader = store.inner.reader()?;
         assert!(reader.execute_batch("CREATE TABLE nope (x INTEGER)").is_err(), "readers are read-only");
+        Ok(())
+    }
+
+    /// Keys in table `t`, in order.
+    fn keys(store: &SqliteStore) -> Result<Vec<i64>, Box<dyn std::error::Error>> {
+        let conn = store.inner.reader()?;
+        let mut select = conn.prepare("SELECT k FROM t ORDER BY k")?;
+        Ok(select.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?)
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_changes_nothing_and_spares_the_writes_committed_with_it() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(&dir.path().join("db.sqlite3"), Synchronous::Normal)?;
+        store
+            .write(|tx| Ok(tx.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY); INSERT INTO t VALUES (0)")?))
+            .await?;
+        // Queued all at once, so they share commits: every odd write inserts
+        // a key, then collides with key 0 and must leave no trace.
+        let writes = (1..=200i64).map(|i| {
+            store.write(move |tx| {
+                tx.execute("INSERT INTO t VALUES (?1)", [i])?;
+                if i % 2 == 1 {
+                    tx.execute("INSERT INTO t VALUES (0)", [])?;
+                }
+                Ok(i)
+            })
+        });
+        let results = futures_util::future::join_all(writes).await;
+        for (i, result) in (1..=200i64).zip(&results) {
+            match (i % 2, result) {
+                (0, Ok(k)) => assert_eq!(*k, i),
+                (1, Err(StorageError::Conflict(_))) => {}
+                (_, other) => panic!("write {i}: {other:?}"),
+            }
+        }
+        let expected: Vec<i64> = (0..=200).step_by(2).collect();
+        assert_eq!(keys(&store)?, expected);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_is_undone_and_the_writer_goes_on() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(&dir.path().join("db.sqlite3"), Synchronous::Normal)?;
+        store.write(|tx| Ok(tx.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)")?)).await?;
+        let panicked = store
+            .write(|tx| -> StorageResult<()> {
+                tx.execute("INSERT INTO t VALUES (1)", [])?;
+                panic!("a bug in a write")
+            })
+            .await;
+        assert!(matches!(panicked, Err(StorageError::Backend(_))), "{panicked:?}");
+        store.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (2)", []).map(drop)?)).await?;
+        assert_eq!(keys(&store)?, [2]);
         Ok(())
     }
 
