@@ -375,10 +375,12 @@ async fn reusing_a_rotated_refresh_token_revokes_its_whole_family() {
 }
 
 #[actix_web::test]
-async fn logout_revokes_the_session() {
+async fn logout_ends_the_session_with_its_access_tokens_and_sockets() {
     let server = TestServer::start().await;
     let alice = server.register("alice").await;
     let phone = server.login("alice", &alice.password).await;
+    let mut alice_ws = WsClient::connect(&server.ws_url(""), Some(&alice.tokens.access_token)).await.unwrap();
+    let mut phone_ws = WsClient::connect(&server.ws_url(""), Some(&phone.access_token)).await.unwrap();
 
     // Rotate once, then log out with the newest token: the whole family goes.
     let (status, body) = refresh(&server, &alice.tokens.refresh_token).await;
@@ -386,6 +388,11 @@ async fn logout_revokes_the_session() {
     let current = body["refresh_token"].as_str().unwrap().to_string();
     let (status, body) = logout(&server, &current).await;
     assert_eq!(status, 204, "{body}");
+    let (_, code) = alice_ws.frames_until_close().await;
+    assert_eq!(code, Some(close::SESSION_REVOKED), "the session's socket closes");
+    server.get_full("/api/v1/me", Some(&alice.tokens.access_token)).await.assert_problem(401, "unauthorized");
+    let refused = WsClient::connect(&server.ws_url(""), Some(&alice.tokens.access_token)).await;
+    assert!(matches!(refused, Err(HandshakeRefused { status: 401 })), "its access token opens no socket");
     let (status, body) = refresh(&server, &current).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["code"], "refresh_token_invalid");
@@ -395,6 +402,8 @@ async fn logout_revokes_the_session() {
     // Another session of the same user stays logged in.
     let (status, body) = refresh(&server, &phone.refresh_token).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get("/api/v1/me", Some(&phone.access_token)).await.0, 200);
+    phone_ws.ping_pong().await;
 
     let (status, body) = logout(&server, "rt_never-issued").await;
     assert_eq!(status, 401, "{body}");

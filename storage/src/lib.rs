@@ -111,8 +111,9 @@ pub trait TokenStore: Send + Sync + 'static {
     ///   stored, [`RotateOutcome::Reused`] (refresh-token theft detection);
     /// - family revoked, token expired or unknown: nothing changes.
     async fn rotate(&self, presented: &TokenHash, next: NewRefreshToken, now_ms: i64) -> StorageResult<RotateOutcome>;
-    /// Revokes the family of `token` (logout). Returns false if the token is unknown.
-    async fn revoke_family_of(&self, token: &TokenHash, now_ms: i64) -> StorageResult<bool>;
+    /// Revokes the family of `token` (logout) and names it; `None` if the
+    /// token is unknown. Revoking a revoked family again names it again.
+    async fn revoke_family_of(&self, token: &TokenHash, now_ms: i64) -> StorageResult<Option<EndedFamily>>;
     /// Revokes every live family of `user_id` except `keep` ("log out other
     /// devices"); returns the families it revoked.
     async fn revoke_other_families(&self, user_id: i64, keep: i64, now_ms: i64) -> StorageResult<Vec<i64>>;

@@ -171,6 +171,13 @@ pub struct NewTokenFamily {
     pub created_at_ms: i64,
 }
 
+/// The login session (token family) a logout ended, and whose it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndedFamily {
+    pub user_id: i64,
+    pub family_id: i64,
+}
+
 /// A refresh token to store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewRefreshToken {

@@ -179,9 +179,10 @@ backend_tests!(scylla, ScyllaHarness);
 /// The behaviours every backend must show.
 mod suite {
     use storage::{
-        AppendOutcome, ChatKind, ChatRecord, GroupChange, GroupChanged, GroupRefusal, MessageRecord, NewGroup,
-        NewMessage, NewRefreshToken, NewTokenFamily, NewUser, PresenceChoice, PresencePeer, ReceiptRecord, Relation,
-        RelationAction, Role, RotateOutcome, StorageError, StorageResult, Stores, TokenHash, UpdateKind, UserRecord,
+        AppendOutcome, ChatKind, ChatRecord, EndedFamily, GroupChange, GroupChanged, GroupRefusal, MessageRecord,
+        NewGroup, NewMessage, NewRefreshToken, NewTokenFamily, NewUser, PresenceChoice, PresencePeer, ReceiptRecord,
+        Relation, RelationAction, Role, RotateOutcome, StorageError, StorageResult, Stores, TokenHash, UpdateKind,
+        UserRecord,
     };
 
     use super::{Error, Harness, TestResult};
@@ -386,7 +387,7 @@ mod suite {
 
         assert_eq!(stores.tokens.rotate(&hash(7), token(8, 10_000), 100).await?, RotateOutcome::Unknown);
         assert_eq!(stores.tokens.rotate(&hash(8), token(9, 10_000), 100).await?, RotateOutcome::Unknown);
-        assert!(!stores.tokens.revoke_family_of(&hash(7), 100).await?);
+        assert_eq!(stores.tokens.revoke_family_of(&hash(7), 100).await?, None);
         let rotated = stores.tokens.rotate(&hash(1), token(2, 10_000), 100).await?;
         assert_eq!(rotated, RotateOutcome::Rotated { user_id: 1, family_id: 10 });
         Ok(())
@@ -399,11 +400,12 @@ mod suite {
         stores.tokens.rotate(&hash(1), token(2, 10_000), 100).await?;
 
         // Logging out with the current token revokes the family.
-        assert!(stores.tokens.revoke_family_of(&hash(2), 200).await?);
+        let ended = Some(EndedFamily { user_id: 1, family_id: 10 });
+        assert_eq!(stores.tokens.revoke_family_of(&hash(2), 200).await?, ended);
         assert_eq!(stores.tokens.rotate(&hash(2), token(3, 10_000), 300).await?, RotateOutcome::Revoked);
         assert_eq!(stores.tokens.rotate(&hash(3), token(4, 10_000), 300).await?, RotateOutcome::Unknown);
         // Revoking again is harmless; other families stay live.
-        assert!(stores.tokens.revoke_family_of(&hash(1), 400).await?);
+        assert_eq!(stores.tokens.revoke_family_of(&hash(1), 400).await?, ended);
         let other = stores.tokens.rotate(&hash(50), token(51, 10_000), 300).await?;
         assert_eq!(other, RotateOutcome::Rotated { user_id: 1, family_id: 11 });
         Ok(())

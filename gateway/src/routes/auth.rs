@@ -138,16 +138,19 @@ pub async fn refresh(
     }
 }
 
-/// Log out: revokes the refresh token's whole family.
+/// Log out: ends the refresh token's login session. Its refresh tokens stop
+/// working, its access tokens are refused from now on by every node, and
+/// its WebSockets close with 4003, on whichever node holds them.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
-    responses((status = 204, description = "revoked"), (status = 401, body = protocol::rest::Problem, description = "refresh_token_invalid")))]
+    responses((status = 204, description = "revoked"), (status = 401, body = protocol::rest::Problem, description = "refresh_token_invalid"),
+              (status = 503, body = protocol::rest::Problem, description = "unavailable: the session's refresh tokens are revoked, but the shared state (cluster: Redis) or the bus could not be told, so its access tokens and sockets may live on until the tokens expire")))]
 pub async fn logout(state: web::Data<AppState>, body: web::Json<RefreshRequest>) -> Result<HttpResponse, ApiError> {
     let hash = token_hash(&body.refresh_token);
-    if state.engine.stores().tokens.revoke_family_of(&hash, engine::now_ms()).await? {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::RefreshTokenInvalid)
-    }
+    let Some(ended) = state.engine.stores().tokens.revoke_family_of(&hash, engine::now_ms()).await? else {
+        return Err(ApiError::RefreshTokenInvalid);
+    };
+    state.end_sessions(UserId(ended.user_id), &[ended.family_id]).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Log out every other device: ends every login session of the caller but

@@ -62,15 +62,12 @@ impl TokenStore for ScyllaStore {
         Ok(RotateOutcome::Rotated { user_id, family_id })
     }
 
-    async fn revoke_family_of(&self, token: &TokenHash, now_ms: i64) -> StorageResult<bool> {
+    async fn revoke_family_of(&self, token: &TokenHash, now_ms: i64) -> StorageResult<Option<EndedFamily>> {
         let found: Option<(i64, i64, Option<i64>)> = self.row(TOKEN_SELECT, (token.to_vec(),)).await?;
-        match found {
-            Some((family_id, _, _)) => {
-                self.revoke_family(family_id, now_ms).await?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        let Some((family_id, _, _)) = found else { return Ok(None) };
+        let Some((user_id, _)) = self.family(family_id).await? else { return Ok(None) };
+        self.revoke_family(family_id, now_ms).await?;
+        Ok(Some(EndedFamily { user_id, family_id }))
     }
 
     async fn revoke_other_families(&self, user_id: i64, keep: i64, now_ms: i64) -> StorageResult<Vec<i64>> {

@@ -56,20 +56,20 @@ impl TokenStore for SqliteStore {
         .await
     }
 
-    async fn revoke_family_of(&self, token: &TokenHash, now_ms: i64) -> StorageResult<bool> {
+    async fn revoke_family_of(&self, token: &TokenHash, now_ms: i64) -> StorageResult<Option<EndedFamily>> {
         let token = *token;
         self.write(move |tx| {
-            let family: Option<i64> = tx
-                .prepare_cached("SELECT family_id FROM refresh_tokens WHERE hash = ?1")?
-                .query_row([token], |row| row.get(0))
+            let family: Option<EndedFamily> = tx
+                .prepare_cached(
+                    "SELECT f.user_id, f.id FROM refresh_tokens t JOIN token_families f ON f.id = t.family_id
+                     WHERE t.hash = ?1",
+                )?
+                .query_row([token], |row| Ok(EndedFamily { user_id: row.get(0)?, family_id: row.get(1)? }))
                 .optional()?;
-            match family {
-                Some(family_id) => {
-                    revoke_family(tx, family_id, now_ms)?;
-                    Ok(true)
-                }
-                None => Ok(false),
+            if let Some(family) = family {
+                revoke_family(tx, family.family_id, now_ms)?;
             }
+            Ok(family)
         })
         .await
     }
