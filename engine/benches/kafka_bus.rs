@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler};
 use engine::kafka::{DeliveryConsumer, KafkaBus, KafkaConfig, envelope};
-use engine::{Bus, Delivery, Payload, ShardId};
+use engine::{Bus, Delivery, Metrics, Payload, ShardId};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -188,7 +188,8 @@ async fn measure(config: &KafkaConfig, pool: &Rc<Vec<(Delivery, usize)>>) -> Ben
     let bus = Rc::new(KafkaBus::new(&config)?);
     let arrivals = Rc::new(RefCell::new(Arrivals::new()?));
     let sink = Sink { arrivals: Rc::clone(&arrivals) }.start().recipient();
-    let (consumer, _changes) = DeliveryConsumer::start(&config, vec![sink; PARTITIONS as usize])?;
+    let (consumer, _changes) =
+        DeliveryConsumer::start(&config, vec![sink; PARTITIONS as usize], Metrics::new()?.consumer_counters())?;
     let ownership = consumer.ownership();
     wait_for("the consumer to own every partition", JOIN_PATIENCE, || ownership.owned().len() == PARTITIONS as usize)
         .await?;

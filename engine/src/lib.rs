@@ -205,7 +205,8 @@ impl Engine {
         let mut cluster_tasks = ClusterTasks::default();
         match &node {
             Some(node) => {
-                let (consumer, changes) = DeliveryConsumer::start(&node.kafka, recipients)?;
+                let (consumer, changes) =
+                    DeliveryConsumer::start(&node.kafka, recipients, core.metrics.consumer_counters())?;
                 let ownership = consumer.ownership();
                 let _ = core.ownership.set(Arc::new(ownership.clone()));
                 cluster_tasks.consumer = Some(consumer);

@@ -29,6 +29,11 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     /// Virtual shards this node owns (all of them on a single node).
     pub owned_shards: IntGauge,
+    /// Cluster mode: bus records the delivery consumer handed to a shard actor.
+    pub bus_handed_over: IntCounter,
+    /// Cluster mode: bus records the delivery consumer could not hand over
+    /// and wrote to the dead-letter topic.
+    pub bus_dead_lettered: IntCounter,
 }
 
 impl Metrics {
@@ -57,6 +62,12 @@ impl Metrics {
         let rate_limited =
             IntCounterVec::new(Opts::new("rate_limited_total", "Requests refused by a rate limit"), &["limit"])?;
         let owned_shards = IntGauge::new("owned_shards", "Virtual shards this node owns")?;
+        let bus_handed_over = IntCounter::new(
+            "bus_records_handed_over_total",
+            "Bus records the delivery consumer handed to shard actors",
+        )?;
+        let bus_dead_lettered =
+            IntCounter::new("bus_records_dead_lettered_total", "Bus records written to the dead-letter topic")?;
         registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(actors.clone()))?;
         registry.register(Box::new(messages_sent.clone()))?;
@@ -68,6 +79,8 @@ impl Metrics {
         registry.register(Box::new(bus_records.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(owned_shards.clone()))?;
+        registry.register(Box::new(bus_handed_over.clone()))?;
+        registry.register(Box::new(bus_dead_lettered.clone()))?;
         // Process metrics keep their standard names (`process_*`), which
         // stock dashboards expect, so they live in an unprefixed registry.
         let process = Registry::new();
@@ -87,7 +100,17 @@ impl Metrics {
             bus_records,
             rate_limited,
             owned_shards,
+            bus_handed_over,
+            bus_dead_lettered,
         })
+    }
+
+    /// The counters a cluster node's delivery consumer updates.
+    pub fn consumer_counters(&self) -> crate::kafka::ConsumerCounters {
+        crate::kafka::ConsumerCounters {
+            handed_over: self.bus_handed_over.clone(),
+            dead_lettered: self.bus_dead_lettered.clone(),
+        }
     }
 
     /// Renders every metric in the Prometheus text format.

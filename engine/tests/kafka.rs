@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Context, Handler};
 use engine::kafka::testing::{MOCK_BROKERS, TestBroker};
 use engine::kafka::{DeliveryConsumer, KafkaBus, KafkaConfig, OwnershipChange, envelope};
-use engine::{Bus, BusError, Delivery, Payload, ShardId, ShardMap, ShardOwnership};
+use engine::{Bus, BusError, Delivery, Metrics, Payload, ShardId, ShardMap, ShardOwnership};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -53,7 +53,8 @@ impl Cluster {
     fn node(&self) -> Node {
         let (tx, received) = mpsc::unbounded_channel();
         let shards = (0..SHARDS as usize).map(|index| Sink { index, tx: tx.clone() }.start().recipient()).collect();
-        let (consumer, changes) = DeliveryConsumer::start(&self.config, shards).unwrap();
+        let (consumer, changes) =
+            DeliveryConsumer::start(&self.config, shards, Metrics::new().unwrap().consumer_counters()).unwrap();
         Node { consumer, changes, received }
     }
 

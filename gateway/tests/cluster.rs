@@ -271,6 +271,13 @@ async fn users_on_every_node(api: &Api, nodes: usize) -> Vec<(TestUser, String)>
     panic!("60 users all lived on fewer than {nodes} nodes");
 }
 
+/// Node `index`'s Prometheus metrics.
+async fn metrics(cluster: &Cluster, index: usize) -> String {
+    let client = awc::Client::new();
+    let body = client.get(cluster.api(index).url("/metrics")).send().await.unwrap().body().await.unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
 #[actix_web::test]
 async fn users_on_different_nodes_chat_one_to_one_and_in_groups_and_strays_are_sent_home() {
     let cluster = Cluster::start(3).await;
@@ -280,9 +287,7 @@ async fn users_on_different_nodes_chat_one_to_one_and_in_groups_and_strays_are_s
     // Operators see the split on each node's metrics.
     let mut owned = 0.0;
     for index in 0..3 {
-        let client = awc::Client::new();
-        let body = client.get(cluster.api(index).url("/metrics")).send().await.unwrap().body().await.unwrap();
-        owned += common::metric_value(std::str::from_utf8(&body).unwrap(), "parley_owned_shards").unwrap();
+        owned += common::metric_value(&metrics(&cluster, index).await, "parley_owned_shards").unwrap();
     }
     assert_eq!(owned, f64::from(SHARDS));
     assert!(ann_home != ben_home && ben_home != cat_home && ann_home != cat_home);
@@ -352,6 +357,14 @@ async fn users_on_different_nodes_chat_one_to_one_and_in_groups_and_strays_are_s
     assert!(seen.iter().all(|order| *order == seen[0]), "members saw different orders: {seen:?}");
     let distinct: BTreeSet<_> = seen[0].iter().collect();
     assert_eq!(distinct.len(), 9);
+    // Every node's consumer counted the records it handed over; none went
+    // to the dead-letter topic.
+    for index in 0..3 {
+        let text = metrics(&cluster, index).await;
+        let handed_over = common::metric_value(&text, "parley_bus_records_handed_over_total").unwrap();
+        assert!(handed_over >= 1.0, "node {index} handed over {handed_over} records");
+        assert_eq!(common::metric_value(&text, "parley_bus_records_dead_lettered_total"), Some(0.0));
+    }
 
     // A friend on another node going away shows.
     cat_ws.close().await;

@@ -3,11 +3,11 @@
 //! reports which partitions (shards) it owns.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use actix::Recipient;
+use prometheus::IntCounter;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -104,18 +104,21 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-/// Counts of what the consumer did with the records it read.
-#[derive(Debug, Default)]
-struct Counters {
-    handed_over: AtomicU64,
-    dead_lettered: AtomicU64,
+/// Counts of what the consumer did with the records it read (the node's
+/// Prometheus counters: [`crate::metrics::Metrics::consumer_counters`]).
+#[derive(Clone, Debug)]
+pub struct ConsumerCounters {
+    /// Records handed to a shard actor.
+    pub handed_over: IntCounter,
+    /// Records written to the dead-letter topic.
+    pub dead_lettered: IntCounter,
 }
 
 /// The running consumer; [`DeliveryConsumer::stop`] ends it (dropping it
 /// ends it too, in the background).
 pub struct DeliveryConsumer {
     ownership: KafkaOwnership,
-    counters: Arc<Counters>,
+    counters: ConsumerCounters,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -124,10 +127,12 @@ impl DeliveryConsumer {
     /// Joins the consumer group, subscribes to the delivery topic and hands
     /// each record of partition `n` to `shards[n]` (indexed by shard number,
     /// like [`crate::InProcessBus::connect`]). Runs on the current tokio
-    /// runtime. Returns the ownership changes as they happen.
+    /// runtime. Counts what it does in `counters`. Returns the ownership
+    /// changes as they happen.
     pub fn start(
         config: &KafkaConfig,
         shards: Vec<Recipient<Delivery>>,
+        counters: ConsumerCounters,
     ) -> Result<(Self, mpsc::UnboundedReceiver<OwnershipChange>), BusError> {
         config.validate()?;
         let (events, changes) = mpsc::unbounded_channel();
@@ -137,14 +142,9 @@ impl DeliveryConsumer {
             config.consumer().create_with_context(context).map_err(|e| BusError::Config(e.to_string()))?;
         consumer.subscribe(&[&config.delivery_topic]).map_err(|e| BusError::Config(e.to_string()))?;
         let dead_letters: FutureProducer = config.producer().create().map_err(|e| BusError::Config(e.to_string()))?;
-        let counters = Arc::new(Counters::default());
         let (stop, stopped) = oneshot::channel();
-        let worker = Worker {
-            shards,
-            dead_letters,
-            dead_letter_topic: config.dead_letter_topic(),
-            counters: Arc::clone(&counters),
-        };
+        let worker =
+            Worker { shards, dead_letters, dead_letter_topic: config.dead_letter_topic(), counters: counters.clone() };
         let task = tokio::spawn(worker.run(consumer, stopped));
         Ok((DeliveryConsumer { ownership, counters, stop, task }, changes))
     }
@@ -156,12 +156,12 @@ impl DeliveryConsumer {
 
     /// Records handed to a shard actor so far.
     pub fn handed_over(&self) -> u64 {
-        self.counters.handed_over.load(Ordering::Relaxed)
+        self.counters.handed_over.get()
     }
 
     /// Records written to the dead-letter topic so far.
     pub fn dead_lettered(&self) -> u64 {
-        self.counters.dead_lettered.load(Ordering::Relaxed)
+        self.counters.dead_lettered.get()
     }
 
     /// Stops reading, commits what was handed over and leaves the group
@@ -179,7 +179,7 @@ struct Worker {
     shards: Vec<Recipient<Delivery>>,
     dead_letters: FutureProducer,
     dead_letter_topic: String,
-    counters: Arc<Counters>,
+    counters: ConsumerCounters,
 }
 
 impl Worker {
@@ -233,7 +233,7 @@ impl Worker {
             Ok((actor, delivery)) => {
                 // The mailbox keeps the partition's order.
                 actor.do_send(delivery);
-                self.counters.handed_over.fetch_add(1, Ordering::Relaxed);
+                self.counters.handed_over.inc();
                 true
             }
             Err(reason) => {
@@ -262,7 +262,7 @@ impl Worker {
             let record = FutureRecord::to(&self.dead_letter_topic).key(key).payload(payload).headers(headers);
             match self.dead_letters.send(record, QUEUE_FULL_WAIT).await {
                 Ok(_) => {
-                    self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    self.counters.dead_lettered.inc();
                     return true;
                 }
                 Err((error, _)) => tracing::error!(%error, %origin, "dead-letter write failed; retrying"),

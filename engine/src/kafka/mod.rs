@@ -65,7 +65,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 pub use config::{COMPRESSIONS, KafkaConfig};
-pub use consumer::{DeliveryConsumer, KafkaOwnership, OwnershipChange};
+pub use consumer::{ConsumerCounters, DeliveryConsumer, KafkaOwnership, OwnershipChange};
 
 use crate::bus::{Bus, BusError, Delivery};
 use crate::shard::{ShardId, ShardMap};
