@@ -312,8 +312,8 @@ struct Connections {
 }
 
 /// A write waiting for the writer thread. It runs inside the batch's
-/// transaction (`None`: the transaction could not begin and it does not
-/// run), in a savepoint of its own, and returns what answers its caller
+/// transaction (`None`: there is none, because it could not begin or SQLite
+/// rolled it back, and the write does not run), in a savepoint of its own, and returns what answers its caller
 /// once the batch's commit is known.
 type WriteJob = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Answer + Send>;
 
@@ -413,14 +413,12 @@ impl SqliteStore {
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job: WriteJob = Box::new(move |tx| {
-            let out = tx.map(|tx| in_savepoint(tx, f));
+            let out = match tx {
+                Some(tx) => in_savepoint(tx, f),
+                None => Err(backend("the write did not run: its transaction was gone")),
+            };
             Box::new(move |batch: Result<(), &StorageError>| {
-                let result = match (batch, out) {
-                    (Ok(()), Some(out)) => out,
-                    (Err(error), _) => Err(backend(error.to_string())),
-                    (Ok(()), None) => Err(backend("a write was answered without running")),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(batch.map_err(|error| backend(error.to_string())).and(out));
             })
         });
         let stopped = || backend(format!("the sqlite writer of {} has stopped", self.inner.path.display()));
@@ -477,7 +475,9 @@ fn start_writer(path: &Path, mut conn: Connection) -> StorageResult<mpsc::Sender
 
 /// Runs a batch of writes in one immediate transaction and answers each
 /// once the commit is known. If SQLite rolled the whole transaction back
-/// (a full disk, an I/O error), every write of the batch fails.
+/// (a full disk, an I/O error), the writes after it do not run (outside a
+/// transaction each would commit on its own) and every write of the batch
+/// fails.
 fn commit_batch(conn: &mut Connection, path: &Path, batch: Vec<WriteJob>) {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
@@ -489,7 +489,8 @@ fn commit_batch(conn: &mut Connection, path: &Path, batch: Vec<WriteJob>) {
     };
     let mut answers = Vec::with_capacity(batch.len());
     for job in batch {
-        answers.push(job(Some(&tx)));
+        let live = !tx.is_autocommit();
+        answers.push(job(live.then_some(&tx)));
     }
     let outcome = if tx.is_autocommit() {
         Err(backend(format!("sqlite rolled back a write transaction on {}", path.display())))
