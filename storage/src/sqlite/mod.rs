@@ -46,12 +46,20 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// (a passive checkpoint, with its fsync), so writers never pay for it.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// WAL pages (4 KiB each) after which the writer checkpoints by itself:
-/// 64 MiB, a safety net should the background checkpoints fall behind.
-/// SQLite's default of 1,000 pages made the writer checkpoint (and fsync)
-/// after every message of a 1,024-member group, which writes about that
-/// many log pages.
-const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+/// WAL size after which the writer checkpoints by itself: 64 MiB, a safety
+/// net should the background checkpoints fall behind (set in pages of the
+/// database's page size). SQLite's default of 1,000 pages made the writer
+/// checkpoint (and fsync) after every message of a 1,024-member group,
+/// which writes about that many log pages.
+const WAL_AUTOCHECKPOINT_BYTES: u32 = 64 << 20;
+
+/// Page size of a new database. A message changes a handful of B-tree
+/// leaves at random places (the two update logs, the chat's and the
+/// sender's indexes), and the WAL takes each changed page whole: 1 KiB
+/// pages cut the bytes written per message by 60 % against SQLite's 4 KiB
+/// (docs/benchmarks.md). An existing database keeps the size it was made
+/// with.
+const NEW_DATABASE_PAGE_SIZE: u32 = 1024;
 
 /// Prepared statements each connection keeps compiled.
 const STATEMENT_CACHE_CAPACITY: usize = 64;
@@ -311,11 +319,25 @@ struct Connections {
     next_reader: AtomicUsize,
 }
 
-/// A write waiting for the writer thread. It runs inside the batch's
-/// transaction (`None`: there is none, because it could not begin or SQLite
-/// rolled it back, and the write does not run), in a savepoint of its own, and returns what answers its caller
-/// once the batch's commit is known.
-type WriteJob = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Answer + Send>;
+/// A write waiting for the writer thread. It runs where its [`Slot`]
+/// says and returns whether it succeeded, with what answers its caller once
+/// the batch's commit is known.
+type WriteJob = Box<dyn FnOnce(Slot<'_, '_>) -> (bool, Answer) + Send>;
+
+/// Where a write runs in its batch's transaction.
+enum Slot<'t, 'c> {
+    /// First in the transaction, without a savepoint: if it fails, the
+    /// writer rolls the transaction back, as nothing else ran in it. (A
+    /// savepoint copies every page the write changes into a statement
+    /// journal; a group message changes a thousand.)
+    First(&'t Transaction<'c>),
+    /// After other writes, in a savepoint of its own, so that its failure
+    /// undoes only itself.
+    Savepoint(&'t Transaction<'c>),
+    /// Nowhere: the transaction could not begin, or SQLite rolled it back;
+    /// the write does not run.
+    Gone,
+}
 
 /// Answers a write's caller with its result, or with the failure of the
 /// commit its batch ended in.
@@ -353,6 +375,8 @@ impl SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         configure(&writer)?;
+        // Only takes effect on a database that has no tables yet.
+        writer.pragma_update(None, "page_size", NEW_DATABASE_PAGE_SIZE)?;
         let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(backend(format!("sqlite refused WAL mode for {} (journal_mode={mode})", path.display())));
@@ -362,7 +386,8 @@ impl SqliteStore {
             Synchronous::Full => "FULL",
         };
         writer.pragma_update(None, "synchronous", synchronous)?;
-        writer.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+        let page_size: u32 = writer.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        writer.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_BYTES / page_size.max(512))?;
         writer.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut writer)?;
         let writes = start_writer(path, writer)?;
@@ -411,20 +436,33 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> StorageResult<T> + Send + 'static,
     {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: WriteJob = Box::new(move |tx| {
-            let out = match tx {
-                Some(tx) => in_savepoint(tx, f),
-                None => Err(backend("the write did not run: its transaction was gone")),
-            };
-            Box::new(move |batch: Result<(), &StorageError>| {
-                let _ = reply.send(batch.map_err(|error| backend(error.to_string())).and(out));
-            })
-        });
+        let (job, answer) = write_job(f);
         let stopped = || backend(format!("the sqlite writer of {} has stopped", self.inner.path.display()));
         self.inner.writes.send(job).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
+}
+
+/// A write for the writer thread, and where its answer will arrive.
+fn write_job<T, F>(f: F) -> (WriteJob, tokio::sync::oneshot::Receiver<StorageResult<T>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Transaction<'_>) -> StorageResult<T> + Send + 'static,
+{
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job: WriteJob = Box::new(move |slot| {
+        let out = match slot {
+            Slot::First(tx) => guarded(|| f(tx)),
+            Slot::Savepoint(tx) => in_savepoint(tx, f),
+            Slot::Gone => Err(backend("the write did not run: its transaction was gone")),
+        };
+        let ok = out.is_ok();
+        let answer: Answer = Box::new(move |batch: Result<(), &StorageError>| {
+            let _ = reply.send(batch.map_err(|error| backend(error.to_string())).and(out));
+        });
+        (ok, answer)
+    });
+    (job, answer)
 }
 
 impl Connections {
@@ -474,46 +512,63 @@ fn start_writer(path: &Path, mut conn: Connection) -> StorageResult<mpsc::Sender
 }
 
 /// Runs a batch of writes in one immediate transaction and answers each
-/// once the commit is known. If SQLite rolled the whole transaction back
-/// (a full disk, an I/O error), the writes after it do not run (outside a
-/// transaction each would commit on its own) and every write of the batch
-/// fails.
+/// once the commit is known. The first write runs without a savepoint; if
+/// it fails, the transaction is rolled back and the rest of the batch
+/// starts a new one. If SQLite rolled the whole transaction back (a full
+/// disk, an I/O error), the writes after it do not run (outside a
+/// transaction each would commit on its own) and every write of that
+/// transaction fails.
 fn commit_batch(conn: &mut Connection, path: &Path, batch: Vec<WriteJob>) {
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(error) => {
-            let error = StorageError::from(error);
-            tracing::error!(path = %path.display(), %error, writes = batch.len(), "sqlite write transaction refused");
-            return batch.into_iter().for_each(|job| job(None)(Err(&error)));
+    let mut jobs = batch.into_iter();
+    while let Some(first) = jobs.next() {
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(error) => {
+                let error = StorageError::from(error);
+                tracing::error!(path = %path.display(), %error, writes = jobs.len() + 1, "sqlite write transaction refused");
+                return std::iter::once(first).chain(jobs).for_each(|job| job(Slot::Gone).1(Err(&error)));
+            }
+        };
+        let (ok, first_answer) = first(Slot::First(&tx));
+        if !ok {
+            // Dropping the transaction rolls back the failed write alone.
+            drop(tx);
+            first_answer(Ok(()));
+            continue;
         }
-    };
-    let mut answers = Vec::with_capacity(batch.len());
-    for job in batch {
-        let live = !tx.is_autocommit();
-        answers.push(job(live.then_some(&tx)));
-    }
-    let outcome = if tx.is_autocommit() {
-        Err(backend(format!("sqlite rolled back a write transaction on {}", path.display())))
-    } else {
-        tx.commit().map_err(StorageError::from)
-    };
-    if let Err(error) = &outcome {
-        tracing::error!(path = %path.display(), %error, writes = answers.len(), "sqlite commit failed");
-    }
-    for answer in answers {
-        answer(outcome.as_ref().map(|_| ()));
+        let mut answers = vec![first_answer];
+        for job in jobs.by_ref() {
+            let slot = if tx.is_autocommit() { Slot::Gone } else { Slot::Savepoint(&tx) };
+            answers.push(job(slot).1);
+        }
+        let outcome = if tx.is_autocommit() {
+            Err(backend(format!("sqlite rolled back a write transaction on {}", path.display())))
+        } else {
+            tx.commit().map_err(StorageError::from)
+        };
+        if let Err(error) = &outcome {
+            tracing::error!(path = %path.display(), %error, writes = answers.len(), "sqlite commit failed");
+        }
+        for answer in answers {
+            answer(outcome.as_ref().map(|_| ()));
+        }
     }
 }
 
 /// Runs `f` in a savepoint: kept if it returns `Ok`, undone if it returns
-/// `Err` or panics (a panic becomes a backend error).
+/// `Err` or panics.
 fn in_savepoint<T>(tx: &Transaction<'_>, f: impl FnOnce(&Transaction<'_>) -> StorageResult<T>) -> StorageResult<T> {
     tx.execute_batch("SAVEPOINT write")?;
-    let out = std::panic::catch_unwind(AssertUnwindSafe(|| f(tx)))
-        .unwrap_or_else(|_| Err(backend("a sqlite write panicked; it was rolled back")));
+    let out = guarded(|| f(tx));
     let end = if out.is_ok() { "RELEASE write" } else { "ROLLBACK TO write; RELEASE write" };
     tx.execute_batch(end)?;
     out
+}
+
+/// Runs `f`, turning a panic into a backend error.
+fn guarded<T>(f: impl FnOnce() -> StorageResult<T>) -> StorageResult<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(backend("a sqlite write panicked; it was rolled back")))
 }
 
 /// Checkpoints the WAL every [`CHECKPOINT_INTERVAL`] on its own connection
@@ -627,26 +682,50 @@ mod tests {
         Ok(())
     }
 
+    /// `(journal_mode, foreign_keys, synchronous, wal_autocheckpoint, page_size)` of the writer.
+    async fn writer_settings(store: &SqliteStore) -> StorageResult<(String, i64, i64, u32, u32)> {
+        store
+            .write(|writer| {
+                let pragma = |name: &str| format!("PRAGMA {name}");
+                Ok((
+                    writer.query_row(&pragma("journal_mode"), [], |row| row.get(0))?,
+                    writer.query_row(&pragma("foreign_keys"), [], |row| row.get(0))?,
+                    writer.query_row(&pragma("synchronous"), [], |row| row.get(0))?,
+                    writer.query_row(&pragma("wal_autocheckpoint"), [], |row| row.get(0))?,
+                    writer.query_row(&pragma("page_size"), [], |row| row.get(0))?,
+                ))
+            })
+            .await
+    }
+
     #[tokio::test]
     async fn connections_are_configured() -> TestResult {
         let dir = tempfile::tempdir()?;
         let store = SqliteStore::open(&dir.path().join("db.sqlite3"), Synchronous::Full)?;
-        let (mode, foreign_keys, synchronous, checkpoint) = store
-            .write(|writer| {
-                let mode: String = writer.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
-                let foreign_keys: i64 = writer.query_row("PRAGMA foreign_keys", [], |row| row.get(0))?;
-                let synchronous: i64 = writer.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
-                let checkpoint: u32 = writer.query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))?;
-                Ok((mode, foreign_keys, synchronous, checkpoint))
-            })
-            .await?;
+        let (mode, foreign_keys, synchronous, checkpoint, page_size) = writer_settings(&store).await?;
         assert_eq!(mode, "wal");
         assert_eq!(foreign_keys, 1);
         assert_eq!(synchronous, 2, "FULL");
-        assert_eq!(checkpoint, WAL_AUTOCHECKPOINT_PAGES);
+        assert_eq!(page_size, NEW_DATABASE_PAGE_SIZE);
+        assert_eq!(checkpoint, WAL_AUTOCHECKPOINT_BYTES / NEW_DATABASE_PAGE_SIZE);
         assert_eq!(store.inner.readers.len(), READER_POOL_SIZE);
         let reader = store.inner.reader()?;
         assert!(reader.execute_batch("CREATE TABLE nope (x INTEGER)").is_err(), "readers are read-only");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_existing_database_keeps_its_page_size_and_checkpoints_at_the_same_wal_size() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db.sqlite3");
+        let old = Connection::open(&path)?;
+        old.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE made_before (x INTEGER);")?;
+        drop(old);
+        let store = SqliteStore::open(&path, Synchronous::Normal)?;
+        let (_, _, _, checkpoint, page_size) = writer_settings(&store).await?;
+        assert_eq!(page_size, 4096);
+        assert_eq!(checkpoint, WAL_AUTOCHECKPOINT_BYTES / 4096);
+        assert_eq!(user_version(&store)?, i64::try_from(MIGRATIONS.len())?, "and was migrated");
         Ok(())
     }
 
@@ -702,6 +781,51 @@ mod tests {
         assert!(matches!(panicked, Err(StorageError::Backend(_))), "{panicked:?}");
         store.write(|tx| Ok(tx.execute("INSERT INTO t VALUES (2)", []).map(drop)?)).await?;
         assert_eq!(keys(&store)?, [2]);
+        Ok(())
+    }
+
+    /// Runs one batch on a fresh connection to `path` (table `t` exists)
+    /// and returns each write's answer.
+    fn run_batch(path: &Path, writes: Vec<Option<i64>>) -> Result<Vec<StorageResult<i64>>, Box<dyn std::error::Error>> {
+        let mut conn = Connection::open(path)?;
+        let (jobs, answers): (Vec<_>, Vec<_>) = writes
+            .into_iter()
+            .map(|key| {
+                write_job(move |tx| match key {
+                    Some(k) => Ok(tx.execute("INSERT INTO t VALUES (?1)", [k]).map(|_| k)?),
+                    // Inserts, then collides with key 0: must leave no trace.
+                    None => {
+                        tx.execute("INSERT INTO t VALUES (-1)", [])?;
+                        Ok(tx.execute("INSERT INTO t VALUES (0)", []).map(|_| 0)?)
+                    }
+                })
+            })
+            .unzip();
+        commit_batch(&mut conn, path, jobs);
+        Ok(answers
+            .into_iter()
+            .map(|mut answer| answer.try_recv().unwrap_or_else(|e| Err(backend(e.to_string()))))
+            .collect())
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_first_write_fails_commits_the_rest() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db.sqlite3");
+        let store = SqliteStore::open(&path, Synchronous::Normal)?;
+        store
+            .write(|tx| Ok(tx.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY); INSERT INTO t VALUES (0)")?))
+            .await?;
+        // The first write runs without a savepoint, the later ones in one each.
+        let answers = run_batch(&path, vec![None, Some(1), None, Some(2)])?;
+        assert!(matches!(answers[0], Err(StorageError::Conflict(_))), "{:?}", answers[0]);
+        assert_eq!(answers[1].as_ref().ok(), Some(&1));
+        assert!(matches!(answers[2], Err(StorageError::Conflict(_))), "{:?}", answers[2]);
+        assert_eq!(answers[3].as_ref().ok(), Some(&2));
+        let answers = run_batch(&path, vec![Some(3), None])?;
+        assert_eq!(answers[0].as_ref().ok(), Some(&3));
+        assert!(answers[1].is_err());
+        assert_eq!(keys(&store)?, [0, 1, 2, 3]);
         Ok(())
     }
 
