@@ -592,10 +592,10 @@ impl ChatStore for SqliteStore {
 
     async fn latest_seq(&self, user_id: i64) -> StorageResult<u64> {
         self.read(move |tx| {
+            // The last entry's seq (a log is append-only); none yet: 0.
             let seq: Option<u64> = tx
-                .prepare_cached("SELECT update_seq FROM users WHERE id = ?1")?
-                .query_row([user_id], |row| row.get(0))
-                .optional()?;
+                .prepare_cached("SELECT MAX(seq) FROM user_updates WHERE user_id = ?1")?
+                .query_row([user_id], |row| row.get(0))?;
             Ok(seq.unwrap_or(0))
         })
         .await

@@ -72,7 +72,8 @@ pub const MAX_WRITES_PER_COMMIT: usize = 256;
 const _: () = assert!(READER_POOL_SIZE > 0, "the reader pool needs at least one connection");
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
+const MIGRATIONS: &[&str] =
+    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7];
 
 /// Version 1: users, token families, 1:1 chats, messages, update logs and
 /// the ID clock's high-water marks.
@@ -85,7 +86,7 @@ CREATE TABLE users (
     password_hash  TEXT    NOT NULL,
     pepper_version INTEGER NOT NULL,
     created_at_ms  INTEGER NOT NULL,
-    -- newest seq of the user's update log (user_updates)
+    -- newest seq of the user's update log (user_updates); dropped by version 7
     update_seq     INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 
@@ -274,11 +275,23 @@ ALTER TABLE users ADD COLUMN status_text TEXT NOT NULL DEFAULT '';
 ALTER TABLE users ADD COLUMN last_seen_ms INTEGER;
 "#;
 
-/// Appends to `user_id`'s update log: bumps the user's seq and returns it.
+/// Version 7: a user's seq is the last entry of their update log, not a
+/// column of their row: an append then writes only the log's page, not
+/// also the user's (a group message wrote a thousand of each).
+const MIGRATION_7: &str = r#"
+ALTER TABLE users DROP COLUMN update_seq;
+"#;
+
+/// The seq of `user_id`'s next update-log entry. Logs are append-only, so
+/// the last entry's seq is the user's seq: reading it touches the page the
+/// append then writes, and nothing else is written. (Anything that ever
+/// trims a log must keep its last entry, or seqs would be reused.)
 /// [`StorageError::NotFound`] for an unknown user.
 fn next_seq(conn: &Connection, user_id: i64) -> StorageResult<u64> {
     let seq: Option<i64> = conn
-        .prepare_cached("UPDATE users SET update_seq = update_seq + 1 WHERE id = ?1 RETURNING update_seq")?
+        .prepare_cached(
+            "SELECT (SELECT COALESCE(MAX(seq), 0) FROM user_updates WHERE user_id = ?1) + 1 FROM users WHERE id = ?1",
+        )?
         .query_row([user_id], |row| row.get(0))
         .optional()?;
     let seq = seq.ok_or_else(|| StorageError::NotFound(format!("user {user_id}")))?;
@@ -643,6 +656,40 @@ mod tests {
         drop(store);
         let store = SqliteStore::open(&path, Synchronous::Full)?;
         assert_eq!(user_version(&store)?, i64::try_from(MIGRATIONS.len())?);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn seqs_go_on_from_the_log_after_the_users_seq_column_is_dropped() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db.sqlite3");
+        // A database of version 6, whose users kept their seq in a column.
+        let mut old = Connection::open(&path)?;
+        let tx = old.transaction()?;
+        for migration in &MIGRATIONS[..6] {
+            tx.execute_batch(migration)?;
+        }
+        tx.execute_batch(
+            "PRAGMA user_version = 6;
+             INSERT INTO users (id, username, username_key, display_name, password_hash, pepper_version,
+                                created_at_ms, update_seq)
+                 VALUES (1, 'ann', 'ann', 'Ann', 'x', 1, 0, 2), (2, 'bo', 'bo', 'Bo', 'x', 1, 0, 0);
+             INSERT INTO user_updates (user_id, seq, kind) VALUES (1, 1, 'relation'), (1, 2, 'relation');",
+        )?;
+        tx.commit()?;
+        drop(old);
+        let store = SqliteStore::open(&path, Synchronous::Normal)?;
+        let columns: Vec<String> = {
+            let conn = store.inner.reader()?;
+            let mut info = conn.prepare("SELECT name FROM pragma_table_info('users')")?;
+            info.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        assert!(!columns.iter().any(|c| c == "update_seq"), "{columns:?}");
+        assert_eq!(store.latest_seq(1).await?, 2);
+        assert_eq!(store.latest_seq(2).await?, 0, "an empty log");
+        assert_eq!(store.write(|tx| next_seq(tx, 1)).await?, 3);
+        assert_eq!(store.write(|tx| next_seq(tx, 2)).await?, 1);
+        assert!(matches!(store.write(|tx| next_seq(tx, 9)).await, Err(StorageError::NotFound(_))));
         Ok(())
     }
 
