@@ -7,15 +7,18 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::cluster::local::{FixedGenerator, LocalDirectory, LocalPresence, LocalRevokedSessions, LocalTickets};
+use engine::cluster::local::{
+    FixedGenerator, LocalCounts, LocalDirectory, LocalPresence, LocalRevokedSessions, LocalTickets,
+};
 use engine::cluster::{
-    ClusterError, GeneratorLeases, LeaseKeeper, NodeDirectory, NodeInfo, PresenceDirectory, RevokedSessions,
-    SharedPresence, TicketStore,
+    ClusterError, GeneratorLeases, LeaseKeeper, NodeDirectory, NodeInfo, PresenceDirectory, RequestCounts,
+    RevokedSessions, SharedPresence, TicketStore,
 };
 use engine::ids::{IdError, decompose};
 use engine::redis::testing::RedisServer;
 use engine::redis::{
-    RedisConfig, RedisConnection, RedisDirectory, RedisLeases, RedisPresence, RedisRevokedSessions, RedisTickets,
+    RedisConfig, RedisConnection, RedisCounts, RedisDirectory, RedisLeases, RedisPresence, RedisRevokedSessions,
+    RedisTickets,
 };
 use engine::{Clock, IdGenerator, ShardId, SystemClock};
 use protocol::ws::PresenceStatus;
@@ -352,6 +355,39 @@ async fn revoked_sessions_in_memory_and_in_redis_shared_by_every_node() {
     ending.revoke(&[7], Duration::from_secs(30)).await.unwrap();
     assert!(other.is_revoked(7).await.unwrap());
     assert_eq!(redis.raw(&["EXISTS", "test:revoked:7"]), "1");
+}
+
+// ------------------------------------------------------------- request counts
+
+async fn requests_count_per_key_until_the_window_ends(counts: &dyn RequestCounts) {
+    let long = Duration::from_secs(60);
+    for expected in 1..=3 {
+        let (count, left) = counts.count("auth:10.0.0.1", long).await.unwrap();
+        assert_eq!(count, expected);
+        assert!(left > Duration::from_secs(50) && left <= long, "{left:?}");
+    }
+    assert_eq!(counts.count("auth:10.0.0.2", long).await.unwrap().0, 1, "keys count apart");
+    // A window is not extended by the requests in it.
+    let (first, left) = counts.count("short", TTL).await.unwrap();
+    assert_eq!(first, 1);
+    assert!(left <= TTL);
+    eventually("a new window starts when the old one ends", async || counts.count("short", TTL).await.unwrap().0 == 1)
+        .await;
+}
+
+#[tokio::test]
+async fn request_counts_in_memory_and_in_redis_add_up_across_nodes() {
+    requests_count_per_key_until_the_window_ends(&LocalCounts::default()).await;
+    let redis = RedisServer::start();
+    let one = RedisCounts::new(connect(&redis).await);
+    requests_count_per_key_until_the_window_ends(&one).await;
+    // Two nodes count into the same window.
+    let other = RedisCounts::new(connect(&redis).await);
+    let window = Duration::from_secs(60);
+    assert_eq!(one.count("auth:10.9.9.9", window).await.unwrap().0, 1);
+    assert_eq!(other.count("auth:10.9.9.9", window).await.unwrap().0, 2);
+    assert_eq!(one.count("auth:10.9.9.9", window).await.unwrap().0, 3);
+    assert_eq!(redis.raw(&["GET", "test:count:auth:10.9.9.9"]), "3");
 }
 
 // ------------------------------------------------------------- Redis down, Redis restarted

@@ -162,6 +162,8 @@ impl Default for WebSocketConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Auth requests (register, login, refresh) per minute per client IP.
+    /// A cluster also counts each IP's auth requests on all nodes together
+    /// and allows this plus the burst per minute in all.
     pub auth_per_minute_per_ip: u32,
     /// Auth requests allowed in a burst per client IP.
     pub auth_burst_per_ip: u32,

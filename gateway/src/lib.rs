@@ -73,14 +73,15 @@ impl Server {
             None => Arc::new(NoPeers),
         };
         let tickets = Tickets::new(shared.tickets.clone());
-        let revoked_sessions = shared.revoked.clone();
+        let (revoked_sessions, auth_counts) = (shared.revoked.clone(), shared.counts.clone());
         let engine = Engine::start(config.engine.clone(), stores, metrics, Adapters { shared, cluster, peers })
             .await
             .context("starting the engine")?;
         let json_limit = config.limits.max_json_body_bytes;
         let contacts = web::Data::new(routes::contacts::ContactChanges::new(&config).context("configuring notifiers")?);
         let pruning_contacts = contacts.clone();
-        let state = web::Data::new(AppState::new(engine, config, keys, passwords, tickets, revoked_sessions));
+        let state =
+            web::Data::new(AppState::new(engine, config, keys, passwords, tickets, revoked_sessions, auth_counts));
 
         let avatar_permits = web::Data::new(avatars::AvatarPermits::new());
         let app_state = state.clone();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use actix::Recipient;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use engine::cluster::RevokedSessions;
+use engine::cluster::{RequestCounts, RevokedSessions};
 use engine::{Engine, Kick};
 use futures_util::future::LocalBoxFuture;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -32,6 +32,8 @@ pub struct AppState {
     /// every node of a cluster).
     revoked_sessions: Arc<dyn RevokedSessions>,
     auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// Auth requests per IP counted by every node of a cluster together.
+    auth_counts: Arc<dyn RequestCounts>,
     /// User searches per user.
     pub searches: UserLimit,
     /// Media uploads (avatars) per user.
@@ -47,6 +49,7 @@ impl AppState {
         passwords: Passwords,
         tickets: Tickets,
         revoked_sessions: Arc<dyn RevokedSessions>,
+        auth_counts: Arc<dyn RequestCounts>,
     ) -> Self {
         let per_minute = nonzero(config.limits.auth_per_minute_per_ip);
         let burst = nonzero(config.limits.auth_burst_per_ip);
@@ -59,6 +62,7 @@ impl AppState {
             connections: Connections::default(),
             revoked_sessions,
             auth_limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
+            auth_counts,
             searches: UserLimit::new(
                 "search",
                 Quota::per_second(nonzero(config.limits.searches_per_second))
@@ -108,14 +112,32 @@ impl AppState {
         Ok(self.engine.end_sessions(user_id, sessions).await?)
     }
 
-    /// Counts an auth request from `req`'s peer against its IP's budget.
-    pub fn check_auth_rate(&self, req: &HttpRequest) -> Result<(), ApiError> {
+    /// Counts an auth request from `req`'s peer against its IP's budget:
+    /// this node's limiter (`auth_per_minute_per_ip` with a burst of
+    /// `auth_burst_per_ip`), then the cluster's count, which allows what
+    /// that limiter allows in a minute (`per_minute + burst`) per
+    /// [`AUTH_WINDOW`] across all nodes. A node alone is never held to less
+    /// than its own limiter allows. If the shared count is unreachable, the
+    /// node's own limit applies alone.
+    pub async fn check_auth_rate(&self, req: &HttpRequest) -> Result<(), ApiError> {
         let Some(ip) = req.peer_addr().map(|addr| addr.ip()) else { return Ok(()) };
-        self.auth_limiter.check_key(&ip).map_err(|not_until| {
+        let refused = |wait: std::time::Duration| {
             self.engine.metrics().rate_limited.with_label_values(&["auth"]).inc();
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
             ApiError::RateLimited { retry_after_secs: wait.as_secs().max(1) }
-        })
+        };
+        self.auth_limiter.check_key(&ip).map_err(|not_until| {
+            refused(not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default())))
+        })?;
+        let budget =
+            u64::from(self.config.limits.auth_per_minute_per_ip) + u64::from(self.config.limits.auth_burst_per_ip);
+        match self.auth_counts.count(&format!("auth:{ip}"), AUTH_WINDOW).await {
+            Ok((count, left)) if count > budget => Err(refused(left)),
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "the cluster's auth counts are unreachable; this node's limit applies alone");
+                Ok(())
+            }
+        }
     }
 
     /// Counts one request of `user_id` against `limit`.
@@ -145,6 +167,9 @@ impl AppState {
         self.connections.kick_all(Kick { code: protocol::ws::close::GOING_AWAY, reason: "server shutting down" });
     }
 }
+
+/// The window in which a cluster counts each IP's auth requests.
+pub const AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A per-user rate limit, named in the `rate_limited_total` metric.
 pub struct UserLimit {

@@ -46,6 +46,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     ports: Vec<u16>,
     nodes: Vec<Option<Node>>,
+    /// `(auth_per_minute_per_ip, auth_burst_per_ip)` of every node, if not the tests' generous ones.
+    auth_limits: Option<(u32, u32)>,
 }
 
 impl Cluster {
@@ -59,6 +61,11 @@ impl Cluster {
     /// shard would have no owner. The bus's own tests run on tansu
     /// (`engine/tests/kafka.rs`).
     async fn start(count: usize) -> Cluster {
+        Self::start_with(count, None).await
+    }
+
+    /// [`Cluster::start`], with every node's auth limits set to `auth_limits`.
+    async fn start_with(count: usize, auth_limits: Option<(u32, u32)>) -> Cluster {
         let broker = TestBroker::mock();
         let kafka = KafkaConfig::default();
         broker.create_topic(&kafka.delivery_topic, SHARDS as i32).await;
@@ -71,6 +78,7 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             ports,
             nodes: Vec::new(),
+            auth_limits,
         };
         for index in 0..count {
             cluster.nodes.push(None);
@@ -102,6 +110,9 @@ impl Cluster {
         };
         config.engine.shard_count = SHARDS;
         config.engine.presence_offline_grace_ms = 200;
+        if let Some((per_minute, burst)) = self.auth_limits {
+            (config.limits.auth_per_minute_per_ip, config.limits.auth_burst_per_ip) = (per_minute, burst);
+        }
         config.auth.keys_dir = Some(self.dir.path().join("keys"));
         config.redis = Some(self.redis.config(NODE_TTL));
         config.cluster = Some(ClusterConfig {
@@ -734,4 +745,25 @@ async fn logging_out_other_sessions_through_another_node_ends_them_on_every_node
         let (status, _) = node.get("/api/v1/me", Some(&laptop.tokens.access_token)).await;
         assert_eq!(status, 200, "node {index} refused the session that stayed");
     }
+}
+
+#[actix_web::test]
+async fn an_ips_auth_budget_is_counted_by_all_nodes_together() {
+    // Each node alone lets an IP burst 4 auth requests; the cluster allows
+    // 1 + 4 a minute in all, however they are spread over the nodes.
+    let cluster = Cluster::start_with(2, Some((1, 4))).await;
+    let nodes = [cluster.api(0), cluster.api(1)];
+    let user = nodes[0].register("guessed").await; // registers, then logs in: two requests
+    let wrong = serde_json::json!({ "username": user.username, "password": "not the password" });
+    for attempt in 1..=3 {
+        let (status, body) = nodes[1].post("/api/v1/auth/login", None, &wrong).await;
+        assert_eq!(status, 401, "attempt {attempt}: {body}");
+    }
+    // Node 0's third auth request is within its own burst, but the IP's
+    // sixth in the cluster.
+    let (status, body) = nodes[0].post("/api/v1/auth/login", None, &wrong).await;
+    assert_eq!((status, body["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    let right = serde_json::json!({ "username": user.username, "password": user.password });
+    let (status, body) = nodes[1].post("/api/v1/auth/login", None, &right).await;
+    assert_eq!(status, 429, "node 1 counts into the same budget: {body}");
 }

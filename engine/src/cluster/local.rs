@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    ClusterError, GeneratorLeases, NodeDirectory, NodeInfo, PresenceDirectory, RevokedSessions, SharedPresence,
-    TicketStore,
+    ClusterError, GeneratorLeases, NodeDirectory, NodeInfo, PresenceDirectory, RequestCounts, RevokedSessions,
+    SharedPresence, TicketStore,
 };
 use crate::ids::{IdError, MAX_GENERATOR};
 
@@ -220,6 +220,30 @@ impl RevokedSessions for LocalRevokedSessions {
 
     async fn is_revoked(&self, session: i64) -> Result<bool, ClusterError> {
         Ok(self.0.get(&session).is_some())
+    }
+}
+
+/// Request counts in this process's memory.
+pub struct LocalCounts(Expiring<String, u64>);
+
+impl Default for LocalCounts {
+    fn default() -> Self {
+        // Every window is counted with its own length.
+        LocalCounts(Expiring::new(Duration::ZERO))
+    }
+}
+
+#[async_trait]
+impl RequestCounts for LocalCounts {
+    async fn count(&self, key: &str, window: Duration) -> Result<(u64, Duration), ClusterError> {
+        Ok(self.0.with(|map, now| {
+            let (count, ends) = map.entry(key.to_owned()).or_insert((0, now + window));
+            if *ends <= now {
+                (*count, *ends) = (0, now + window);
+            }
+            *count += 1;
+            (*count, *ends - now)
+        }))
     }
 }
 

@@ -1,6 +1,6 @@
 //! What the nodes of a cluster share, behind traits: generator-ID leases,
-//! the node directory, presence, one-time WebSocket tickets and ended
-//! login sessions.
+//! the node directory, presence, one-time WebSocket tickets, ended login
+//! sessions and request counts for rate limits.
 //!
 //! Each trait has an in-memory implementation for a single node
 //! ([`local`]) and a Redis one ([`crate::redis`]); callers hold
@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 pub use keeper::LeaseKeeper;
 
 use crate::redis::{
-    RedisConfig, RedisConnection, RedisDirectory, RedisLeases, RedisPresence, RedisRevokedSessions, RedisTickets,
+    RedisConfig, RedisConnection, RedisCounts, RedisDirectory, RedisLeases, RedisPresence, RedisRevokedSessions,
+    RedisTickets,
 };
 use crate::shard::ShardId;
 
@@ -160,6 +161,18 @@ pub trait RevokedSessions: Send + Sync + 'static {
     async fn is_revoked(&self, session: i64) -> Result<bool, ClusterError>;
 }
 
+/// Requests counted per key in fixed windows by every node together, so
+/// that a rate limit holds however many nodes a client spreads its
+/// requests over.
+#[async_trait]
+pub trait RequestCounts: Send + Sync + 'static {
+    /// Counts one request for `key`. Returns how many requests the key's
+    /// current window holds, this one included, and how long the window
+    /// has left. A window starts with its key's first request and lasts
+    /// `window`. A failed call may or may not have counted.
+    async fn count(&self, key: &str, window: Duration) -> Result<(u64, Duration), ClusterError>;
+}
+
 /// A node's shared-state adapters, chosen in one place.
 #[derive(Clone)]
 pub struct SharedState {
@@ -168,6 +181,7 @@ pub struct SharedState {
     pub presence: Arc<dyn PresenceDirectory>,
     pub tickets: Arc<dyn TicketStore>,
     pub revoked: Arc<dyn RevokedSessions>,
+    pub counts: Arc<dyn RequestCounts>,
 }
 
 impl SharedState {
@@ -185,6 +199,7 @@ impl SharedState {
                 presence: Arc::new(local::LocalPresence::new(Duration::from_millis(ttls.presence_ttl_ms))),
                 tickets: Arc::new(local::LocalTickets::default()),
                 revoked: Arc::new(local::LocalRevokedSessions::default()),
+                counts: Arc::new(local::LocalCounts::default()),
             });
         };
         let connection = RedisConnection::connect(config).await?;
@@ -193,7 +208,8 @@ impl SharedState {
             directory: Arc::new(RedisDirectory::new(connection.clone())),
             presence: Arc::new(RedisPresence::new(connection.clone())),
             tickets: Arc::new(RedisTickets::new(connection.clone())),
-            revoked: Arc::new(RedisRevokedSessions::new(connection)),
+            revoked: Arc::new(RedisRevokedSessions::new(connection.clone())),
+            counts: Arc::new(RedisCounts::new(connection)),
         })
     }
 }

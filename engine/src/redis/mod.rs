@@ -1,6 +1,6 @@
 //! Redis implementations of the cluster traits ([`crate::cluster`]):
-//! generator-ID leases, the node directory, presence, WebSocket tickets and
-//! ended login sessions.
+//! generator-ID leases, the node directory, presence, WebSocket tickets,
+//! ended login sessions and request counts.
 //!
 //! # Key layout
 //!
@@ -15,6 +15,7 @@
 //! | `parley:presence:{user_id}` | the user's [`SharedPresence`](crate::cluster::SharedPresence) as JSON | `presence_ttl_ms`, refreshed by each heartbeat |
 //! | `parley:ticket:{ticket}` | the ticket's payload | the ticket's own (30 s by default) |
 //! | `parley:revoked:{session}` | `1`: the login session (token family) was ended | the access tokens' lifetime (`auth.access_token_ttl_secs`) |
+//! | `parley:count:{key}` | requests counted in the key's current window (e.g. `auth:{ip}`) | the window's rest |
 //!
 //! # When Redis is down or restarts
 //!
@@ -38,8 +39,9 @@
 //! entries and presence; tickets issued before the restart are gone and
 //! the client asks for a new one; ended sessions are forgotten, so their
 //! access tokens work again until they expire (their refresh tokens stay
-//! revoked in the store).
+//! revoked in the store); request counts start again from zero.
 
+mod counts;
 mod directory;
 mod leases;
 mod presence;
@@ -55,6 +57,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 
+pub use counts::RedisCounts;
 pub use directory::RedisDirectory;
 pub use leases::RedisLeases;
 pub use presence::RedisPresence;

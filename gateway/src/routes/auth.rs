@@ -26,7 +26,7 @@ pub async fn register(
     state: web::Data<AppState>,
     body: web::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    state.check_auth_rate(&req)?;
+    state.check_auth_rate(&req).await?;
     let RegisterRequest { username, password, display_name } = body.into_inner();
     let username_key = validate_username(&username)?;
     let display_name = validate_display_name(&display_name)?;
@@ -64,7 +64,7 @@ pub async fn login(
     state: web::Data<AppState>,
     body: web::Json<LoginRequest>,
 ) -> Result<web::Json<TokenResponse>, ApiError> {
-    state.check_auth_rate(&req)?;
+    state.check_auth_rate(&req).await?;
     let LoginRequest { username, password } = body.into_inner();
     let users = state.engine.stores().users.clone();
     // Unknown users still pay for one Argon2 verification, so the response
@@ -118,7 +118,7 @@ pub async fn refresh(
     state: web::Data<AppState>,
     body: web::Json<RefreshRequest>,
 ) -> Result<web::Json<TokenResponse>, ApiError> {
-    state.check_auth_rate(&req)?;
+    state.check_auth_rate(&req).await?;
     let presented = token_hash(&body.refresh_token);
     let next_token = random_token();
     let now = engine::now_ms();
