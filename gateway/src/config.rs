@@ -157,13 +157,14 @@ impl Default for WebSocketConfig {
     }
 }
 
-/// Abuse limits.
+/// Abuse limits. Each node applies them, and a cluster also counts each
+/// key's requests on all nodes together and allows the rate plus the burst
+/// per window (a minute, or a second for searches) in all
+/// (`gateway::limits::Limit`, docs/cluster.md).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Auth requests (register, login, refresh) per minute per client IP.
-    /// A cluster also counts each IP's auth requests on all nodes together
-    /// and allows this plus the burst per minute in all.
     pub auth_per_minute_per_ip: u32,
     /// Auth requests allowed in a burst per client IP.
     pub auth_burst_per_ip: u32,

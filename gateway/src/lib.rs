@@ -9,6 +9,7 @@ pub mod avatars;
 pub mod config;
 pub mod errors;
 pub mod files;
+pub mod limits;
 pub mod notify;
 pub mod openapi;
 pub mod peers;

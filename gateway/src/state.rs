@@ -1,22 +1,24 @@
 //! Shared state of the HTTP workers, and the authenticated-user extractor.
 
 use std::collections::HashMap;
+use std::fmt::Display;
+use std::hash::Hash;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix::Recipient;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use engine::cluster::{RequestCounts, RevokedSessions};
 use engine::{Engine, Kick};
 use futures_util::future::LocalBoxFuture;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use protocol::UserId;
 
 use crate::auth::{Claims, Passwords, Tickets, TokenKeys};
 use crate::config::Config;
 use crate::errors::ApiError;
+use crate::limits::Limit;
 
 /// Everything a request handler may need.
 pub struct AppState {
@@ -31,13 +33,14 @@ pub struct AppState {
     /// Login sessions ended before their access tokens expire (shared by
     /// every node of a cluster).
     revoked_sessions: Arc<dyn RevokedSessions>,
-    auth_limiter: DefaultKeyedRateLimiter<IpAddr>,
-    /// Auth requests per IP counted by every node of a cluster together.
-    auth_counts: Arc<dyn RequestCounts>,
+    /// Requests counted by every node of a cluster together, for the limits.
+    counts: Arc<dyn RequestCounts>,
+    /// Register, login and refresh per IP.
+    auth: Limit<IpAddr>,
     /// User searches per user.
-    pub searches: UserLimit,
+    pub searches: Limit<i64>,
     /// Media uploads (avatars) per user.
-    pub uploads: UserLimit,
+    pub uploads: Limit<i64>,
     shutting_down: AtomicBool,
 }
 
@@ -49,10 +52,9 @@ impl AppState {
         passwords: Passwords,
         tickets: Tickets,
         revoked_sessions: Arc<dyn RevokedSessions>,
-        auth_counts: Arc<dyn RequestCounts>,
+        counts: Arc<dyn RequestCounts>,
     ) -> Self {
-        let per_minute = nonzero(config.limits.auth_per_minute_per_ip);
-        let burst = nonzero(config.limits.auth_burst_per_ip);
+        let limits = &config.limits;
         AppState {
             engine,
             keys,
@@ -61,18 +63,10 @@ impl AppState {
             tickets,
             connections: Connections::default(),
             revoked_sessions,
-            auth_limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
-            auth_counts,
-            searches: UserLimit::new(
-                "search",
-                Quota::per_second(nonzero(config.limits.searches_per_second))
-                    .allow_burst(nonzero(config.limits.search_burst)),
-            ),
-            uploads: UserLimit::new(
-                "upload",
-                Quota::per_minute(nonzero(config.limits.uploads_per_minute))
-                    .allow_burst(nonzero(config.limits.upload_burst)),
-            ),
+            counts,
+            auth: Limit::new("auth", limits.auth_per_minute_per_ip, limits.auth_burst_per_ip, MINUTE),
+            searches: Limit::new("search", limits.searches_per_second, limits.search_burst, Duration::from_secs(1)),
+            uploads: Limit::new("upload", limits.uploads_per_minute, limits.upload_burst, MINUTE),
             shutting_down: AtomicBool::new(false),
             config,
         }
@@ -107,53 +101,31 @@ impl AppState {
     /// WebSockets, on whichever node holds them, close with
     /// [`protocol::ws::close::SESSION_REVOKED`].
     pub async fn end_sessions(&self, user_id: UserId, sessions: &[i64]) -> Result<(), ApiError> {
-        let ttl = std::time::Duration::from_secs(self.config.auth.access_token_ttl_secs);
+        let ttl = Duration::from_secs(self.config.auth.access_token_ttl_secs);
         self.revoked_sessions.revoke(sessions, ttl).await?;
         Ok(self.engine.end_sessions(user_id, sessions).await?)
     }
 
-    /// Counts an auth request from `req`'s peer against its IP's budget:
-    /// this node's limiter (`auth_per_minute_per_ip` with a burst of
-    /// `auth_burst_per_ip`), then the cluster's count, which allows what
-    /// that limiter allows in a minute (`per_minute + burst`) per
-    /// [`AUTH_WINDOW`] across all nodes. A node alone is never held to less
-    /// than its own limiter allows. If the shared count is unreachable, the
-    /// node's own limit applies alone.
+    /// Counts an auth request (register, login, refresh) from `req`'s peer
+    /// against its IP's budget: `auth_per_minute_per_ip` with a burst of
+    /// `auth_burst_per_ip`, across the cluster ([`Limit`]).
     pub async fn check_auth_rate(&self, req: &HttpRequest) -> Result<(), ApiError> {
-        let Some(ip) = req.peer_addr().map(|addr| addr.ip()) else { return Ok(()) };
-        let refused = |wait: std::time::Duration| {
-            self.engine.metrics().rate_limited.with_label_values(&["auth"]).inc();
-            ApiError::RateLimited { retry_after_secs: wait.as_secs().max(1) }
-        };
-        self.auth_limiter.check_key(&ip).map_err(|not_until| {
-            refused(not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default())))
-        })?;
-        let budget =
-            u64::from(self.config.limits.auth_per_minute_per_ip) + u64::from(self.config.limits.auth_burst_per_ip);
-        match self.auth_counts.count(&format!("auth:{ip}"), AUTH_WINDOW).await {
-            Ok((count, left)) if count > budget => Err(refused(left)),
-            Ok(_) => Ok(()),
-            Err(error) => {
-                tracing::warn!(%error, "the cluster's auth counts are unreachable; this node's limit applies alone");
-                Ok(())
-            }
+        match req.peer_addr() {
+            Some(addr) => self.check_rate(&self.auth, addr.ip()).await,
+            None => Ok(()),
         }
     }
 
-    /// Counts one request of `user_id` against `limit`.
-    pub fn check_user_rate(&self, limit: &UserLimit, user_id: UserId) -> Result<(), ApiError> {
-        limit.limiter.check_key(&user_id.0).map_err(|not_until| {
-            self.engine.metrics().rate_limited.with_label_values(&[limit.name]).inc();
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-            ApiError::RateLimited { retry_after_secs: wait.as_secs().max(1) }
-        })
+    /// Counts one request of `key` against `limit`, across the cluster.
+    pub async fn check_rate<K: Hash + Eq + Clone + Display>(&self, limit: &Limit<K>, key: K) -> Result<(), ApiError> {
+        limit.check(key, &*self.counts, &self.engine.metrics().rate_limited).await
     }
 
     /// Forgets rate-limit state that has refilled; called periodically.
     pub fn prune_rate_limits(&self) {
-        self.auth_limiter.retain_recent();
-        self.searches.limiter.retain_recent();
-        self.uploads.limiter.retain_recent();
+        self.auth.retain_recent();
+        self.searches.retain_recent();
+        self.uploads.retain_recent();
         self.engine.prune_rate_limits();
     }
 
@@ -168,24 +140,8 @@ impl AppState {
     }
 }
 
-/// The window in which a cluster counts each IP's auth requests.
-pub const AUTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A per-user rate limit, named in the `rate_limited_total` metric.
-pub struct UserLimit {
-    name: &'static str,
-    limiter: DefaultKeyedRateLimiter<i64>,
-}
-
-impl UserLimit {
-    fn new(name: &'static str, quota: Quota) -> Self {
-        UserLimit { name, limiter: RateLimiter::keyed(quota) }
-    }
-}
-
-fn nonzero(n: u32) -> NonZeroU32 {
-    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
-}
+/// The window of the per-minute limits.
+const MINUTE: Duration = Duration::from_secs(60);
 
 /// Argon2 computations allowed at once: two per CPU.
 fn hash_concurrency() -> usize {

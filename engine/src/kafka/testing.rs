@@ -24,6 +24,9 @@ use super::KafkaConfig;
 pub const TANSU_ENV: &str = "PARLEY_TEST_TANSU";
 /// Brokers of the mock cluster.
 pub const MOCK_BROKERS: i32 = 3;
+/// The shortest consumer session that works on tansu
+/// ([`TestBroker::session_timeout_ms`]): its 3 s join pause with a margin.
+pub const TANSU_MIN_SESSION_TIMEOUT_MS: u32 = 10_000;
 /// Longest wait for tansu to listen, and for a new topic to show.
 pub const START_PATIENCE: Duration = Duration::from_secs(20);
 
@@ -93,10 +96,25 @@ impl TestBroker {
     pub fn config(&self) -> KafkaConfig {
         KafkaConfig {
             brokers: vec![self.bootstrap_servers()],
-            session_timeout_ms: 6_000,
+            session_timeout_ms: self.session_timeout_ms(6_000),
             heartbeat_interval_ms: 500,
             commit_interval_ms: 100,
             ..KafkaConfig::default()
+        }
+    }
+
+    /// The consumers' `session.timeout.ms` for a test that wants
+    /// `wanted_ms`, raised to what this broker needs. Tansu holds a
+    /// follower's JoinGroup for 3 s (`PAUSE_MS` in its group coordinator),
+    /// during which librdkafka sends no heartbeats, and drops every member
+    /// silent for longer than its session timeout: with a session of 3-6 s
+    /// a rebalance among three consumers drops members that are still
+    /// joining, which starts the next rebalance, and partitions are given
+    /// to one member while another still owns them.
+    pub fn session_timeout_ms(&self, wanted_ms: u32) -> u32 {
+        match self.kind {
+            Kind::Mock(_) => wanted_ms,
+            Kind::Tansu(_) => wanted_ms.max(TANSU_MIN_SESSION_TIMEOUT_MS),
         }
     }
 

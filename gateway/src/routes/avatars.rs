@@ -68,7 +68,7 @@ pub async fn upload_avatar(
     uploader: protocol::UserId,
     owner_id: i64,
 ) -> Result<String, ApiError> {
-    state.check_user_rate(&state.uploads, uploader)?;
+    state.check_rate(&state.uploads, uploader.0).await?;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|len| len > MAX_AVATAR_BYTES) {
         return Err(too_large());

@@ -9,12 +9,10 @@
 //! `contacts.max_attempts` wrong guesses. Requests for codes are limited per
 //! user and channel and per destination address (`contacts.codes_per_hour`).
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::{HttpResponse, web};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -23,6 +21,7 @@ use utoipa::ToSchema;
 
 use crate::config::{Config, ContactsConfig};
 use crate::errors::ApiError;
+use crate::limits::Limit;
 use crate::notify::{self, Notice, Notifier, Recipient};
 use crate::state::{AppState, AuthUser};
 
@@ -31,6 +30,10 @@ use crate::state::{AppState, AuthUser};
 pub const CODE_DIGITS: usize = 6;
 /// Number of distinct codes (10^[`CODE_DIGITS`]).
 const CODE_SPACE: u32 = 1_000_000;
+/// The code requests' label in `rate_limited_total`.
+const RATE_LIMIT_NAME: &str = "contact_code";
+/// The window of the code request limits.
+const HOUR: Duration = Duration::from_secs(3600);
 /// Longest email address accepted (RFC 5321's path limit less the brackets).
 pub const MAX_EMAIL_LEN: usize = 254;
 /// Fewest digits in a phone number, country code included.
@@ -47,8 +50,11 @@ const _: () = assert!(10u32.pow(CODE_DIGITS as u32) == CODE_SPACE);
 pub struct ContactChanges {
     notifier: Arc<dyn Notifier>,
     settings: ContactsConfig,
-    per_user: DefaultKeyedRateLimiter<(i64, ContactChannel)>,
-    per_address: DefaultKeyedRateLimiter<String>,
+    /// Keyed `user:<id>:<channel>`.
+    per_user: Limit<String>,
+    /// Keyed `address:<channel>:<SHA-256 of the lowercased address>`: the
+    /// key may be stored in Redis, and an address is personal data.
+    per_address: Limit<String>,
 }
 
 impl ContactChanges {
@@ -58,13 +64,12 @@ impl ContactChanges {
     }
 
     pub fn with_notifier(notifier: Arc<dyn Notifier>, settings: ContactsConfig) -> Self {
-        let per_hour = NonZeroU32::new(settings.codes_per_hour).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::per_hour(per_hour).allow_burst(per_hour);
+        let per_hour = settings.codes_per_hour;
         ContactChanges {
             notifier,
+            per_user: Limit::new(RATE_LIMIT_NAME, per_hour, per_hour, HOUR),
+            per_address: Limit::new(RATE_LIMIT_NAME, per_hour, per_hour, HOUR),
             settings,
-            per_user: RateLimiter::keyed(quota),
-            per_address: RateLimiter::keyed(quota),
         }
     }
 
@@ -74,16 +79,18 @@ impl ContactChanges {
         self.per_address.retain_recent();
     }
 
-    /// Counts a code request against the user's and the address's budgets.
-    fn check_rate(&self, state: &AppState, user_id: i64, channel: ContactChannel, value: &str) -> Result<(), ApiError> {
-        let clock = governor::clock::DefaultClock::default();
-        let refuse = |not_until: governor::NotUntil<_>| {
-            state.engine.metrics().rate_limited.with_label_values(&["contact_code"]).inc();
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&clock));
-            ApiError::RateLimited { retry_after_secs: wait.as_secs().max(1) }
-        };
-        self.per_user.check_key(&(user_id, channel)).map_err(refuse)?;
-        self.per_address.check_key(&format!("{}:{}", channel.as_str(), value.to_ascii_lowercase())).map_err(refuse)
+    /// Counts a code request against the user's and the address's budgets,
+    /// across the cluster.
+    async fn check_rate(
+        &self,
+        state: &AppState,
+        user_id: i64,
+        channel: ContactChannel,
+        value: &str,
+    ) -> Result<(), ApiError> {
+        state.check_rate(&self.per_user, format!("user:{user_id}:{}", channel.as_str())).await?;
+        let address = Sha256::digest(value.to_ascii_lowercase());
+        state.check_rate(&self.per_address, format!("address:{}:{address:x}", channel.as_str())).await
     }
 }
 
@@ -226,7 +233,7 @@ async fn request(
         Recipient::Phone(_) => ContactChannel::Phone,
     };
     let value = to.address().to_owned();
-    changes.check_rate(state, user_id, channel, &value)?;
+    changes.check_rate(state, user_id, channel, &value).await?;
 
     let code = new_code();
     let ttl = changes.settings.code_ttl_secs;

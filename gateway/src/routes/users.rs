@@ -75,7 +75,7 @@ pub async fn search(
     if offset > MAX_SEARCH_OFFSET {
         return Err(ApiError::InvalidField(format!("offset must be at most {MAX_SEARCH_OFFSET}")));
     }
-    state.check_user_rate(&state.searches, user.user_id)?;
+    state.check_rate(&state.searches, user.user_id.0).await?;
     let found = state.engine.search_users(user.user_id, q, limit, offset).await?;
     let ids: Vec<i64> = found.iter().map(|record| record.id).collect();
     let relations: std::collections::HashMap<i64, storage::Relation> =
