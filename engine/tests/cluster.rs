@@ -331,6 +331,14 @@ async fn a_ticket_issued_on_one_node_is_redeemed_once_on_any() {
 // ------------------------------------------------------------- ended sessions
 
 async fn ended_sessions_are_refused_until_their_ttl(revoked: &dyn RevokedSessions) {
+    // Until restored from the store, the set cannot say a session is live.
+    assert!(!revoked.is_complete().await.unwrap());
+    assert!(matches!(revoked.is_revoked(1).await, Err(ClusterError::RevocationsIncomplete)));
+    revoked.restore(&[(8, Duration::from_secs(30)), (9, TTL)]).await.unwrap();
+    assert!(revoked.is_complete().await.unwrap());
+    assert!(revoked.is_revoked(8).await.unwrap(), "restored");
+    eventually("a restored entry expires with its own ttl", async || !revoked.is_revoked(9).await.unwrap()).await;
+    assert!(revoked.is_revoked(8).await.unwrap());
     assert!(!revoked.is_revoked(1).await.unwrap());
     revoked.revoke(&[], TTL).await.unwrap();
     revoked.revoke(&[1, 2], Duration::from_secs(30)).await.unwrap();
@@ -355,6 +363,13 @@ async fn revoked_sessions_in_memory_and_in_redis_shared_by_every_node() {
     ending.revoke(&[7], Duration::from_secs(30)).await.unwrap();
     assert!(other.is_revoked(7).await.unwrap());
     assert_eq!(redis.raw(&["EXISTS", "test:revoked:7"]), "1");
+    // A Redis that lost its data has lost the mark too: nobody is let in
+    // on its word until the set is restored.
+    redis.raw(&["FLUSHALL"]);
+    assert!(!other.is_complete().await.unwrap());
+    assert!(matches!(other.is_revoked(7).await, Err(ClusterError::RevocationsIncomplete)));
+    ending.restore(&[(7, Duration::from_secs(30))]).await.unwrap();
+    assert!(other.is_revoked(7).await.unwrap());
 }
 
 // ------------------------------------------------------------- request counts
@@ -458,7 +473,7 @@ async fn shared_state_is_memory_without_redis_settings_and_redis_with_them() {
     assert_eq!(local.leases.ttl(), None);
     assert_eq!(local.leases.claim().await.unwrap(), 4);
     assert!(local.tickets.insert("t", "claims", TTL).await.unwrap());
-    local.revoked.revoke(&[5], TTL).await.unwrap();
+    local.revoked.restore(&[(5, TTL)]).await.unwrap();
     assert!(local.revoked.is_revoked(5).await.unwrap());
     assert!(engine::cluster::SharedState::open(None, "solo", engine::ids::MAX_GENERATOR + 1).await.is_err());
 

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod notify;
 pub mod openapi;
 pub mod peers;
+mod revocations;
 mod routes;
 pub mod seed;
 mod socket;
@@ -83,6 +84,9 @@ impl Server {
         let pruning_contacts = contacts.clone();
         let state =
             web::Data::new(AppState::new(engine, config, keys, passwords, tickets, revoked_sessions, auth_counts));
+        let restored = revocations::restore(&state).await.context("loading the ended sessions")?;
+        tracing::info!(restored, "ended sessions loaded");
+        actix_web::rt::spawn(revocations::keep_complete(state.clone()));
 
         let avatar_permits = web::Data::new(avatars::AvatarPermits::new());
         let app_state = state.clone();

@@ -32,7 +32,7 @@ pub struct AppState {
     pub connections: Connections,
     /// Login sessions ended before their access tokens expire (shared by
     /// every node of a cluster).
-    revoked_sessions: Arc<dyn RevokedSessions>,
+    pub(crate) revoked_sessions: Arc<dyn RevokedSessions>,
     /// Requests counted by every node of a cluster together, for the limits.
     counts: Arc<dyn RequestCounts>,
     /// Register, login and refresh per IP.

@@ -25,7 +25,7 @@ use engine::kafka::testing::TestBroker;
 use engine::redis::testing::RedisServer;
 use engine::redis::{RedisConnection, RedisDirectory};
 use gateway::config::{ClusterConfig, Config, LimitsConfig};
-use protocol::rest::{ChatSummary, CreateGroup, WsTicketResponse};
+use protocol::rest::{ChatSummary, CreateGroup, RefreshRequest, WsTicketResponse};
 use protocol::ws::PresenceStatus;
 use protocol::ws::{ClientFrame, ErrorCode, ServerFrame, Update, close};
 use protocol::{ChatId, UserId};
@@ -631,9 +631,13 @@ async fn group_chat_under(
 
 #[actix_web::test]
 async fn a_redis_restart_loses_no_message_and_the_cluster_recovers() {
-    // Redis comes back empty: leases, the directory and tickets are gone.
-    // Sends meet `unavailable` while the nodes claim new generator IDs.
+    // Redis comes back empty: leases, the directory, tickets and the ended
+    // sessions are gone. Sends meet `unavailable` while the nodes claim new
+    // generator IDs.
     let mut cluster = Cluster::start(3).await;
+    let ended = cluster.api(0).register("ended").await;
+    let logout = RefreshRequest { refresh_token: ended.tokens.refresh_token.clone() };
+    assert_eq!(cluster.api(1).post("/api/v1/auth/logout", None, &logout).await.0, 204);
     let (group, mut members, acked) = group_chat_under(&mut cluster, |cluster, round| {
         if round == 10 {
             cluster.redis.restart();
@@ -645,6 +649,23 @@ async fn a_redis_restart_loses_no_message_and_the_cluster_recovers() {
         member.receive_all(group, &acked).await;
     }
     everyone_has_exactly(&mut members, group, &acked).await;
+
+    // The ended session's access token (still unexpired) is refused by
+    // every node: the nodes restored the ended sessions from the store. It
+    // never passed meanwhile; 503 is the answer while the set is restored.
+    let token = Some(ended.tokens.access_token.as_str());
+    for index in 0..3 {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (status, body) = cluster.api(index).get("/api/v1/me", token).await;
+            assert!(status == 401 || status == 503, "node {index}: {status} {body}");
+            if status == 401 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {index} never restored the ended sessions");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     // Tickets work again, and a member coming back shows online to the others.
     let api = cluster.api(0);

@@ -85,6 +85,25 @@ async fn sigterm_closes_clients_with_going_away_and_exits_cleanly() {
 }
 
 #[actix_web::test]
+async fn a_logged_out_access_token_stays_refused_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(&dir);
+    let server = TestServer::start_in(dir, config.clone()).await;
+    let alice = server.register("alice").await;
+    let phone = server.login("alice", &alice.password).await;
+    let logout = protocol::rest::RefreshRequest { refresh_token: alice.tokens.refresh_token.clone() };
+    assert_eq!(server.post("/api/v1/auth/logout", None, &logout).await.0, 204);
+    server.server.shutdown().await;
+
+    // The node kept the ended sessions in memory only; it loads them
+    // again from the store as it starts.
+    let server = TestServer::start_in(server.dir, config).await;
+    let (status, body) = server.get("/api/v1/me", Some(&alice.tokens.access_token)).await;
+    assert_eq!(status, 401, "the ended session's unexpired access token: {body}");
+    assert_eq!(server.get("/api/v1/me", Some(&phone.access_token)).await.0, 200, "the other session lives");
+}
+
+#[actix_web::test]
 async fn passwords_under_an_old_pepper_still_work_and_are_upgraded() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(&dir);

@@ -117,7 +117,18 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Revokes every live family of `user_id` except `keep` ("log out other
     /// devices"); returns the families it revoked.
     async fn revoke_other_families(&self, user_id: i64, keep: i64, now_ms: i64) -> StorageResult<Vec<i64>>;
+    /// The families first revoked from `since_ms` to `now_ms` (both
+    /// included), each with that time, in no particular order: the logins
+    /// whose access tokens may still be live, to refuse them again after
+    /// the shared state that listed them was lost. A backend may forget
+    /// revocations older than [`REVOKED_FAMILIES_KEPT_MS`].
+    async fn families_revoked_since(&self, since_ms: i64, now_ms: i64) -> StorageResult<Vec<RevokedFamily>>;
 }
+
+/// How long a backend must be able to list a revoked family
+/// ([`TokenStore::families_revoked_since`]): 30 days, far beyond an access
+/// token's life.
+pub const REVOKED_FAMILIES_KEPT_MS: i64 = 30 * 24 * 3_600_000;
 
 /// Chats, their members, messages and each user's update log.
 #[async_trait]

@@ -186,6 +186,13 @@ pub struct NewRefreshToken {
     pub created_at_ms: i64,
 }
 
+/// A revoked token family and when it was first revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RevokedFamily {
+    pub family_id: i64,
+    pub revoked_at_ms: i64,
+}
+
 /// Result of [`crate::TokenStore::rotate`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RotateOutcome {

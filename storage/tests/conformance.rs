@@ -105,6 +105,7 @@ macro_rules! backend_tests {
                 unknown_token_changes_nothing,
                 logout_revokes_the_family,
                 logging_out_other_devices_keeps_only_this_one,
+                revoked_families_are_listed_by_the_time_of_their_first_revocation,
                 direct_chat_is_idempotent_and_symmetric,
                 concurrent_direct_chats_agree,
                 append_assigns_consecutive_seqs_per_user,
@@ -181,8 +182,8 @@ mod suite {
     use storage::{
         AppendOutcome, ChatKind, ChatRecord, EndedFamily, GroupChange, GroupChanged, GroupRefusal, MessageRecord,
         NewGroup, NewMessage, NewRefreshToken, NewTokenFamily, NewUser, PresenceChoice, PresencePeer, ReceiptRecord,
-        Relation, RelationAction, Role, RotateOutcome, StorageError, StorageResult, Stores, TokenHash, UpdateKind,
-        UserRecord,
+        Relation, RelationAction, RevokedFamily, Role, RotateOutcome, StorageError, StorageResult, Stores, TokenHash,
+        UpdateKind, UserRecord,
     };
 
     use super::{Error, Harness, TestResult};
@@ -427,6 +428,31 @@ mod suite {
         assert_eq!(ended, RotateOutcome::Revoked);
         let other_user = stores.tokens.rotate(&hash(4), token(7, 10_000), 7).await?;
         assert!(matches!(other_user, RotateOutcome::Rotated { family_id: 20, .. }), "other users keep theirs");
+        Ok(())
+    }
+
+    pub async fn revoked_families_are_listed_by_the_time_of_their_first_revocation(stores: &Stores) -> TestResult {
+        const HOUR: i64 = 3_600_000;
+        let t = 1_800_000_000_000; // 2027, so that a 30-day window is all after 1970
+        users(stores, &[1, 2]).await?;
+        for (id, user, first) in [(10, 1, 1), (11, 1, 2), (12, 1, 3), (20, 2, 4), (21, 2, 5)] {
+            family(stores, id, user, first).await?;
+        }
+        stores.tokens.revoke_family_of(&hash(1), t - 2 * HOUR).await?;
+        stores.tokens.revoke_family_of(&hash(2), t - HOUR / 2).await?;
+        // Revoking again keeps the first time.
+        stores.tokens.revoke_family_of(&hash(2), t - HOUR / 4).await?;
+        stores.tokens.revoke_other_families(2, 21, t - 1).await?;
+        let listed = |since_ms, now_ms| async move {
+            let mut found = stores.tokens.families_revoked_since(since_ms, now_ms).await?;
+            found.sort_by_key(|family| family.family_id);
+            Ok::<_, StorageError>(found)
+        };
+        let at = |family_id, revoked_at_ms| RevokedFamily { family_id, revoked_at_ms };
+        assert_eq!(listed(t - HOUR, t).await?, [at(11, t - HOUR / 2), at(20, t - 1)], "12 and 21 are live");
+        assert_eq!(listed(t - 3 * HOUR, t).await?, [at(10, t - 2 * HOUR), at(11, t - HOUR / 2), at(20, t - 1)]);
+        assert_eq!(listed(t - HOUR / 2, t - HOUR / 2).await?, [at(11, t - HOUR / 2)], "both ends count");
+        assert_eq!(listed(t, t + HOUR).await?, [], "nothing revoked since");
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -199,13 +200,16 @@ impl TicketStore for LocalTickets {
     }
 }
 
-/// Ended login sessions in this process's memory.
-pub struct LocalRevokedSessions(Expiring<i64, ()>);
+/// Ended login sessions in this process's memory; incomplete until restored.
+pub struct LocalRevokedSessions {
+    sessions: Expiring<i64, ()>,
+    complete: AtomicBool,
+}
 
 impl Default for LocalRevokedSessions {
     fn default() -> Self {
         // Every revocation names its own time to live.
-        LocalRevokedSessions(Expiring::new(Duration::ZERO))
+        LocalRevokedSessions { sessions: Expiring::new(Duration::ZERO), complete: AtomicBool::new(false) }
     }
 }
 
@@ -213,13 +217,28 @@ impl Default for LocalRevokedSessions {
 impl RevokedSessions for LocalRevokedSessions {
     async fn revoke(&self, sessions: &[i64], ttl: Duration) -> Result<(), ClusterError> {
         for session in sessions {
-            self.0.insert_for(*session, (), ttl);
+            self.sessions.insert_for(*session, (), ttl);
         }
         Ok(())
     }
 
     async fn is_revoked(&self, session: i64) -> Result<bool, ClusterError> {
-        Ok(self.0.get(&session).is_some())
+        if !self.complete.load(Ordering::Acquire) {
+            return Err(ClusterError::RevocationsIncomplete);
+        }
+        Ok(self.sessions.get(&session).is_some())
+    }
+
+    async fn is_complete(&self) -> Result<bool, ClusterError> {
+        Ok(self.complete.load(Ordering::Acquire))
+    }
+
+    async fn restore(&self, sessions: &[(i64, Duration)]) -> Result<(), ClusterError> {
+        for (session, ttl) in sessions {
+            self.sessions.insert_for(*session, (), *ttl);
+        }
+        self.complete.store(true, Ordering::Release);
+        Ok(())
     }
 }
 

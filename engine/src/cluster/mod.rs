@@ -49,6 +49,8 @@ pub enum ClusterError {
     Config(String),
     #[error("encoding a value: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("the ended sessions are not loaded yet (the shared state lost them, or the node is starting)")]
+    RevocationsIncomplete,
 }
 
 /// Leases of snowflake generator IDs (`0..=ids::MAX_GENERATOR`), so that
@@ -151,14 +153,31 @@ pub trait TicketStore: Send + Sync + 'static {
 /// expire, so that every node refuses those tokens. An entry lives for the
 /// time to live it was revoked with: the longest an access token of the
 /// session can still be valid, after which the token refuses itself.
+///
+/// The set is a copy of what the store knows (revoked families), and a
+/// copy can be lost: memory with its process, Redis (which runs without
+/// persistence) when it restarts. So the set starts out *incomplete*, and
+/// [`RevokedSessions::is_revoked`] refuses to answer until
+/// [`RevokedSessions::restore`] has loaded it from the store; a lost Redis
+/// is incomplete again, since its mark went with it.
 #[async_trait]
 pub trait RevokedSessions: Send + Sync + 'static {
     /// Refuses `sessions` from now on, for `ttl`. Idempotent; one round
     /// trip however many sessions it names.
     async fn revoke(&self, sessions: &[i64], ttl: Duration) -> Result<(), ClusterError>;
 
-    /// Whether `session` was revoked less than its time to live ago.
+    /// Whether `session` was revoked less than its time to live ago; fails
+    /// with [`ClusterError::RevocationsIncomplete`] while the set is
+    /// incomplete. One round trip.
     async fn is_revoked(&self, session: i64) -> Result<bool, ClusterError>;
+
+    /// Whether the set is complete (restored since it was last lost).
+    async fn is_complete(&self) -> Result<bool, ClusterError>;
+
+    /// Adds `sessions`, each for its own time to live, and marks the set
+    /// complete, at once (in Redis in one transaction, so the mark never
+    /// lands in a Redis that lacks the entries).
+    async fn restore(&self, sessions: &[(i64, Duration)]) -> Result<(), ClusterError>;
 }
 
 /// Requests counted per key in fixed windows by every node together, so

@@ -334,6 +334,10 @@ fn check_statement(tables: &BTreeMap<String, Table>, entry: &Entry) -> Check<Str
             if cursor.eat("IF") {
                 cursor.expect("NOT EXISTS")?;
             }
+            if cursor.eat("USING") {
+                cursor.expect("TTL")?;
+                cursor.next()?;
+            }
             name
         }
         "UPDATE" => {

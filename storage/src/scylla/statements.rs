@@ -180,6 +180,12 @@ statements! {
     FAMILY_INSERT(3) = "INSERT INTO token_families (id, user_id, created_at_ms) VALUES (?, ?, ?)";
     FAMILY_SELECT(1) = "SELECT user_id, revoked_at_ms FROM token_families WHERE id = ?";
     FAMILY_REVOKE(2) = "UPDATE token_families SET revoked_at_ms = ? WHERE id = ?";
+    /// The TTL is [`crate::REVOKED_FAMILIES_KEPT_MS`] in seconds.
+    REVOKED_FAMILY_INSERT(4) = "INSERT INTO revoked_families_by_hour (hour, revoked_at_ms, family_id) \
+        VALUES (?, ?, ?) USING TTL ?";
+    /// Paged.
+    REVOKED_FAMILIES_SINCE(3) = "SELECT family_id, revoked_at_ms FROM revoked_families_by_hour WHERE hour = ? \
+        AND revoked_at_ms >= ? AND revoked_at_ms <= ?";
     FAMILY_OF_USER_INSERT(2) = "INSERT INTO families_by_user (user_id, family_id) VALUES (?, ?)";
     /// Paged.
     FAMILIES_OF_USER(1) = "SELECT family_id FROM families_by_user WHERE user_id = ?";

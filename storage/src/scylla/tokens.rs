@@ -14,16 +14,29 @@ impl ScyllaStore {
         Ok(row.map(|(user_id, revoked_at_ms)| (user_id, revoked_at_ms.is_some())))
     }
 
-    /// Marks the family revoked, keeping the first revocation time.
+    /// Marks the family revoked, keeping the first revocation time, and
+    /// lists it by that time's hour.
     async fn revoke_family(&self, family_id: i64, now_ms: i64) -> StorageResult<bool> {
         match self.family(family_id).await? {
             Some((_, false)) => {
-                self.execute(FAMILY_REVOKE, (now_ms, family_id)).await?;
+                let mut writes = Writes::default();
+                writes.push(FAMILY_REVOKE, (now_ms, family_id));
+                writes.push(REVOKED_FAMILY_INSERT, (hour_of(now_ms), now_ms, family_id, REVOKED_FAMILIES_TTL_SECS));
+                self.write(writes).await?;
                 Ok(true)
             }
             _ => Ok(false),
         }
     }
+}
+
+/// [`REVOKED_FAMILIES_KEPT_MS`] as a CQL TTL.
+const REVOKED_FAMILIES_TTL_SECS: i32 = (REVOKED_FAMILIES_KEPT_MS / 1_000) as i32;
+const HOUR_MS: i64 = 3_600_000;
+
+/// The partition of `revoked_families_by_hour` for a time.
+fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(HOUR_MS)
 }
 
 #[async_trait]
@@ -76,5 +89,17 @@ impl TokenStore for ScyllaStore {
         let revoked =
             self.for_each(others, |id| async move { Ok((id, self.revoke_family(id, now_ms).await?)) }).await?;
         Ok(revoked.into_iter().filter(|(_, revoked)| *revoked).map(|(id, _)| id).collect())
+    }
+
+    async fn families_revoked_since(&self, since_ms: i64, now_ms: i64) -> StorageResult<Vec<RevokedFamily>> {
+        let since_ms = since_ms.max(now_ms.saturating_sub(REVOKED_FAMILIES_KEPT_MS));
+        let hours = hour_of(since_ms)..=hour_of(now_ms);
+        let found = self
+            .for_each(hours, |hour| async move {
+                self.all::<3, (i64, i64)>(REVOKED_FAMILIES_SINCE, (hour, since_ms, now_ms)).await
+            })
+            .await?;
+        let rows = found.into_iter().flatten();
+        Ok(rows.map(|(family_id, revoked_at_ms)| RevokedFamily { family_id, revoked_at_ms }).collect())
     }
 }

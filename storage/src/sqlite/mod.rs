@@ -73,7 +73,7 @@ const _: () = assert!(READER_POOL_SIZE > 0, "the reader pool needs at least one 
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
 const MIGRATIONS: &[&str] =
-    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7];
+    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8];
 
 /// Version 1: users, token families, 1:1 chats, messages, update logs and
 /// the ID clock's high-water marks.
@@ -280,6 +280,12 @@ ALTER TABLE users ADD COLUMN last_seen_ms INTEGER;
 /// also the user's (a group message wrote a thousand of each).
 const MIGRATION_7: &str = r#"
 ALTER TABLE users DROP COLUMN update_seq;
+"#;
+
+/// Version 8: revoked token families by revocation time, to list those
+/// whose access tokens may still be live.
+const MIGRATION_8: &str = r#"
+CREATE INDEX token_families_by_revocation ON token_families (revoked_at_ms) WHERE revoked_at_ms IS NOT NULL;
 "#;
 
 /// The seq of `user_id`'s next update-log entry. Logs are append-only, so

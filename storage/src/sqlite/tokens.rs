@@ -84,6 +84,18 @@ impl TokenStore for SqliteStore {
         })
         .await
     }
+
+    async fn families_revoked_since(&self, since_ms: i64, now_ms: i64) -> StorageResult<Vec<RevokedFamily>> {
+        self.read(move |tx| {
+            let mut select = tx
+                .prepare_cached("SELECT id, revoked_at_ms FROM token_families WHERE revoked_at_ms BETWEEN ?1 AND ?2")?;
+            let rows = select.query_map([since_ms, now_ms], |row| {
+                Ok(RevokedFamily { family_id: row.get(0)?, revoked_at_ms: row.get(1)? })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
 }
 
 /// Live token families of `user_id` other than `keep`.
