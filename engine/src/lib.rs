@@ -47,7 +47,7 @@ use crate::cluster::{NodeDirectory, NodeInfo, SharedState};
 use crate::kafka::{DeliveryConsumer, KafkaBus, KafkaConfig, OwnershipChange};
 use crate::peers::{ChatCommand, ChatReply, Peers};
 use crate::presence::PresenceControl;
-use crate::registry::{Attach, ChatAddr, Detach, Evict, SetChoice, SetIdle, ShardActor, route_by_shard};
+use crate::registry::{Attach, ChatAddr, Detach, Evict, Gained, SetChoice, SetIdle, ShardActor, route_by_shard};
 
 /// What every actor shares.
 pub(crate) struct Core {
@@ -62,6 +62,9 @@ pub(crate) struct Core {
     pub relations_epoch: std::sync::atomic::AtomicU64,
     /// Which shards this node owns; set once the bus is connected.
     pub ownership: OnceLock<Arc<dyn ShardOwnership>>,
+    /// Where shard actors share their users' shown presence, for a node
+    /// that takes a shard over (memory on one node, Redis in a cluster).
+    pub presence: Arc<dyn cluster::PresenceDirectory>,
     /// Whether chat actors may cache relations (`chat::RelationCache`):
     /// only on a single node, where `relations_epoch` sees every change. A
     /// cluster node would miss a block made through another node.
@@ -189,6 +192,7 @@ impl Engine {
             config: config.clone(),
             relations_epoch: std::sync::atomic::AtomicU64::new(0),
             ownership: OnceLock::new(),
+            presence: adapters.shared.presence.clone(),
             cache_relations: adapters.cluster.is_none(),
         });
         let arbiters: Vec<ArbiterHandle> = (0..config.actor_threads()).map(|_| Arbiter::new().handle()).collect();
@@ -211,9 +215,8 @@ impl Engine {
                 let _ = core.ownership.set(Arc::new(ownership.clone()));
                 cluster_tasks.consumer = Some(consumer);
                 let directory = adapters.shared.directory.clone();
-                let evictors: Vec<_> = shard_actors.iter().map(|addr| addr.clone().recipient()).collect();
                 let announcer = Announcer { directory, node: node.clone(), ownership, metrics: core.metrics.clone() };
-                let follow = follow_assignment(changes, evictors, announcer.clone(), core.clone());
+                let follow = follow_assignment(changes, shard_actors.clone(), announcer.clone(), core.clone());
                 cluster_tasks.tasks.push(tokio::spawn(follow));
                 cluster_tasks.tasks.push(tokio::spawn(announce_periodically(announcer, node_urls.clone())));
             }
@@ -852,7 +855,7 @@ impl Engine {
 /// presence books start empty here).
 async fn follow_assignment(
     mut changes: tokio::sync::mpsc::UnboundedReceiver<OwnershipChange>,
-    shards: Vec<actix::Recipient<Evict>>,
+    shards: Vec<Addr<ShardActor>>,
     announcer: Announcer,
     core: Arc<Core>,
 ) {
@@ -866,6 +869,11 @@ async fn follow_assignment(
         }
         announcer.announce().await;
         if let OwnershipChange::Assigned(gained) = change {
+            for shard in &gained {
+                if let Some(actor) = shards.get(shard.0 as usize) {
+                    actor.do_send(Gained);
+                }
+            }
             registry::rewatch(&core, gained).await;
         }
     }

@@ -158,6 +158,38 @@ impl PresenceBook {
         }
     }
 
+    /// Whether the book has an entry for the user (online, in grace, or watched).
+    pub fn knows(&self, user_id: i64) -> bool {
+        self.entries.contains_key(&user_id)
+    }
+
+    /// Takes over a user who was shown as `status` (not offline) by the
+    /// previous owner of this shard, which has just moved here: shown so
+    /// without a connection here, as in a grace period. Returns true if it
+    /// did (start the grace); false if the user is online or shown here
+    /// already.
+    pub fn take_over(&mut self, user_id: i64, status: PresenceStatus, text: String) -> bool {
+        let shown_here = |entry: &Entry| !entry.connections.is_empty() || entry.shown != PresenceStatus::Offline;
+        if status == PresenceStatus::Offline || self.entries.get(&user_id).is_some_and(shown_here) {
+            return false;
+        }
+        let entry = self.entries.entry(user_id).or_default();
+        entry.text = text.clone();
+        entry.shown = status;
+        entry.shown_text = text;
+        true
+    }
+
+    /// Users with a connection here and what they are shown as, unless
+    /// offline (invisible): what this node republishes on every heartbeat.
+    pub fn shown_online(&self) -> Vec<(i64, PresenceStatus, String)> {
+        let online = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| !entry.connections.is_empty() && entry.shown != PresenceStatus::Offline);
+        online.map(|(user_id, entry)| (*user_id, entry.shown, entry.shown_text.clone())).collect()
+    }
+
     /// Whether the user has a live connection here.
     pub fn is_online(&self, user_id: i64) -> bool {
         self.entries.get(&user_id).is_some_and(|entry| !entry.connections.is_empty())
@@ -290,6 +322,33 @@ mod tests {
 
     fn peer(user_id: i64) -> PresencePeer {
         PresencePeer { user_id, last_seen_ms: Some(5), status_text: String::new() }
+    }
+
+    #[test]
+    fn a_user_taken_over_from_the_previous_owner_stays_shown_until_the_grace_ends() {
+        let mut book = PresenceBook::default();
+        assert!(book.take_over(1, PresenceStatus::Busy, "in a meeting".into()));
+        assert!(!book.take_over(1, PresenceStatus::Online, String::new()), "shown here already");
+        assert!(!book.take_over(2, PresenceStatus::Offline, String::new()), "nothing to show");
+        assert!(!book.knows(2));
+        let [view] = <[_; 1]>::try_from(book.watch(7, &[peer(1)])).unwrap_or_else(|v| panic!("{v:?}"));
+        assert_eq!((view.status, view.status_text.as_str()), (PresenceStatus::Busy, "in a meeting"));
+        assert_eq!(book.shown_online(), [], "no connection here: nothing to republish");
+
+        // They did not reconnect within the grace: offline for the watcher.
+        let offline = book.grace_expired(1, 50).unwrap_or_else(|| panic!("grace ran"));
+        let publish = offline.publish.unwrap_or_else(|| panic!("a change"));
+        assert_eq!((publish.view.status, publish.watchers), (PresenceStatus::Offline, vec![7]));
+        assert_eq!(offline.last_seen_ms, Some(50));
+
+        // One who reconnects in time is shown from then on by their connection.
+        assert!(book.take_over(3, PresenceStatus::Online, String::new()));
+        book.watch(7, &[peer(3)]);
+        book.connect(3, 30, PresenceChoice::Auto, String::new());
+        assert_eq!(book.grace_expired(3, 60), None);
+        assert_eq!(book.flush(3, 60), None, "still online: watchers hear nothing");
+        assert_eq!(book.shown_online(), [(3, PresenceStatus::Online, String::new())]);
+        assert!(!book.take_over(3, PresenceStatus::Away, String::new()), "online here");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, WrapFuture};
 use protocol::ws::{PresenceStatus, PresenceView};
@@ -13,6 +13,7 @@ use storage::{PresenceChoice, PresencePeer};
 use crate::Core;
 use crate::bus::{Delivery, Payload};
 use crate::chat::{ChatActor, ChatStopped};
+use crate::cluster::{HEARTBEATS_PER_TTL, SharedPresence};
 use crate::presence::{PresenceBook, PresenceControl, Publish};
 use crate::shard::ShardId;
 use crate::user::{AddConnection, ConnectionHandle, Deliver, Evicted, Kick, RemoveConnection, Retire, UserActor};
@@ -62,6 +63,14 @@ pub(crate) struct Detach {
 #[rtype(result = "()")]
 pub(crate) struct Evict;
 
+/// This node was given the shard (cluster mode), whose users were just
+/// shown by another node: for the directory's time to live, users this
+/// shard does not know are looked up in the presence directory as they
+/// are watched (see [`ShardActor`]'s handling of `Watch`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Gained;
+
 /// Returns the chat's actor, starting it if needed.
 #[derive(Message)]
 #[rtype(result = "Addr<ChatActor>")]
@@ -85,6 +94,8 @@ pub(crate) struct ShardActor {
     flush_timers: HashMap<i64, SpawnHandle>,
     /// A running offline grace period per user.
     grace_timers: HashMap<i64, SpawnHandle>,
+    /// When this node was last given the shard.
+    gained_at: Option<Instant>,
 }
 
 impl ShardActor {
@@ -97,6 +108,7 @@ impl ShardActor {
             presence: PresenceBook::default(),
             flush_timers: HashMap::new(),
             grace_timers: HashMap::new(),
+            gained_at: None,
         }
     }
 
@@ -117,7 +129,77 @@ impl ShardActor {
     }
 
     fn publish_presence(&self, publish: Publish, ctx: &mut Context<Self>) {
+        let view = &publish.view;
+        let shown = (view.user_id.0, SharedPresence { status: view.status, status_text: view.status_text.clone() });
+        self.share_presence(vec![shown], ctx);
         self.send_presence(vec![publish.view], publish.watchers, ctx);
+    }
+
+    /// Writes users' shown presence to the presence directory, for a node
+    /// that takes this shard over: offline ones are removed. Best effort
+    /// (a failure is logged; the next heartbeat repeats the online ones).
+    fn share_presence(&self, shown: Vec<(i64, SharedPresence)>, ctx: &mut Context<Self>) {
+        let (offline, online): (Vec<_>, Vec<_>) =
+            shown.into_iter().partition(|(_, presence)| presence.status == PresenceStatus::Offline);
+        let offline: Vec<i64> = offline.into_iter().map(|(user_id, _)| user_id).collect();
+        let directory = self.core.presence.clone();
+        ctx.spawn(
+            async move {
+                let written = match directory.publish(&online).await {
+                    Ok(()) => directory.remove(&offline).await,
+                    failed => failed,
+                };
+                if let Err(error) = written {
+                    tracing::warn!(%error, "writing to the presence directory failed");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// Whether users this shard does not know may have been shown by the
+    /// shard's previous owner (their directory entries have not expired).
+    fn recently_gained(&self) -> bool {
+        self.gained_at.is_some_and(|at| at.elapsed() < self.core.presence.ttl())
+    }
+
+    /// Registers `watcher` with `peers` and sends it their views. Right
+    /// after the shard moved here, peers this book does not know are first
+    /// looked up in the presence directory: one shown there by the previous
+    /// owner is taken over as in a grace period (shown as they were, offline
+    /// unless they reconnect here within `presence_offline_grace_ms`), so a
+    /// handover does not show its users offline while they reconnect. The
+    /// actor waits for the lookup, so later controls (an unwatch) keep
+    /// their order.
+    fn watch(&mut self, watcher: i64, peers: Vec<PresencePeer>, ctx: &mut Context<Self>) {
+        let unknown: Vec<i64> = if self.recently_gained() {
+            peers.iter().map(|peer| peer.user_id).filter(|user_id| !self.presence.knows(*user_id)).collect()
+        } else {
+            Vec::new()
+        };
+        if unknown.is_empty() {
+            let views = self.presence.watch(watcher, &peers);
+            self.send_presence(views, vec![watcher], ctx);
+            return;
+        }
+        let directory = self.core.presence.clone();
+        ctx.wait(async move { (directory.read(&unknown).await, unknown) }.into_actor(self).map(
+            move |(found, unknown), shard, ctx| {
+                match found {
+                    Ok(found) => {
+                        for (user_id, presence) in unknown.into_iter().zip(found) {
+                            let Some(presence) = presence else { continue };
+                            if shard.presence.take_over(user_id, presence.status, presence.status_text) {
+                                shard.start_grace(user_id, ctx);
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "reading the presence directory failed"),
+                }
+                let views = shard.presence.watch(watcher, &peers);
+                shard.send_presence(views, vec![watcher], ctx);
+            },
+        ));
     }
 
     /// Sends presence views to every device of `recipients`, through the
@@ -249,9 +331,18 @@ impl<T> UserKeyed for (i64, T) {
 impl Actor for ShardActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         self.core.metrics.actors.with_label_values(&["shard"]).inc();
         tracing::debug!(shard = self.shard.0, "shard actor started");
+        // Keeps this shard's online users in the presence directory.
+        ctx.run_interval(self.core.presence.ttl() / HEARTBEATS_PER_TTL, |shard, ctx| {
+            let online = shard.presence.shown_online().into_iter();
+            let shown = online.map(|(user_id, status, status_text)| (user_id, SharedPresence { status, status_text }));
+            let shown: Vec<_> = shown.collect();
+            if !shown.is_empty() {
+                shard.share_presence(shown, ctx);
+            }
+        });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -338,10 +429,7 @@ impl ShardActor {
                     self.send_presence(vec![hidden], vec![user_id], ctx);
                 }
             }
-            PresenceControl::Watch { watcher, peers } => {
-                let views = self.presence.watch(watcher, &peers);
-                self.send_presence(views, vec![watcher], ctx);
-            }
+            PresenceControl::Watch { watcher, peers } => self.watch(watcher, peers, ctx),
             PresenceControl::Unwatch { watcher, targets } => self.presence.unwatch(watcher, &targets),
             PresenceControl::Rewatch { shards } => {
                 let moved = |user: i64| shards.contains(&self.core.shards.shard_of(user));
@@ -393,6 +481,13 @@ impl Handler<Evict> for ShardActor {
         self.presence = PresenceBook::default();
         self.chats.clear();
         tracing::info!(shard = self.shard.0, users, "shard moved away; its clients were told to reconnect");
+    }
+}
+
+impl Handler<Gained> for ShardActor {
+    type Result = ();
+    fn handle(&mut self, _msg: Gained, _ctx: &mut Self::Context) {
+        self.gained_at = Some(Instant::now());
     }
 }
 

@@ -23,7 +23,7 @@ use engine::cluster::{NodeDirectory, NodeInfo};
 use engine::kafka::KafkaConfig;
 use engine::kafka::testing::TestBroker;
 use engine::redis::testing::RedisServer;
-use engine::redis::{RedisConnection, RedisDirectory};
+use engine::redis::{RedisConfig, RedisConnection, RedisDirectory};
 use gateway::config::{ClusterConfig, Config, LimitsConfig};
 use protocol::rest::{ChatSummary, CreateGroup, RefreshRequest, WsTicketResponse};
 use protocol::ws::PresenceStatus;
@@ -47,8 +47,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     ports: Vec<u16>,
     nodes: Vec<Option<Node>>,
-    /// Every node's abuse limits, if not the tests' generous ones.
-    limits: Option<LimitsConfig>,
+    /// Adjusts every node's config after the harness wrote it.
+    tweak: Box<dyn Fn(&mut Config)>,
 }
 
 impl Cluster {
@@ -56,12 +56,12 @@ impl Cluster {
     /// `PARLEY_TEST_TANSU` names it, else librdkafka's mock cluster), Redis
     /// and `count` nodes, and waits until the cluster has settled.
     async fn start(count: usize) -> Cluster {
-        Self::start_with(TestBroker::start(), count, None).await
+        Self::start_with(TestBroker::start(), count, |_| {}).await
     }
 
-    /// [`Cluster::start`] on `broker`, with every node's abuse limits set
-    /// to `limits` if given.
-    async fn start_with(broker: TestBroker, count: usize, limits: Option<LimitsConfig>) -> Cluster {
+    /// [`Cluster::start`] on `broker`, with every node's config adjusted
+    /// by `tweak`.
+    async fn start_with(broker: TestBroker, count: usize, tweak: impl Fn(&mut Config) + 'static) -> Cluster {
         let kafka = KafkaConfig::default();
         broker.create_topic(&kafka.delivery_topic, SHARDS as i32).await;
         broker.create_topic(&kafka.dead_letter_topic(), 1).await;
@@ -73,7 +73,7 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             ports,
             nodes: Vec::new(),
-            limits,
+            tweak: Box::new(tweak),
         };
         for index in 0..count {
             cluster.nodes.push(None);
@@ -105,9 +105,6 @@ impl Cluster {
         };
         config.engine.shard_count = SHARDS;
         config.engine.presence_offline_grace_ms = 200;
-        if let Some(limits) = &self.limits {
-            config.limits = limits.clone();
-        }
         config.auth.keys_dir = Some(self.dir.path().join("keys"));
         config.redis = Some(self.redis.config(NODE_TTL));
         config.cluster = Some(ClusterConfig {
@@ -121,6 +118,7 @@ impl Cluster {
             commit_interval_ms: 100,
             ..KafkaConfig::default()
         });
+        (self.tweak)(&mut config);
         let path = data_dir.join("parley.toml");
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
         path
@@ -685,7 +683,7 @@ async fn a_failed_kafka_broker_delays_deliveries_and_loses_none() {
     // partitions wait in the producers, and if it coordinates the group,
     // shards lose their owners until it is back). On the mock cluster also
     // when the others run on tansu: a tansu is one broker.
-    let mut cluster = Cluster::start_with(TestBroker::mock(), 3, None).await;
+    let mut cluster = Cluster::start_with(TestBroker::mock(), 3, |_| {}).await;
     let (group, mut members, acked) = group_chat_under(&mut cluster, |cluster, round| {
         if round == 10 {
             let broker = cluster.broker.clone();
@@ -744,6 +742,96 @@ async fn presence_recovers_by_itself_when_a_watched_users_node_dies() {
 }
 
 #[actix_web::test]
+async fn users_whose_shard_moves_to_a_joining_node_stay_online_for_their_watchers_while_they_reconnect() {
+    // The production grace and presence time to live: long enough for a
+    // client to reconnect, and for a shard to find its new owner. On the
+    // mock cluster also when the others run on tansu: tansu 0.6.0 gave a
+    // joining member partitions that another still owned, for some ten
+    // seconds, so the handover this test watches is not clean there.
+    let mut cluster = Cluster::start_with(TestBroker::mock(), 2, |config| {
+        config.engine.presence_offline_grace_ms = engine::EngineConfig::default().presence_offline_grace_ms;
+        if let Some(redis) = &mut config.redis {
+            redis.presence_ttl_ms = RedisConfig::default().presence_ttl_ms;
+        }
+    })
+    .await;
+    let api = cluster.api(0);
+    let friends = one_user_per_shard(&api).await;
+    let watcher = api.register("watcher").await;
+    let mut sockets = Vec::new();
+    for friend in &friends {
+        api.befriend(&watcher, friend).await;
+        sockets.push(connect_home(&api, friend).await.0);
+    }
+    let (mut watcher_ws, _) = connect_home(&api, &watcher).await;
+    // One frame may carry several of them.
+    let mut shown: BTreeMap<UserId, PresenceStatus> = BTreeMap::new();
+    let everyone_online = |shown: &BTreeMap<UserId, PresenceStatus>| {
+        friends.iter().all(|friend| shown.get(&friend.id) == Some(&PresenceStatus::Online))
+    };
+    while !everyone_online(&shown) {
+        let views = watcher_ws
+            .wait_for(|frame| match frame {
+                ServerFrame::Presence { users } => Some(users.clone()),
+                _ => None,
+            })
+            .await;
+        shown.extend(views.iter().map(|view| (view.user_id, view.status)));
+    }
+    watcher_ws.take_backlog();
+
+    // A third node joins and takes some shards from the two live nodes;
+    // their users are told to reconnect (4010). The watcher, if its own
+    // shard moved, reconnects at once; the others take their time, well
+    // within the grace.
+    cluster.nodes.push(None);
+    cluster.ports.push(TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    cluster.start_node(2).await;
+    let owners = cluster.settled(3).await;
+    let mut seen = Vec::new();
+    if owned_by_node_2(&owners, &watcher) {
+        let (frames, code) = watcher_ws.frames_until_close().await;
+        assert_eq!(code, Some(close::MOVED));
+        seen.extend(frames);
+        watcher_ws = connect_home(&api, &watcher).await.0;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut moved = 0;
+    for (friend, socket) in friends.iter().zip(&mut sockets) {
+        if owned_by_node_2(&owners, friend) {
+            let (_, code) = socket.frames_until_close().await;
+            assert_eq!(code, Some(close::MOVED));
+            *socket = connect_home(&api, friend).await.0;
+            moved += 1;
+        }
+    }
+    assert!(moved > 0, "the new node took no shard: {owners:?}");
+
+    // Past the grace, the watcher was never shown any of them offline: the
+    // new owners took the moved users over from the presence directory.
+    tokio::time::sleep(Duration::from_millis(engine::EngineConfig::default().presence_offline_grace_ms + 500)).await;
+    watcher_ws.ping_pong().await;
+    seen.extend(watcher_ws.take_backlog());
+    let offline: Vec<UserId> = seen
+        .into_iter()
+        .filter_map(|frame| match frame {
+            ServerFrame::Presence { users } => Some(users),
+            _ => None,
+        })
+        .flatten()
+        .filter(|view| view.status == PresenceStatus::Offline)
+        .map(|view| view.user_id)
+        .collect();
+    assert_eq!(offline, [], "shown offline during the handover");
+}
+
+/// Whether the third node announced the shard of `user`.
+fn owned_by_node_2(owners: &[NodeInfo], user: &TestUser) -> bool {
+    let shard = engine::ShardMap::new(SHARDS).unwrap().shard_of(user.id.0);
+    owners.iter().any(|node| node.name == Cluster::name(2) && node.shards.contains(&shard))
+}
+
+#[actix_web::test]
 async fn logging_out_other_sessions_through_another_node_ends_them_on_every_node() {
     let cluster = Cluster::start(3).await;
     let api = cluster.api(0);
@@ -781,7 +869,7 @@ async fn an_ips_auth_budget_and_a_users_search_budget_are_counted_by_all_nodes_t
         search_burst: 2,
         ..LimitsConfig::default()
     };
-    let cluster = Cluster::start_with(TestBroker::start(), 2, Some(limits)).await;
+    let cluster = Cluster::start_with(TestBroker::start(), 2, move |config| config.limits = limits.clone()).await;
     let nodes = [cluster.api(0), cluster.api(1)];
     let user = nodes[0].register("guessed").await; // registers, then logs in: two requests
     let wrong = serde_json::json!({ "username": user.username, "password": "not the password" });

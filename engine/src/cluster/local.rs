@@ -160,6 +160,10 @@ impl LocalPresence {
 
 #[async_trait]
 impl PresenceDirectory for LocalPresence {
+    fn ttl(&self) -> Duration {
+        self.0.ttl
+    }
+
     async fn publish(&self, entries: &[(i64, SharedPresence)]) -> Result<(), ClusterError> {
         for (user, presence) in entries {
             self.0.insert(*user, presence.clone());

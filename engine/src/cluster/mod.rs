@@ -122,8 +122,16 @@ pub struct SharedPresence {
 /// connections republishes its online users on every heartbeat, so the
 /// users of a crashed node fall offline by themselves. Each call is one
 /// round trip however many users it names.
+///
+/// The shard owners' presence books stay the truth; the directory is how a
+/// shard's new owner learns who was online under the old one (see
+/// `registry::ShardActor`'s handling of `Watch` after a shard was gained).
 #[async_trait]
 pub trait PresenceDirectory: Send + Sync + 'static {
+    /// How long an entry lives after it was last published; owners
+    /// republish every [`HEARTBEATS_PER_TTL`]th of it.
+    fn ttl(&self) -> Duration;
+
     /// Sets (or refreshes) each user's presence for the time to live.
     async fn publish(&self, entries: &[(i64, SharedPresence)]) -> Result<(), ClusterError>;
 

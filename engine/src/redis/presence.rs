@@ -30,6 +30,10 @@ impl RedisPresence {
 
 #[async_trait]
 impl PresenceDirectory for RedisPresence {
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     async fn publish(&self, entries: &[(i64, SharedPresence)]) -> Result<(), ClusterError> {
         if entries.is_empty() {
             return Ok(());

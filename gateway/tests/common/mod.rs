@@ -538,6 +538,11 @@ impl WsClient {
         self.wait_for(|frame| matches!(frame, ServerFrame::Pong {}).then_some(())).await;
     }
 
+    /// The frames read but not yet picked by a `wait_for`, oldest first.
+    pub fn take_backlog(&mut self) -> Vec<ServerFrame> {
+        self.backlog.drain(..).collect()
+    }
+
     /// Reads every frame until the server closes the connection; returns
     /// the protocol frames read (backlog first) and the close code.
     pub async fn frames_until_close(&mut self) -> (Vec<ServerFrame>, Option<u16>) {
