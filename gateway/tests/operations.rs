@@ -182,7 +182,10 @@ async fn sockets_opened_as_shutdown_begins_are_closed_with_1001_too() {
 
 #[actix_web::test]
 async fn a_slow_consumer_is_closed_with_4008_and_the_sender_is_unaffected() {
-    let server = TestServer::start_with(|c| c.engine.outbound_queue = 8).await;
+    // Alice's batch of 10 sends queues up to 20 frames for her (acks and her
+    // own updates) before her writer may run on a busy machine; Bob, who reads
+    // nothing, overflows 32 queued frames once his socket buffers are full.
+    let server = TestServer::start_with(|c| c.engine.outbound_queue = 32).await;
     let (alice, bob, chat) = server.alice_and_bob().await;
     let mut a = server.connect(&alice).await;
     // Bob connects and then reads nothing while Alice sends.
