@@ -167,6 +167,30 @@ test('a send that fails shows "not sent" with Retry, and goes out once when retr
   await milo.context.close();
 });
 
+test("a chat whose messages failed to load while the socket stayed up loads them by itself", async () => {
+  const nora = await person(browser, { name: 'Nora' });
+  const otto = await person(browser, { name: 'Otto' });
+  await register(nora);
+  await register(otto);
+  await befriend(nora, otto);
+  await messageFriend(nora, otto);
+  await send(nora, 'Are you there?');
+
+  // Otto's new laptop: its first two requests for the chat's messages fail
+  // as if the network dropped them; its WebSocket is not touched.
+  const laptop = await anotherDevice(browser, otto);
+  let dropped = 0;
+  await laptop.context.route('**/api/v1/chats/*/messages?*', (route) => (dropped++ < 2 ? route.abort('internetdisconnected') : route.fallback()));
+  await laptop.page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Chats', exact: true }).click();
+  await laptop.page.locator('.chat-item', { hasText: 'Nora' }).click();
+  await message(laptop.page, 'Are you there?').waitFor();
+  assert.equal(dropped, 3, 'two failed loads, then the one that worked');
+  assert.equal(await laptop.page.locator('.toast.error').count(), 0);
+
+  assert.deepEqual([...nora.errors, ...otto.errors, ...laptop.errors], []);
+  for (const user of [nora, otto, laptop]) await user.context.close();
+});
+
 test('the server restarts mid-chat, gracefully then after a crash: pages reconnect by themselves and nothing is lost or doubled', async () => {
   const server = await ownServer('restart');
   try {

@@ -17,6 +17,9 @@ import { avatar, chatAvatar, screenHeader, toast, toastError } from './ui.js';
 const STICK_PX = 80;
 /** Messages of one sender closer than this form a run under one name. */
 const RUN_GAP_MS = 5 * 60 * 1000;
+/** A chat's newest page that failed to load is asked for again after 1 s, 2 s, … up to 30 s. */
+const LOAD_RETRY_FIRST_MS = 1000;
+const LOAD_RETRY_MAX_MS = 30_000;
 
 const STATUS_LABEL = {
   sending: 'Sending',
@@ -147,9 +150,17 @@ export class ChatView {
     this.loadedLatest = true;
     // A group's members give its senders their names and the header its count.
     if (this.chat.group) this.session.loadMembers(this.chatId).catch(() => {});
-    this.session.loadLatest(this.chatId).catch((error) => {
+    this.session.loadLatest(this.chatId).then(() => {
+      this.loadRetries = 0;
+    }, (error) => {
       this.loadedLatest = false;
-      if (error?.code !== 'network') toastError(error);
+      if (error?.code !== 'network') return toastError(error);
+      // The socket may stay up while a request fails: try again by itself,
+      // backing off, as well as on the next reconnect or chat-list change.
+      clearTimeout(this.loadTimer);
+      const delay = Math.min(LOAD_RETRY_MAX_MS, LOAD_RETRY_FIRST_MS * 2 ** (this.loadRetries ?? 0));
+      this.loadRetries = (this.loadRetries ?? 0) + 1;
+      this.loadTimer = setTimeout(() => this.#ensureLoaded(), delay);
     });
   }
 
@@ -449,6 +460,7 @@ export class ChatView {
 
   destroy() {
     clearInterval(this.clock);
+    clearTimeout(this.loadTimer);
     this.panel?.destroy();
     for (const off of this.unsubscribe) off();
     this.observer.disconnect();
