@@ -8,6 +8,7 @@ import { after, before, test } from 'node:test';
 import {
   BASE,
   befriend,
+  friends,
   launch,
   message,
   messageFriend,
@@ -117,11 +118,7 @@ test('two people befriend and chat in real time, and a reload misses nothing', a
 });
 
 test('a new device loads older history as you scroll up', async () => {
-  const erin = await person(browser, { name: 'Erin' });
-  const finn = await person(browser, { name: 'Finn' });
-  await register(erin);
-  await register(finn);
-  await befriend(erin, finn);
+  const [erin, finn] = await friends(browser, { name: 'Erin' }, { name: 'Finn' });
   await messageFriend(erin, finn);
   const total = 60;
   for (let i = 1; i <= total; i += 1) await send(erin, `Note ${i} of ${total}`);

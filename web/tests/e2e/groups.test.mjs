@@ -6,7 +6,7 @@
 // offline with a last-seen time.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { PHONE, befriend, launch, message, openFriends, person, register, send, snap, waitForStatus } from './helpers.mjs';
+import { PHONE, befriend, friends, launch, message, openFriends, person, register, send, snap, waitForStatus } from './helpers.mjs';
 
 /** The narrowest phone the client is made for. */
 const SMALL_PHONE = { ...PHONE, viewport: { width: 360, height: 780 } };
@@ -185,11 +185,7 @@ test('a group: created among friends, messages, roles, a live rename, a removal 
 });
 
 test('presence: online, busy with a status, away while hidden, then last seen', async () => {
-  const dana = await person(browser, { name: 'Dana' });
-  const eli = await person(browser, { name: 'Eli' });
-  await register(dana);
-  await register(eli);
-  await befriend(dana, eli);
+  const [dana, eli] = await friends(browser, { name: 'Dana' }, { name: 'Eli' });
 
   // Eli sees Dana online on the Friends screen, with a dot.
   const row = eli.page.locator('section[aria-label="Friends"] .person', { hasText: '@' + dana.username });

@@ -137,6 +137,16 @@ export async function befriend(a, b, { shots = null } = {}) {
   await a.page.locator('section[aria-label="Friends"] .person', { hasText: '@' + b.username }).waitFor();
 }
 
+/** Two newly registered people (`person` options each) who are friends; `a` is left in the Friends screen. */
+export async function friends(browser, a, b) {
+  const first = await person(browser, a);
+  const second = await person(browser, b);
+  await register(first);
+  await register(second);
+  await befriend(first, second);
+  return [first, second];
+}
+
 /** From the Friends screen, opens the chat with `peer`. */
 export async function messageFriend(user, peer) {
   const row = user.page.locator('section[aria-label="Friends"] .person', { hasText: '@' + peer.username });

@@ -9,6 +9,7 @@ import {
   TIMEOUT,
   anotherDevice,
   befriend,
+  friends,
   launch,
   message,
   messageFriend,
@@ -93,11 +94,7 @@ test('log out other devices: they show the login screen, drop their cache and st
 });
 
 test('a send that fails shows "not sent" with Retry, and goes out once when retried', async () => {
-  const lena = await person(browser, { name: 'Lena' });
-  const milo = await person(browser, { name: 'Milo' });
-  await register(lena);
-  await register(milo);
-  await befriend(lena, milo);
+  const [lena, milo] = await friends(browser, { name: 'Lena' }, { name: 'Milo' });
   await messageFriend(lena, milo);
   await send(lena, 'Hello Milo');
   const miloChat = milo.page.locator('.chat-item', { hasText: 'Lena' });
@@ -168,11 +165,7 @@ test('a send that fails shows "not sent" with Retry, and goes out once when retr
 });
 
 test("a chat whose messages failed to load while the socket stayed up loads them by itself", async () => {
-  const nora = await person(browser, { name: 'Nora' });
-  const otto = await person(browser, { name: 'Otto' });
-  await register(nora);
-  await register(otto);
-  await befriend(nora, otto);
+  const [nora, otto] = await friends(browser, { name: 'Nora' }, { name: 'Otto' });
   await messageFriend(nora, otto);
   await send(nora, 'Are you there?');
 
