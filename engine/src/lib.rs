@@ -47,7 +47,9 @@ use crate::cluster::{NodeDirectory, NodeInfo, SharedState};
 use crate::kafka::{DeliveryConsumer, KafkaBus, KafkaConfig, OwnershipChange};
 use crate::peers::{ChatCommand, ChatReply, Peers};
 use crate::presence::PresenceControl;
-use crate::registry::{Attach, ChatAddr, Detach, Evict, Gained, SetChoice, SetIdle, ShardActor, route_by_shard};
+use crate::registry::{
+    Attach, ChatActors, ChatAddr, Detach, Evict, Gained, SetChoice, SetIdle, ShardActor, route_by_shard,
+};
 
 /// What every actor shares.
 pub(crate) struct Core {
@@ -123,6 +125,8 @@ pub struct SyncBatch {
 pub struct Engine {
     core: Arc<Core>,
     shard_actors: Arc<Vec<Addr<ShardActor>>>,
+    /// Each shard's running chat actors, indexed like `shard_actors`.
+    shard_chats: Arc<Vec<Arc<ChatActors>>>,
     arbiters: Arc<Vec<ArbiterHandle>>,
     send_limiter: Arc<DefaultKeyedRateLimiter<i64>>,
     /// One typing indicator per (user, chat) per interval.
@@ -197,10 +201,13 @@ impl Engine {
         });
         let arbiters: Vec<ArbiterHandle> = (0..config.actor_threads()).map(|_| Arbiter::new().handle()).collect();
         let mut shard_actors = Vec::with_capacity(shards.count() as usize);
+        let mut shard_chats = Vec::with_capacity(shards.count() as usize);
         for shard in shards.all() {
             let arbiter = &arbiters[shard.0 as usize % arbiters.len()];
             let core = core.clone();
-            shard_actors.push(ShardActor::start_in_arbiter(arbiter, move |_| ShardActor::new(shard, core)));
+            let chats = Arc::new(ChatActors::default());
+            shard_chats.push(chats.clone());
+            shard_actors.push(ShardActor::start_in_arbiter(arbiter, move |_| ShardActor::new(shard, core, chats)));
         }
         let recipients: Vec<actix::Recipient<Delivery>> =
             shard_actors.iter().map(|addr| addr.clone().recipient()).collect();
@@ -233,6 +240,7 @@ impl Engine {
             core,
             keeper: Arc::new(tokio::sync::Mutex::new(Some(keeper))),
             shard_actors: Arc::new(shard_actors),
+            shard_chats: Arc::new(shard_chats),
             arbiters: Arc::new(arbiters),
             send_limiter: Arc::new(RateLimiter::keyed(quota)),
             typing_limiter: Arc::new(RateLimiter::keyed(
@@ -478,9 +486,13 @@ impl Engine {
         T: Send + 'static,
         chat::ChatActor: actix::Handler<M>,
     {
-        let shard = self.shard_actor(chat_id.0);
+        let shard = self.core.shards.shard_of(chat_id.0).0 as usize;
+        let mut running = self.shard_chats[shard].get(chat_id.0);
         for _ in 0..2 {
-            let chat = shard.send(ChatAddr { chat_id: chat_id.0 }).await?;
+            let chat = match running.take() {
+                Some(chat) => chat,
+                None => self.shard_actors[shard].send(ChatAddr { chat_id: chat_id.0 }).await?,
+            };
             match chat.send(message()).await {
                 Ok(result) => return result,
                 Err(actix::MailboxError::Closed) => continue,

@@ -3,7 +3,7 @@
 //! deliveries to them, and keeps its users' presence (see [`crate::presence`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, WrapFuture};
@@ -71,6 +71,26 @@ pub(crate) struct Evict;
 #[rtype(result = "()")]
 pub(crate) struct Gained;
 
+/// The live chat actors of one shard. The shard actor starts and forgets
+/// them; the engine reads them here without a round trip through the
+/// shard actor's mailbox (a cross-thread wake-up per command), and asks
+/// the shard actor ([`ChatAddr`]) only to start one. Forgetting them all
+/// when the shard moves away happens under the same lock, so a reader sees
+/// either the old owner's actors or none.
+#[derive(Default)]
+pub(crate) struct ChatActors(Mutex<HashMap<i64, Addr<ChatActor>>>);
+
+impl ChatActors {
+    /// The chat's running actor, if it has one.
+    pub(crate) fn get(&self, chat_id: i64) -> Option<Addr<ChatActor>> {
+        self.lock().get(&chat_id).filter(|addr| addr.connected()).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Addr<ChatActor>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Returns the chat's actor, starting it if needed.
 #[derive(Message)]
 #[rtype(result = "Addr<ChatActor>")]
@@ -88,7 +108,7 @@ pub(crate) struct ShardActor {
     shard: ShardId,
     core: Arc<Core>,
     users: HashMap<i64, UserEntry>,
-    chats: HashMap<i64, Addr<ChatActor>>,
+    chats: Arc<ChatActors>,
     presence: PresenceBook,
     /// A pending coalesced presence flush per user.
     flush_timers: HashMap<i64, SpawnHandle>,
@@ -99,12 +119,12 @@ pub(crate) struct ShardActor {
 }
 
 impl ShardActor {
-    pub(crate) fn new(shard: ShardId, core: Arc<Core>) -> Self {
+    pub(crate) fn new(shard: ShardId, core: Arc<Core>, chats: Arc<ChatActors>) -> Self {
         ShardActor {
             shard,
             core,
             users: HashMap::new(),
-            chats: HashMap::new(),
+            chats,
             presence: PresenceBook::default(),
             flush_timers: HashMap::new(),
             grace_timers: HashMap::new(),
@@ -479,7 +499,7 @@ impl Handler<Evict> for ShardActor {
             ctx.cancel_future(timer);
         }
         self.presence = PresenceBook::default();
-        self.chats.clear();
+        self.chats.lock().clear();
         tracing::info!(shard = self.shard.0, users, "shard moved away; its clients were told to reconnect");
     }
 }
@@ -494,11 +514,12 @@ impl Handler<Gained> for ShardActor {
 impl Handler<ChatAddr> for ShardActor {
     type Result = actix::MessageResult<ChatAddr>;
     fn handle(&mut self, msg: ChatAddr, ctx: &mut Self::Context) -> Self::Result {
-        if let Some(addr) = self.chats.get(&msg.chat_id).filter(|addr| addr.connected()) {
+        let mut chats = self.chats.lock();
+        if let Some(addr) = chats.get(&msg.chat_id).filter(|addr| addr.connected()) {
             return actix::MessageResult(addr.clone());
         }
         let addr = ChatActor::new(msg.chat_id, self.core.clone(), ctx.address().recipient()).start();
-        self.chats.insert(msg.chat_id, addr.clone());
+        chats.insert(msg.chat_id, addr.clone());
         actix::MessageResult(addr)
     }
 }
@@ -506,8 +527,9 @@ impl Handler<ChatAddr> for ShardActor {
 impl Handler<ChatStopped> for ShardActor {
     type Result = ();
     fn handle(&mut self, msg: ChatStopped, _ctx: &mut Self::Context) {
-        if self.chats.get(&msg.chat_id).is_some_and(|addr| !addr.connected()) {
-            self.chats.remove(&msg.chat_id);
+        let mut chats = self.chats.lock();
+        if chats.get(&msg.chat_id).is_some_and(|addr| !addr.connected()) {
+            chats.remove(&msg.chat_id);
         }
     }
 }

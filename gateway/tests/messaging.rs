@@ -31,6 +31,31 @@ async fn two_users_exchange_messages_both_ways() {
 }
 
 #[actix_web::test]
+async fn a_chat_whose_actor_retired_when_idle_takes_sends_again() {
+    let server = TestServer::start_with(|c| c.engine.chat_idle_grace_secs = 1).await;
+    let (alice, bob, chat) = server.alice_and_bob().await;
+    let mut a = server.connect(&alice).await;
+    let mut b = server.connect(&bob).await;
+    let chat_actors = "parley_actors{kind=\"chat\"}";
+
+    let (first, _) = a.send_message(chat, "a-1", "before the pause").await;
+    assert_eq!(b.next_message().await.1, first);
+    assert_eq!(server.metric(chat_actors).await, Some(1.0));
+    // The chat's actor retires after its idle grace (checked every second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.metric(chat_actors).await != Some(0.0) {
+        assert!(std::time::Instant::now() < deadline, "the idle chat actor did not retire");
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // A send starts a new one, and goes through.
+    let (second, _) = a.send_message(chat, "a-2", "after the pause").await;
+    assert_eq!(b.next_message().await.1, second);
+    assert!(second.id > first.id);
+    assert_eq!(server.metric(chat_actors).await, Some(1.0));
+}
+
+#[actix_web::test]
 async fn every_device_of_a_user_receives_and_sees_its_own_sends() {
     let server = TestServer::start().await;
     let (alice, bob, chat) = server.alice_and_bob().await;
