@@ -33,6 +33,8 @@ const PEER_AUDIENCE: &str = "parley-peer";
 const PEER_TOKEN_TTL: Duration = Duration::from_secs(60);
 /// Seconds of clock skew tolerated when checking `exp`.
 const TOKEN_LEEWAY_SECS: u64 = 5;
+/// Access tokens remembered as verified (about 100 bytes each).
+const VERIFIED_TOKENS_KEPT: usize = 16_384;
 /// Bytes of randomness in a refresh token or WebSocket ticket.
 const OPAQUE_TOKEN_BYTES: usize = 32;
 /// Longer strings are no ticket of ours (ours are 43 characters): refused
@@ -49,7 +51,7 @@ pub enum AuthSetupError {
 }
 
 /// Claims of a Parley access token.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The user ID as a decimal string.
     pub sub: String,
@@ -80,6 +82,46 @@ pub struct TokenKeys {
     decoding: DecodingKey,
     validation: Validation,
     peer_validation: Validation,
+    /// Access tokens whose signature checked out, by the SHA-256 of the
+    /// token. A device shows the same token on every REST call and
+    /// reconnect until it expires, and the Ed25519 check (50–70 µs) is
+    /// most of what authenticating costs; a remembered token costs a hash.
+    /// Expiry is still checked on every use; revocation is checked by the
+    /// caller as for any token.
+    verified: quick_cache::sync::Cache<[u8; 32], VerifiedToken>,
+}
+
+/// What an access token of ours says, in less memory than [`Claims`].
+#[derive(Clone, Copy)]
+struct VerifiedToken {
+    user_id: i64,
+    session_id: i64,
+    iat: u64,
+    exp: u64,
+}
+
+impl VerifiedToken {
+    /// `None` for claims that would not read back the same from the numbers.
+    fn of(claims: &Claims) -> Option<Self> {
+        let token = VerifiedToken {
+            user_id: claims.sub.parse().ok()?,
+            session_id: claims.sid.parse().ok()?,
+            iat: claims.iat,
+            exp: claims.exp,
+        };
+        (token.claims() == *claims).then_some(token)
+    }
+
+    fn claims(&self) -> Claims {
+        Claims {
+            sub: self.user_id.to_string(),
+            iss: TOKEN_ISSUER.into(),
+            aud: TOKEN_ISSUER.into(),
+            iat: self.iat,
+            exp: self.exp,
+            sid: self.session_id.to_string(),
+        }
+    }
 }
 
 impl TokenKeys {
@@ -113,6 +155,7 @@ impl TokenKeys {
             decoding,
             validation,
             peer_validation,
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS_KEPT),
         })
     }
 
@@ -121,9 +164,22 @@ impl TokenKeys {
         self.sign(user_id.to_string(), TOKEN_ISSUER, family_id.to_string(), ttl)
     }
 
-    /// Verifies signature, algorithm, issuer, audience and expiry.
+    /// Verifies signature, algorithm, issuer, audience and expiry (a token
+    /// seen before: expiry only).
     pub fn verify(&self, token: &str) -> Option<Claims> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok().map(|data| data.claims)
+        let digest = token_hash(token);
+        if let Some(known) = self.verified.get(&digest) {
+            if known.exp.saturating_add(TOKEN_LEEWAY_SECS) >= unix_secs() {
+                return Some(known.claims());
+            }
+            self.verified.remove(&digest);
+            return None;
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?.claims;
+        if let Some(known) = VerifiedToken::of(&claims) {
+            self.verified.insert(digest, known);
+        }
+        Some(claims)
     }
 
     /// Signs a token with which node `node` calls another node's internal
@@ -336,6 +392,27 @@ mod tests {
                 .is_none()
         );
         assert!(TokenKeys::load_or_create(dir.path()).expect("keys").verify(&token).is_some());
+    }
+
+    #[test]
+    fn a_remembered_token_gives_the_same_claims_until_it_expires() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = TokenKeys::load_or_create(dir.path()).expect("keys");
+        let token = keys.issue(42, 7, Duration::from_secs(60)).expect("token");
+        let first = keys.verify(&token).expect("valid");
+        assert_eq!(keys.verified.len(), 1, "the verified token is remembered");
+        assert_eq!(keys.verify(&token), Some(first.clone()));
+        assert_eq!(keys.verified.len(), 1);
+
+        // Remembered as valid, then its time is up: refused and forgotten.
+        let expired =
+            VerifiedToken { exp: unix_secs() - TOKEN_LEEWAY_SECS - 1, ..VerifiedToken::of(&first).expect("ours") };
+        keys.verified.insert(token_hash(&token), expired);
+        assert_eq!(keys.verify(&token), None);
+        assert_eq!(keys.verified.len(), 0);
+        // A token whose signature fails is never remembered.
+        assert_eq!(keys.verify(&format!("{token}x")), None);
+        assert_eq!(keys.verified.len(), 0);
     }
 
     #[test]
