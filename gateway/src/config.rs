@@ -25,6 +25,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `human` or `json` log lines.
     pub log_format: LogFormat,
+    /// How often the node gives heap memory it freed back to the OS
+    /// (glibc's `malloc_trim`), in seconds; 0: never.
+    pub heap_trim_secs: u64,
     pub storage: StorageConfig,
     pub engine: EngineConfig,
     pub auth: AuthConfig,
@@ -71,6 +74,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("parley-data"),
             log_format: LogFormat::Human,
+            heap_trim_secs: 60,
             storage: StorageConfig::default(),
             engine: EngineConfig::default(),
             auth: AuthConfig::default(),

@@ -9,6 +9,7 @@ pub mod avatars;
 pub mod config;
 pub mod errors;
 pub mod files;
+mod heap;
 pub mod limits;
 pub mod notify;
 pub mod openapi;
@@ -87,6 +88,9 @@ impl Server {
         let restored = revocations::restore(&state).await.context("loading the ended sessions")?;
         tracing::info!(restored, "ended sessions loaded");
         actix_web::rt::spawn(revocations::keep_complete(state.clone()));
+        if state.config.heap_trim_secs > 0 {
+            actix_web::rt::spawn(heap::keep_trimming(Duration::from_secs(state.config.heap_trim_secs)));
+        }
 
         let avatar_permits = web::Data::new(avatars::AvatarPermits::new());
         let app_state = state.clone();
