@@ -44,6 +44,22 @@ const SHUTDOWN_GRACE_SECS: u64 = 10;
 const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// How often idle rate-limit state is forgotten.
 const RATE_LIMIT_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+/// Connections the kernel may queue for `accept`; it caps this at
+/// `net.core.somaxconn` (4,096 on current kernels).
+const LISTEN_BACKLOG: i32 = 65_535;
+
+/// Binds the node's listener with an accept queue as long as the OS allows.
+/// `std`'s `TcpListener::bind` asks for 128: in a connection storm the
+/// queue overflowed while the workers were busy, the kernel dropped SYNs and
+/// clients waited a second for the retransmit.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
 
 /// A running node.
 pub struct Server {

@@ -1,6 +1,6 @@
 //! The `parley` binary: parses arguments and runs a node.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
             gateway::telemetry::init(config.log_format);
             let _lock = lock_data_dir(&config.data_dir)?;
             actix_web::rt::System::new().block_on(async move {
-                let listener = TcpListener::bind(config.listen)?;
+                let listener = gateway::bind(config.listen)?;
                 Server::start(config, listener).await?.run_until_signal().await
             })
         }

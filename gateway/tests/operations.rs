@@ -241,3 +241,29 @@ async fn a_slow_consumer_is_closed_with_4008_and_the_sender_is_unaffected() {
     assert_eq!(synced.seqs(), ((processed + 1)..=base + sent + 1).collect::<Vec<_>>());
     assert_eq!(synced.messages().last().map(|(_, m)| m.id), Some(last.id));
 }
+
+/// A connection storm waits in the node's accept queue while its workers
+/// are busy: none of the connections is dropped (with `std`'s backlog of
+/// 128 the 130th waited for a SYN retransmit, a second or more).
+#[test]
+fn a_burst_of_connections_queues_for_accept_instead_of_being_dropped() {
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(4096);
+    let burst = somaxconn.min(1000);
+    assert!(burst > 200, "net.core.somaxconn is {somaxconn}: raise it to run this test");
+    let listener = gateway::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    // Nobody accepts: every connection must fit in the queue.
+    let started = Instant::now();
+    let connected: Vec<_> = (0..burst)
+        .map(|i| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                .unwrap_or_else(|error| panic!("connection {i} of {burst} was not queued: {error}"))
+        })
+        .collect();
+    assert_eq!(connected.len(), burst);
+    assert!(started.elapsed() < Duration::from_secs(5), "queued in {:?}", started.elapsed());
+}

@@ -84,7 +84,7 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: TempDir, config: Config) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = gateway::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let server = Server::start(config, listener).await.unwrap().spawn();
         let api = Api::new(format!("http://{}", server.addr()));
         TestServer { server, dir, api }
