@@ -37,6 +37,9 @@ pub struct ServerCost {
     pub peak_rss_kib: u64,
     /// RSS growth from before connecting to all connected, per connection.
     pub rss_per_connection_kib: f64,
+    /// RSS growth from before connecting to the end (connections still
+    /// open), per connection: what they cost after the phases' traffic.
+    pub rss_end_per_connection_kib: f64,
     /// CPU seconds spent accepting and authenticating the connections.
     pub connect_cpu_seconds: f64,
 }
@@ -258,6 +261,8 @@ pub fn summarize(
             peak_rss_kib: s.end.peak_rss_kib,
             rss_per_connection_kib: (s.connected.rss_kib as f64 - s.before_connect.rss_kib as f64)
                 / connections.max(1) as f64,
+            rss_end_per_connection_kib: (s.end.rss_kib as f64 - s.before_connect.rss_kib as f64)
+                / connections.max(1) as f64,
             connect_cpu_seconds: s.connected.cpu_secs - s.before_connect.cpu_secs,
         }
     });
@@ -371,8 +376,13 @@ fn rows(s: &Summary) -> Vec<(String, String)> {
         rows.push((
             "server RSS".into(),
             format!(
-                "{} KiB before connecting, {} connected ({:.1} KiB/connection), {} at the end, peak {}",
-                v.rss_before_connect_kib, v.rss_connected_kib, v.rss_per_connection_kib, v.rss_end_kib, v.peak_rss_kib
+                "{} KiB before connecting, {} connected ({:.1} KiB/connection), {} at the end ({:.1} KiB/connection), peak {}",
+                v.rss_before_connect_kib,
+                v.rss_connected_kib,
+                v.rss_per_connection_kib,
+                v.rss_end_kib,
+                v.rss_end_per_connection_kib,
+                v.peak_rss_kib
             ),
         ));
     }
