@@ -315,11 +315,14 @@ impl Engine {
         if !self.core.owns(self.core.shards.shard_of(user_id.0)) {
             return Err(EngineError::Moved);
         }
-        let user = self.core.stores.users.user_by_id(user_id.0).await?.ok_or(EngineError::UserNotFound)?;
+        // Two reads, not three: the user and their presence peers together
+        // before the attach; the latest seq after it, so that no update
+        // falls between the one in `hello` and the first sent live.
+        let (user, peers) =
+            self.core.stores.relations.user_and_presence_peers(user_id.0).await?.ok_or(EngineError::UserNotFound)?;
         let attach = Attach { user_id: user_id.0, conn, choice: user.presence, status_text: user.status_text };
         self.shard_actor(user_id.0).send(attach).await?;
         let seq = self.core.stores.chats.latest_seq(user_id.0).await?;
-        let peers = self.core.stores.relations.presence_peers(user_id.0, None).await?;
         let links = peers.into_iter().map(|peer| (user_id.0, peer)).collect();
         route_by_shard(&self.core, links, |links| PresenceControl::AddInterest { links, snapshot: true });
         Ok(seq)

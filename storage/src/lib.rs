@@ -96,6 +96,10 @@ pub trait RelationStore: Send + Sync + 'static {
     /// relation is symmetric): friends and members of a group `user` is
     /// in, unless either blocks the other; only among `among` if given.
     async fn presence_peers(&self, user: i64, among: Option<Vec<i64>>) -> StorageResult<Vec<PresencePeer>>;
+    /// `user` and all their presence peers ([`RelationStore::presence_peers`]
+    /// without `among`), read together: what a connection needs to attach,
+    /// in one trip to the store. `None` for an unknown user.
+    async fn user_and_presence_peers(&self, user: i64) -> StorageResult<Option<(UserRecord, Vec<PresencePeer>)>>;
 }
 
 /// Refresh tokens, grouped in families (one family per login).

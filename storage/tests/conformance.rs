@@ -906,6 +906,10 @@ mod suite {
         let among = stores.relations.presence_peers(1, Some(vec![4, 5, 6])).await?;
         assert_eq!(among.iter().map(|p| p.user_id).collect::<Vec<_>>(), [4]);
         assert!(stores.relations.presence_peers(5, Some(vec![1])).await?.is_empty(), "the blocker sees nothing of 1");
+        // What a connection reads to attach: the same peers, with the user.
+        let (me, together) = stores.relations.user_and_presence_peers(1).await?.ok_or("user 1 not found")?;
+        assert_eq!((me.id, together), (1, peers));
+        assert!(stores.relations.user_and_presence_peers(99).await?.is_none(), "an unknown user is None");
         Ok(())
     }
 

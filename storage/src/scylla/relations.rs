@@ -164,6 +164,11 @@ impl RelationStore for ScyllaStore {
         Ok(rows.into_iter().map(|(other, since_ms)| RelationEntry { other, since_ms }).collect())
     }
 
+    async fn user_and_presence_peers(&self, user: i64) -> StorageResult<Option<(UserRecord, Vec<PresencePeer>)>> {
+        let (record, peers) = futures_util::try_join!(self.load_user(user), self.presence_peers(user, None))?;
+        Ok(record.map(|(record, _)| (record, peers)))
+    }
+
     async fn presence_peers(&self, user: i64, among: Option<Vec<i64>>) -> StorageResult<Vec<PresencePeer>> {
         let mut candidates: BTreeSet<i64> = self
             .all::<2, (i64,)>(KIND_ALL, (user, relation_name(Relation::Friends)))

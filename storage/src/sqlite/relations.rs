@@ -24,6 +24,34 @@ pub(super) fn parse_relation(name: &str) -> StorageResult<Relation> {
     }
 }
 
+/// [`RelationStore::presence_peers`] in `conn`; `among` is a JSON array of
+/// IDs (read with `json_each`), or `None` for everyone.
+fn presence_peers_in(conn: &Connection, user: i64, among: Option<String>) -> StorageResult<Vec<PresencePeer>> {
+    let mut stmt = conn.prepare_cached(
+        "WITH candidates (id) AS (
+             SELECT other_id FROM relations WHERE user_id = ?1 AND relation = 'friends'
+             UNION
+             SELECT other.user_id FROM chat_members mine
+             JOIN chats c ON c.id = mine.chat_id AND c.kind = 'group'
+             JOIN chat_members other ON other.chat_id = mine.chat_id
+             WHERE mine.user_id = ?1
+         )
+         SELECT u.id, u.last_seen_ms, u.status_text FROM candidates JOIN users u ON u.id = candidates.id
+         WHERE u.id <> ?1
+           AND (?2 IS NULL OR u.id IN (SELECT value FROM json_each(?2)))
+           AND NOT EXISTS (SELECT 1 FROM blocks b
+                           WHERE (b.blocker_id = ?1 AND b.blocked_id = u.id)
+                              OR (b.blocker_id = u.id AND b.blocked_id = ?1))
+         ORDER BY u.id",
+    )?;
+    let peers = stmt
+        .query_map(params![user, among], |row| {
+            Ok(PresencePeer { user_id: row.get(0)?, last_seen_ms: row.get(1)?, status_text: row.get(2)? })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(peers)
+}
+
 fn load_view(conn: &Connection, user: i64, other: i64) -> StorageResult<RelationView> {
     let relation: Option<String> = conn
         .prepare_cached("SELECT relation FROM relations WHERE user_id = ?1 AND other_id = ?2")?
@@ -91,30 +119,14 @@ impl RelationStore for SqliteStore {
     async fn presence_peers(&self, user: i64, among: Option<Vec<i64>>) -> StorageResult<Vec<PresencePeer>> {
         // A JSON array of IDs, read with json_each.
         let among = among.map(|ids| format!("[{}]", ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")));
-        self.read(move |tx| {
-            let mut stmt = tx.prepare_cached(
-                "WITH candidates (id) AS (
-                     SELECT other_id FROM relations WHERE user_id = ?1 AND relation = 'friends'
-                     UNION
-                     SELECT other.user_id FROM chat_members mine
-                     JOIN chats c ON c.id = mine.chat_id AND c.kind = 'group'
-                     JOIN chat_members other ON other.chat_id = mine.chat_id
-                     WHERE mine.user_id = ?1
-                 )
-                 SELECT u.id, u.last_seen_ms, u.status_text FROM candidates JOIN users u ON u.id = candidates.id
-                 WHERE u.id <> ?1
-                   AND (?2 IS NULL OR u.id IN (SELECT value FROM json_each(?2)))
-                   AND NOT EXISTS (SELECT 1 FROM blocks b
-                                   WHERE (b.blocker_id = ?1 AND b.blocked_id = u.id)
-                                      OR (b.blocker_id = u.id AND b.blocked_id = ?1))
-                 ORDER BY u.id",
-            )?;
-            let peers = stmt
-                .query_map(params![user, among], |row| {
-                    Ok(PresencePeer { user_id: row.get(0)?, last_seen_ms: row.get(1)?, status_text: row.get(2)? })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(peers)
+        self.read(move |tx| presence_peers_in(tx, user, among)).await
+    }
+
+    async fn user_and_presence_peers(&self, user: i64) -> StorageResult<Option<(UserRecord, Vec<PresencePeer>)>> {
+        self.read(move |tx| match load_user(tx, user) {
+            Ok(record) => Ok(Some((record, presence_peers_in(tx, user, None)?))),
+            Err(StorageError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
         })
         .await
     }
