@@ -1,5 +1,6 @@
-//! Startup checks of the OS limits a run needs (open files, ephemeral ports)
-//! and the source addresses to spread connections over.
+//! Startup checks of the OS limits a run needs (open files, ephemeral ports,
+//! the accept queue of a server on the same machine) and the source
+//! addresses to spread connections over.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -27,6 +28,28 @@ fn ephemeral_ports() -> Option<u64> {
     let mut bounds = range.split_whitespace().map(str::parse::<u64>);
     let (low, high) = (bounds.next()?.ok()?, bounds.next()?.ok()?);
     Some(high.saturating_sub(low) + 1)
+}
+
+/// `net.core.somaxconn`: the longest accept queue a listener here can have.
+fn accept_queue_cap() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
+}
+
+/// A warning (the run goes on) when `in_flight` handshakes at once can
+/// overflow the accept queue of a server on this machine.
+pub fn accept_queue_warning(in_flight: u64) -> Option<String> {
+    queue_warning(in_flight, accept_queue_cap())
+}
+
+fn queue_warning(in_flight: u64, cap: Option<u64>) -> Option<String> {
+    let cap = cap?;
+    (in_flight > cap).then(|| {
+        format!(
+            "{in_flight} handshakes in flight exceed net.core.somaxconn ({cap}), the longest accept queue a server on \
+this machine can have: if the server runs here, raise it (sysctl -w net.core.somaxconn={in_flight}) and restart the \
+server, or connections dropped from a full queue wait a second or more for their SYN to be sent again"
+        )
+    })
 }
 
 /// What is wrong with the limits for `per_process` connections in each of
@@ -91,5 +114,13 @@ mod tests {
         let ports = problems(15_000, 2, 1, Some((20_000, 20_000)), Some(28_232));
         assert!(ports[0].contains("--source-ips 2"), "{ports:?}");
         assert!(problems(15_000, 2, 2, Some((20_000, 20_000)), Some(28_232)).is_empty());
+    }
+
+    #[test]
+    fn more_handshakes_than_the_accept_queue_holds_name_somaxconn() {
+        assert_eq!(queue_warning(1024, Some(4096)), None);
+        let warning = queue_warning(2048, Some(1024)).expect("a warning");
+        assert!(warning.contains("sysctl -w net.core.somaxconn=2048"), "{warning}");
+        assert_eq!(queue_warning(2048, None), None, "no /proc: nothing to say");
     }
 }

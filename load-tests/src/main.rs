@@ -143,6 +143,10 @@ fn main() -> ExitCode {
                 }
                 return ExitCode::from(2);
             }
+            if let Some(warning) = limits::accept_queue_warning(parsed.population.connect_concurrency as u64 * workers)
+            {
+                eprintln!("parley-load: warning: {warning}");
+            }
             let name = scenario.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
             let run = Run {
                 scenario: &parsed,
