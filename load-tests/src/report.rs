@@ -250,6 +250,9 @@ pub fn summarize(
     let server = server.map(|s| {
         let start = s.seconds.first().copied().unwrap_or(s.connected);
         let cpu = s.end.cpu_secs - start.cpu_secs;
+        // RSS growth since before connecting, per connection.
+        let per_connection =
+            |rss_kib: u64| (rss_kib as f64 - s.before_connect.rss_kib as f64) / connections.max(1) as f64;
         ServerCost {
             pid: s.pid,
             cpu_seconds: cpu,
@@ -259,10 +262,8 @@ pub fn summarize(
             rss_connected_kib: s.connected.rss_kib,
             rss_end_kib: s.end.rss_kib,
             peak_rss_kib: s.end.peak_rss_kib,
-            rss_per_connection_kib: (s.connected.rss_kib as f64 - s.before_connect.rss_kib as f64)
-                / connections.max(1) as f64,
-            rss_end_per_connection_kib: (s.end.rss_kib as f64 - s.before_connect.rss_kib as f64)
-                / connections.max(1) as f64,
+            rss_per_connection_kib: per_connection(s.connected.rss_kib),
+            rss_end_per_connection_kib: per_connection(s.end.rss_kib),
             connect_cpu_seconds: s.connected.cpu_secs - s.before_connect.cpu_secs,
         }
     });
