@@ -1,16 +1,21 @@
 //! The node's listener: every accepted TCP connection is looked at before
 //! anyone reads from it. A fresh connection whose request is the chat
 //! socket's upgrade (`GET /api/v1/ws` with `Upgrade: websocket`) is served
-//! by a lean WebSocket stack (tokio-tungstenite with small buffers) beside
-//! actix-web; everything else goes to actix-web's HTTP service.
+//! by a lean WebSocket stack beside actix-web: the listener answers the
+//! handshake, tokio-tungstenite reads frames with a small buffer, and the
+//! connection's writer task writes its frames with a buffer that lives for
+//! one batch. Everything else goes to actix-web's HTTP service.
 //!
 //! Why: actix-http's dispatcher keeps 8 KiB read and write buffers per
 //! connection for the connection's whole life, which dominated what an
 //! idle chat connection cost. See ARCHITECTURE.md, "The chat socket".
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_service::{Service, ServiceFactory, fn_factory, fn_service};
@@ -18,16 +23,18 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, ServiceRequest, ServiceResponse};
 use actix_web::{App, Error};
 use bytes::Bytes;
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::StreamExt as _;
 use protocol::WS_SUBPROTOCOL;
 use protocol::limits::MAX_FRAME_BYTES;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::errors::ApiError;
@@ -37,13 +44,13 @@ use crate::ws::{Connection, Inbound, SocketWriter, authorize};
 /// The chat socket's path.
 const CHAT_SOCKET_PATH: &str = "/api/v1/ws";
 
-/// Bytes the socket reads at a time. A frame larger than this is read in
-/// several steps; the buffer lives as long as the connection, so it is kept
-/// small.
-const READ_BUFFER_BYTES: usize = 1024;
+/// Bytes the socket reads at a time. The buffer lives as long as the
+/// connection, so it is kept small: most client frames (a `send` of a short
+/// message is about 200 bytes) fit, a larger one is read in several steps.
+const READ_BUFFER_BYTES: usize = 512;
 
-/// Bytes of frames the socket collects before writing them out on its own
-/// (the writer task also flushes whenever its queue runs dry).
+/// Bytes of frames a batch collects before they are written out on their
+/// own (the writer task also flushes whenever its queue runs dry).
 const WRITE_BUFFER_BYTES: usize = 4096;
 
 /// Most bytes of a request head looked at to route a connection; a longer
@@ -116,7 +123,7 @@ where
                 // as its largest step (the peek's headers, actix's dispatcher).
                 async move {
                     match Box::pin(authorized_upgrade(&stream, &state)).await {
-                        Some(user) => Box::pin(serve_chat_socket(stream, state.into_inner(), user)).await,
+                        Some(upgrade) => Box::pin(serve_chat_socket(stream, state.into_inner(), upgrade)).await,
                         None => {
                             let _ = Box::pin(http.call(stream)).await;
                         }
@@ -128,9 +135,18 @@ where
     })
 }
 
-/// The user, if the connection's first request is an authorized chat
+/// An authorized chat socket upgrade, as read from its request head.
+struct Upgrade {
+    user: AuthUser,
+    /// Bytes of the request head, read off the socket once it is answered.
+    head_len: usize,
+    /// The answer's `Sec-WebSocket-Accept`.
+    accept_key: String,
+}
+
+/// The upgrade, if the connection's first request is an authorized chat
 /// socket upgrade; judged from the request head without consuming it.
-async fn authorized_upgrade(stream: &TcpStream, state: &AppState) -> Option<AuthUser> {
+async fn authorized_upgrade(stream: &TcpStream, state: &AppState) -> Option<Upgrade> {
     let mut buf = vec![0; MAX_PEEKED_HEAD];
     let peek = async {
         loop {
@@ -141,11 +157,14 @@ async fn authorized_upgrade(stream: &TcpStream, state: &AppState) -> Option<Auth
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut request = httparse::Request::new(&mut headers);
             match request.parse(&buf[..n]) {
-                Ok(httparse::Status::Complete(_)) => {
+                Ok(httparse::Status::Complete(head_len)) => {
                     if !is_upgrade_request(&request) {
                         return None;
                     }
-                    return authorize_head(&request, state).await.ok();
+                    let key = header_values(&request, "sec-websocket-key").next()?.trim();
+                    let accept_key = derive_accept_key(key.as_bytes());
+                    let user = authorize_head(&request, state).await.ok()?;
+                    return Some(Upgrade { user, head_len, accept_key });
                 }
                 // Not the chat socket's request line: no need to wait for the rest.
                 Ok(httparse::Status::Partial) if request.path.is_some_and(|path| !is_chat_socket_path(path)) => {
@@ -179,19 +198,12 @@ fn is_upgrade_request(request: &httparse::Request<'_, '_>) -> bool {
         header_values(request, name).flat_map(|value| value.split(',')).any(|v| v.trim().eq_ignore_ascii_case(token))
     };
     request.method == Some("GET")
+        && request.version == Some(1)
         && request.path.is_some_and(is_chat_socket_path)
         && has("upgrade", "websocket")
         && has("connection", "upgrade")
         && has("sec-websocket-version", "13")
         && header_values(request, "sec-websocket-key").next().is_some()
-}
-
-/// The handshake's answer names the subprotocol (already checked by
-/// [`authorize_head`]).
-#[allow(clippy::result_large_err, reason = "the signature is tungstenite's `Callback`")]
-fn name_subprotocol(_: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
-    response.headers_mut().insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(WS_SUBPROTOCOL));
-    Ok(response)
 }
 
 /// [`authorize`] for a request head.
@@ -205,29 +217,43 @@ async fn authorize_head(request: &httparse::Request<'_, '_>, state: &AppState) -
     authorize(state, ticket.as_deref(), bearer, header_values(request, "sec-websocket-protocol")).await
 }
 
-/// Serves one authorized chat socket: the handshake, then the connection
-/// actor; returns when the socket is closed.
-async fn serve_chat_socket(stream: TcpStream, state: Arc<AppState>, user: AuthUser) {
+/// Serves one authorized chat socket: the handshake's answer, then the
+/// connection actor; returns when the socket is closed.
+///
+/// tungstenite reads the socket's frames; the connection's writer task
+/// writes its own (see [`FrameWriter`]), so the two halves share nothing.
+async fn serve_chat_socket(mut stream: TcpStream, state: Arc<AppState>, upgrade: Upgrade) {
     let _ = stream.set_nodelay(true);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_frame_size(Some(MAX_FRAME_BYTES))
-        .max_message_size(Some(MAX_FRAME_BYTES));
-    // Boxed so that its state is freed once done (see `dispatcher`).
-    let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(stream, name_subprotocol, Some(config)));
-    let socket = match tokio::time::timeout(HEAD_TIMEOUT, handshake).await {
-        Ok(Ok(socket)) => socket,
+    let Upgrade { user, head_len, accept_key } = upgrade;
+    // Boxed so that their state is freed once done (see `dispatcher`).
+    let handshake = Box::pin(async {
+        // The head was only peeked at: consume it, then answer it.
+        let mut head = vec![0; head_len];
+        stream.read_exact(&mut head).await?;
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept_key}\r\nSec-WebSocket-Protocol: {WS_SUBPROTOCOL}\r\n\r\n"
+        );
+        stream.write_all(answer.as_bytes()).await
+    });
+    match tokio::time::timeout(HEAD_TIMEOUT, handshake).await {
+        Ok(Ok(())) => {}
         Ok(Err(error)) => {
             tracing::debug!(%error, "chat socket handshake failed");
             return;
         }
         Err(_) => return,
-    };
-    let (sink, stream) = socket.split();
+    }
+    let (read, write) = stream.into_split();
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_message_size(Some(MAX_FRAME_BYTES));
+    let inbound = Box::pin(WebSocketStream::from_raw_socket(ReadHalf(read), Role::Server, Some(config))).await;
     let (done, closed) = oneshot::channel();
-    Connection::start(user, state, TungsteniteWriter { sink, _done: done }, stream.map(Inbound::from));
-    // Resolves when the writer (and with it the socket) is dropped.
+    let writer = FrameWriter { socket: write, batch: Vec::new(), _done: done };
+    Connection::start(user, state, writer, inbound.map(Inbound::from));
+    // Resolves when the writer (and with it the socket's writing half) is dropped.
     let _ = closed.await;
 }
 
@@ -236,7 +262,8 @@ impl From<Result<Message, WsError>> for Inbound {
         match item {
             Ok(Message::Text(text)) => Inbound::Text(Bytes::from(text)),
             Ok(Message::Binary(_)) => Inbound::Binary,
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Inbound::Control,
+            Ok(Message::Ping(payload)) => Inbound::Ping(payload),
+            Ok(Message::Pong(_) | Message::Frame(_)) => Inbound::Pong,
             Ok(Message::Close(_)) => Inbound::Close,
             Err(WsError::Capacity(_)) => Inbound::TooLarge,
             Err(WsError::Utf8(_)) => Inbound::InvalidUtf8,
@@ -245,30 +272,84 @@ impl From<Result<Message, WsError>> for Inbound {
     }
 }
 
-/// The writing half of a lean chat socket.
-struct TungsteniteWriter {
-    sink: futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>,
+/// The reading half of a chat socket, as the stream tungstenite reads.
+/// What tungstenite writes of its own accord (its answers to pings and to
+/// a close) is dropped: the connection answers those through its writer
+/// task, the only one that writes to the socket.
+struct ReadHalf(OwnedReadHalf);
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadHalf {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The writing half of a lean chat socket. Frames are encoded into a
+/// buffer that lives for one batch, so an idle connection holds none (a
+/// buffer kept between batches keeps the capacity of the largest).
+struct FrameWriter {
+    socket: OwnedWriteHalf,
+    batch: Vec<u8>,
     /// Dropped with the writer: tells [`serve_chat_socket`] the socket is done.
     _done: oneshot::Sender<()>,
 }
 
-impl SocketWriter for TungsteniteWriter {
+impl FrameWriter {
+    fn push(&mut self, frame: Frame) {
+        // Formatting into a `Vec` cannot fail.
+        let _ = frame.format(&mut self.batch);
+    }
+
+    /// Writes the batch out and frees it.
+    async fn write_out(&mut self) -> bool {
+        let batch = std::mem::take(&mut self.batch);
+        self.socket.write_all(&batch).await.is_ok()
+    }
+}
+
+impl SocketWriter for FrameWriter {
     async fn text(&mut self, frame: &str) -> bool {
-        self.sink.feed(Message::text(frame)).await.is_ok()
+        let header = FrameHeader { opcode: OpCode::Data(Data::Text), ..FrameHeader::default() };
+        let len = frame.len() as u64;
+        self.batch.reserve(header.len(len) + frame.len());
+        let _ = header.format(len, &mut self.batch);
+        self.batch.extend_from_slice(frame.as_bytes());
+        self.batch.len() < WRITE_BUFFER_BYTES || self.write_out().await
     }
 
     async fn flush(&mut self) -> bool {
-        self.sink.flush().await.is_ok()
+        self.batch.is_empty() || self.write_out().await
     }
 
     async fn ping(&mut self) -> bool {
-        self.sink.send(Message::Ping(Bytes::new())).await.is_ok()
+        self.push(Frame::ping(Bytes::new()));
+        self.write_out().await
+    }
+
+    async fn pong(&mut self, payload: Bytes) -> bool {
+        self.push(Frame::pong(payload));
+        self.write_out().await
     }
 
     async fn close(mut self, code: u16, reason: &str) {
-        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-        let _ = self.sink.send(Message::Close(Some(frame))).await;
-        let _ = self.sink.close().await;
+        self.push(Frame::close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() })));
+        if self.write_out().await {
+            let _ = self.socket.shutdown().await;
+        }
     }
 }
 
@@ -295,5 +376,7 @@ mod tests {
         assert!(!parse(&head("POST /api/v1/ws", UPGRADE)));
         assert!(!parse(&head("GET /api/v1/wsx", UPGRADE)));
         assert!(!parse(&head("GET /api/v1/chats", UPGRADE)));
+        let http_1_0 = format!("GET /api/v1/ws HTTP/1.0\r\nHost: x\r\n{UPGRADE}\r\n");
+        assert!(!parse(http_1_0.as_bytes()), "WebSocket needs HTTP/1.1");
     }
 }

@@ -3,6 +3,7 @@
 //! over either WebSocket stack: the lean one of [`crate::socket`], or
 //! actix-ws for an upgrade that arrives on a reused HTTP connection.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,18 +60,7 @@ pub async fn connect(
         .map_err(|error| ApiError::BadRequest(error.to_string()))?;
     let stream =
         stream.max_frame_size(MAX_FRAME_BYTES).aggregate_continuations().max_continuation_size(MAX_FRAME_BYTES);
-    // actix-ws leaves answering pings to us; tungstenite answers them itself.
-    let ponger = session.clone();
-    let stream = stream.map(move |item| {
-        if let Ok(AggregatedMessage::Ping(bytes)) = &item {
-            let (mut session, bytes) = (ponger.clone(), bytes.clone());
-            actix::spawn(async move {
-                let _ = session.pong(&bytes).await;
-            });
-        }
-        Inbound::from(item)
-    });
-    Connection::start(user, state.into_inner(), ActixWriter(session), stream);
+    Connection::start(user, state.into_inner(), ActixWriter(session), stream.map(Inbound::from));
     Ok(response)
 }
 
@@ -105,8 +95,10 @@ pub(crate) enum Inbound {
     /// A complete text message (continuations already joined).
     Text(Bytes),
     Binary,
-    /// A ping or pong: only proof of life.
-    Control,
+    /// A ping, to be answered with a pong carrying its payload.
+    Ping(Bytes),
+    /// A pong: only proof of life.
+    Pong,
     Close,
     /// A frame or message above [`MAX_FRAME_BYTES`].
     TooLarge,
@@ -120,7 +112,8 @@ impl From<Result<AggregatedMessage, ProtocolError>> for Inbound {
         match item {
             Ok(AggregatedMessage::Text(text)) => Inbound::Text(text.into_bytes()),
             Ok(AggregatedMessage::Binary(_)) => Inbound::Binary,
-            Ok(AggregatedMessage::Ping(_) | AggregatedMessage::Pong(_)) => Inbound::Control,
+            Ok(AggregatedMessage::Ping(payload)) => Inbound::Ping(payload),
+            Ok(AggregatedMessage::Pong(_)) => Inbound::Pong,
             Ok(AggregatedMessage::Close(_)) => Inbound::Close,
             Err(ProtocolError::Overflow) => Inbound::TooLarge,
             Err(ProtocolError::Io(error)) if error.kind() == std::io::ErrorKind::InvalidData => Inbound::InvalidUtf8,
@@ -137,6 +130,7 @@ pub(crate) trait SocketWriter: Unpin + 'static {
     /// Writes whatever the socket buffered.
     async fn flush(&mut self) -> bool;
     async fn ping(&mut self) -> bool;
+    async fn pong(&mut self, payload: Bytes) -> bool;
     /// Sends the close frame and ends the socket.
     async fn close(self, code: u16, reason: &str);
 }
@@ -158,6 +152,10 @@ impl SocketWriter for ActixWriter {
         self.0.ping(b"").await.is_ok()
     }
 
+    async fn pong(&mut self, payload: Bytes) -> bool {
+        self.0.pong(&payload).await.is_ok()
+    }
+
     async fn close(self, code: u16, reason: &str) {
         let reason = CloseReason { code: CloseCode::from(code), description: Some(reason.to_owned()) };
         let _ = self.0.close(Some(reason)).await;
@@ -169,6 +167,40 @@ enum Change {
     Edit(String),
     DeleteForEveryone,
     DeleteForMe,
+}
+
+/// The control frames the actor asks its writer task for.
+#[derive(Default)]
+struct ControlFrames {
+    wake: Notify,
+    /// Ping the client (the heartbeat).
+    ping: Cell<bool>,
+    /// Answer the client's latest ping with this payload. Only the latest:
+    /// RFC 6455 §5.5.3 allows it, and a client that pings without reading
+    /// cannot queue pongs.
+    pong: Cell<Option<Bytes>>,
+}
+
+impl ControlFrames {
+    fn ping(&self) {
+        self.ping.set(true);
+        self.wake.notify_one();
+    }
+
+    fn pong(&self, payload: Bytes) {
+        self.pong.set(Some(payload));
+        self.wake.notify_one();
+    }
+
+    /// Writes the frames asked for; false once the socket is gone.
+    async fn write(&self, writer: &mut impl SocketWriter) -> bool {
+        if let Some(payload) = self.pong.take()
+            && !writer.pong(payload).await
+        {
+            return false;
+        }
+        !self.ping.take() || writer.ping().await
+    }
 }
 
 /// How the writer task is to end the connection.
@@ -188,8 +220,8 @@ pub(crate) struct Connection<W: SocketWriter> {
     state: Arc<AppState>,
     /// The socket's writing half until the writer task takes it.
     writer: Option<W>,
-    /// Tells the writer task to ping the client.
-    ping: Rc<Notify>,
+    /// Pings and pongs for the writer task to send.
+    control: Rc<ControlFrames>,
     outbound: mpsc::Sender<Arc<str>>,
     /// Taken by the writer task once `hello` is ready.
     outbound_rx: Option<mpsc::Receiver<Arc<str>>>,
@@ -225,7 +257,7 @@ impl<W: SocketWriter> Connection<W> {
             session_id,
             state,
             writer: Some(writer),
-            ping: Rc::new(Notify::new()),
+            control: Rc::default(),
             outbound,
             outbound_rx: Some(outbound_rx),
             last_heard: Instant::now(),
@@ -433,14 +465,15 @@ impl<W: SocketWriter> Connection<W> {
     }
 
     /// Starts the writer task: `hello` first, then the queue, in order,
-    /// flushing the socket whenever the queue runs dry; pings when told.
+    /// flushing the socket whenever the queue runs dry; pings and pongs
+    /// when told.
     /// Told to close, it writes what is queued (for at most
     /// [`CLOSE_FLUSH_TIMEOUT`]) and then the close frame.
     fn start_writer(&mut self, hello: ServerFrame) {
         let (Some(mut rx), Some(mut writer)) = (self.outbound_rx.take(), self.writer.take()) else { return };
         let (close_tx, mut close_rx) = oneshot::channel::<WriterClose>();
         self.writer_close = Some(close_tx);
-        let ping = self.ping.clone();
+        let control = self.control.clone();
         let hello = serde_json::to_string(&hello).unwrap_or_default();
         actix::spawn(async move {
             if !(writer.text(&hello).await && writer.flush().await) {
@@ -453,7 +486,7 @@ impl<W: SocketWriter> Connection<W> {
                     biased;
                     // The actor is gone without a word: the client left.
                     close = &mut close_rx => break close.unwrap_or(WriterClose { code: close::NORMAL, reason: "", flush: false }),
-                    () = ping.notified() => if !writer.ping().await {
+                    () = control.wake.notified() => if !control.write(&mut writer).await {
                         return;
                     },
                     frame = rx.recv() => {
@@ -552,7 +585,7 @@ impl<W: SocketWriter> Actor for Connection<W> {
                 conn.close(close::IDLE_TIMEOUT, "idle timeout", ctx);
                 return;
             }
-            conn.ping.notify_one();
+            conn.control.ping();
         });
         ctx.run_later(self.token_expires_in, |conn, ctx| conn.close(close::TOKEN_EXPIRED, "access token expired", ctx));
     }
@@ -575,7 +608,8 @@ impl<W: SocketWriter> StreamHandler<Inbound> for Connection<W> {
             Inbound::Binary => {
                 self.reject(ErrorCode::BinaryNotSupported, "protocol v1 uses JSON text frames".into(), ctx)
             }
-            Inbound::Control => {}
+            Inbound::Ping(payload) => self.control.pong(payload),
+            Inbound::Pong => {}
             Inbound::Close => self.close(close::NORMAL, "bye", ctx),
             Inbound::TooLarge => {
                 self.reject(ErrorCode::FrameTooLarge, format!("frames are limited to {MAX_FRAME_BYTES} bytes"), ctx);

@@ -99,3 +99,61 @@ async fn receipts_are_accepted_from_members_and_refused_for_other_chats() {
     c.send(&ClientFrame::Received { chat_id: chat, message_id: sent.id }).await;
     assert_eq!(c.next_error().await.code, protocol::ws::ErrorCode::ChatNotFound);
 }
+
+/// A chat socket opened by tokio-tungstenite over a plain TCP connection.
+/// With `after_a_request`, a `GET /healthz` goes first on the same
+/// connection, so the upgrade arrives on a reused connection and actix-ws
+/// serves it; otherwise the lean stack does.
+async fn raw_chat_socket(
+    server: &TestServer,
+    token: &str,
+    after_a_request: bool,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let mut stream = tokio::net::TcpStream::connect(server.server.addr()).await.unwrap();
+    if after_a_request {
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: parley\r\n\r\n").await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        let head = String::from_utf8(head).unwrap().to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let length = head.lines().find_map(|line| line.strip_prefix("content-length: ")).unwrap();
+        let mut body = vec![0; length.trim().parse().unwrap()];
+        stream.read_exact(&mut body).await.unwrap();
+    }
+    let mut request = server.ws_url("").into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("sec-websocket-protocol", "parley.v1".parse().unwrap());
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (socket, response) = tokio_tungstenite::client_async(request, stream).await.unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "parley.v1");
+    socket
+}
+
+#[actix_web::test]
+async fn websocket_pings_get_pongs_with_their_payload_on_both_stacks() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = TestServer::start().await;
+    let alice = server.register("alice").await;
+    for after_a_request in [false, true] {
+        let mut socket = raw_chat_socket(&server, &alice.tokens.access_token, after_a_request).await;
+        let hello = socket.next().await.unwrap().unwrap();
+        assert!(hello.to_text().unwrap().contains(r#""type":"hello""#), "{hello:?}");
+        for payload in ["are you there?", "still there?"] {
+            socket.send(Message::Ping(payload.as_bytes().to_vec().into())).await.unwrap();
+            let pong = tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("no pong").unwrap();
+            assert_eq!(pong.unwrap(), Message::Pong(payload.as_bytes().to_vec().into()), "reused: {after_a_request}");
+        }
+        socket.close(None).await.unwrap();
+        // The server answers the close and ends the connection.
+        while let Some(Ok(message)) = socket.next().await {
+            assert!(matches!(message, Message::Close(_)), "{message:?}");
+        }
+    }
+}
