@@ -77,6 +77,9 @@ test('two people befriend and chat in real time, and a reload misses nothing', a
   await message(alice.page, 'Hi Bob! Lunch today?').hover();
   await message(alice.page, 'Hi Bob! Lunch today?').getByRole('button', { name: 'Message actions' }).click();
   await alice.page.getByRole('dialog').getByRole('button', { name: 'Edit' }).click();
+  // The composer takes the message's text once the sheet has closed: typing
+  // before that would race it, for a person as for the test.
+  await alice.page.locator('.edit-bar', { hasText: 'Editing message' }).waitFor();
   const aliceBox = alice.page.getByRole('textbox', { name: 'Message' });
   await aliceBox.fill('Hi Bob! Lunch tomorrow?');
   await aliceBox.press('Enter');
