@@ -9,6 +9,7 @@ mod run;
 mod scenario;
 mod schedule;
 mod setup;
+mod source;
 mod stats;
 mod xmpp;
 

@@ -361,13 +361,10 @@ fn parse_body(body: &str) -> Option<(u64, usize, usize)> {
     }
 }
 
-/// An HTTP and WebSocket client bound to `source`, if given.
+/// An HTTP and WebSocket client whose connections leave from `source`, if given.
 pub fn client(source: Option<IpAddr>) -> awc::Client {
-    let builder = awc::Client::builder().timeout(REQUEST_TIMEOUT).connector(awc::Connector::new().limit(0));
-    match source {
-        Some(addr) => builder.local_address(addr).finish(),
-        None => builder.finish(),
-    }
+    let connector = awc::Connector::new().limit(0).connector(crate::source::connector(source));
+    awc::Client::builder().timeout(REQUEST_TIMEOUT).connector(connector).finish()
 }
 
 /// Opens a WebSocket for `token` at the node with base URL `node` and
