@@ -538,6 +538,29 @@ impl WsClient {
         self.wait_for(|frame| matches!(frame, ServerFrame::Pong {}).then_some(())).await;
     }
 
+    /// Like [`WsClient::ping_pong`], but a server that closes the
+    /// connection first is an answer too: its close code.
+    pub async fn ping_pong_or_close(&mut self) -> Result<(), Option<u16>> {
+        self.send(&ClientFrame::Ping {}).await;
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.framed.next()).await.expect("timed out waiting for pong");
+            match frame {
+                Some(Ok(Frame::Text(bytes))) => {
+                    match serde_json::from_slice(&bytes).expect("server frame is valid JSON") {
+                        ServerFrame::Pong {} => return Ok(()),
+                        other => self.backlog.push_back(other),
+                    }
+                }
+                Some(Ok(Frame::Ping(bytes))) => {
+                    let _ = self.framed.send(ws::Message::Pong(bytes)).await;
+                }
+                Some(Ok(Frame::Close(reason))) => return Err(reason.map(|r| u16::from(r.code))),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Err(None),
+            }
+        }
+    }
+
     /// The frames read but not yet picked by a `wait_for`, oldest first.
     pub fn take_backlog(&mut self) -> Vec<ServerFrame> {
         self.backlog.drain(..).collect()
