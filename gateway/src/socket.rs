@@ -158,13 +158,9 @@ async fn authorized_upgrade(stream: &TcpStream, state: &AppState) -> Option<Upgr
             let mut request = httparse::Request::new(&mut headers);
             match request.parse(&buf[..n]) {
                 Ok(httparse::Status::Complete(head_len)) => {
-                    if !is_upgrade_request(&request) {
-                        return None;
-                    }
-                    let key = header_values(&request, "sec-websocket-key").next()?.trim();
-                    let accept_key = derive_accept_key(key.as_bytes());
+                    let key = upgrade_key(&request)?;
                     let user = authorize_head(&request, state).await.ok()?;
-                    return Some(Upgrade { user, head_len, accept_key });
+                    return Some(Upgrade { user, head_len, accept_key: derive_accept_key(key.as_bytes()) });
                 }
                 // Not the chat socket's request line: no need to wait for the rest.
                 Ok(httparse::Status::Partial) if request.path.is_some_and(|path| !is_chat_socket_path(path)) => {
@@ -192,18 +188,19 @@ fn header_values<'a>(request: &'a httparse::Request<'_, '_>, name: &'a str) -> i
         .filter_map(|header| std::str::from_utf8(header.value).ok())
 }
 
-/// A well-formed WebSocket upgrade (RFC 6455 §4.2.1) of the chat socket's path.
-fn is_upgrade_request(request: &httparse::Request<'_, '_>) -> bool {
+/// The `Sec-WebSocket-Key` of a well-formed WebSocket upgrade (RFC 6455
+/// §4.2.1) of the chat socket's path; `None` for any other request.
+fn upgrade_key<'a>(request: &'a httparse::Request<'_, '_>) -> Option<&'a str> {
     let has = |name: &str, token: &str| {
         header_values(request, name).flat_map(|value| value.split(',')).any(|v| v.trim().eq_ignore_ascii_case(token))
     };
-    request.method == Some("GET")
+    let upgrade = request.method == Some("GET")
         && request.version == Some(1)
         && request.path.is_some_and(is_chat_socket_path)
         && has("upgrade", "websocket")
         && has("connection", "upgrade")
-        && has("sec-websocket-version", "13")
-        && header_values(request, "sec-websocket-key").next().is_some()
+        && has("sec-websocket-version", "13");
+    upgrade.then(|| header_values(request, "sec-websocket-key").next()).flatten().map(str::trim)
 }
 
 /// [`authorize`] for a request head.
@@ -360,7 +357,7 @@ mod tests {
     fn parse(head: &[u8]) -> bool {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
-        request.parse(head).is_ok_and(|status| status.is_complete()) && is_upgrade_request(&request)
+        request.parse(head).is_ok_and(|status| status.is_complete()) && upgrade_key(&request).is_some()
     }
 
     const UPGRADE: &str = "Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
