@@ -591,7 +591,7 @@ impl ChatStore for SqliteStore {
     }
 
     async fn latest_seq(&self, user_id: i64) -> StorageResult<u64> {
-        self.read(move |tx| {
+        self.quick_read(move |tx| {
             // The last entry's seq (a log is append-only); none yet: 0.
             let seq: Option<u64> = tx
                 .prepare_cached("SELECT MAX(seq) FROM user_updates WHERE user_id = ?1")?

@@ -2,7 +2,9 @@
 //!
 //! Reads run on tokio's blocking pool: each takes a read-only connection
 //! and runs in one deferred transaction, so each call sees a consistent
-//! snapshot. Writes go to one writer thread that owns the writer
+//! snapshot. A read that is usually small (the connection attach's) runs on
+//! the calling thread instead, within a budget of VM steps past which it
+//! goes to the pool after all ([`SqliteStore::quick_read`]). Writes go to one writer thread that owns the writer
 //! connection: it takes every write queued at the moment, runs them in one
 //! `BEGIN IMMEDIATE` transaction (each in a savepoint of its own, so a
 //! failed write changes nothing and leaves the others alone), commits once
@@ -17,13 +19,14 @@ mod chats;
 mod contacts;
 mod meta;
 mod relations;
+mod seqs;
 mod tokens;
 mod users;
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
 use std::time::Duration;
 
@@ -31,11 +34,19 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, ffi, params};
 
 use crate::*;
+use seqs::next_seq;
 
 /// Read-only connections opened next to the writer. Reads beyond this many
 /// at once wait for a free connection (on the blocking pool, never on the
 /// async runtime).
 pub const READER_POOL_SIZE: usize = 4;
+
+/// Most SQLite VM steps a [`SqliteStore::quick_read`] takes on the calling
+/// (async) thread before it is interrupted and run on the blocking pool
+/// instead: some 30 µs here, about what the hand-off to the pool and back
+/// costs. A user with a few dozen presence peers is inside it; a member of
+/// a large group, whose peers are the whole group, is not.
+const INLINE_READ_STEPS: i32 = 2_000;
 
 /// How long a statement waits for a lock held by another connection (a WAL
 /// checkpoint, another process on the same file) before failing with
@@ -288,22 +299,6 @@ const MIGRATION_8: &str = r#"
 CREATE INDEX token_families_by_revocation ON token_families (revoked_at_ms) WHERE revoked_at_ms IS NOT NULL;
 "#;
 
-/// The seq of `user_id`'s next update-log entry. Logs are append-only, so
-/// the last entry's seq is the user's seq: reading it touches the page the
-/// append then writes, and nothing else is written. (Anything that ever
-/// trims a log must keep its last entry, or seqs would be reused.)
-/// [`StorageError::NotFound`] for an unknown user.
-fn next_seq(conn: &Connection, user_id: i64) -> StorageResult<u64> {
-    let seq: Option<i64> = conn
-        .prepare_cached(
-            "SELECT (SELECT COALESCE(MAX(seq), 0) FROM user_updates WHERE user_id = ?1) + 1 FROM users WHERE id = ?1",
-        )?
-        .query_row([user_id], |row| row.get(0))
-        .optional()?;
-    let seq = seq.ok_or_else(|| StorageError::NotFound(format!("user {user_id}")))?;
-    u64::try_from(seq).map_err(|_| backend(format!("negative update seq of user {user_id}")))
-}
-
 /// `chats.kind` of a 1:1 chat.
 const KIND_DIRECT: &str = "direct";
 /// `chats.kind` of a group.
@@ -436,14 +431,37 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> StorageResult<T> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        blocking(move || {
-            let mut conn = inner.reader()?;
-            let tx = conn.transaction()?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
+        blocking(move || in_read_transaction(&mut *inner.reader()?, f)).await
+    }
+
+    /// Like [`Self::read`], for a read that is usually small (a few pages
+    /// found by key): it runs on the calling thread if a reader is free,
+    /// which spares waking a pool thread and then the caller again. If it
+    /// takes more than [`INLINE_READ_STEPS`] SQLite VM steps, SQLite
+    /// interrupts it and it runs again on the pool, so the calling thread
+    /// is never held for long. A read never waits for the writer in WAL mode.
+    async fn quick_read<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Transaction<'_>) -> StorageResult<T> + Send + 'static,
+    {
+        if let Some(mut conn) = self.inner.free_reader()? {
+            let over_budget = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&over_budget);
+            conn.progress_handler(
+                INLINE_READ_STEPS,
+                Some(move || {
+                    flag.store(true, Ordering::Relaxed);
+                    true
+                }),
+            );
+            let out = in_read_transaction(&mut conn, &f);
+            conn.progress_handler(0, None::<fn() -> bool>);
+            if !over_budget.load(Ordering::Relaxed) {
+                return out;
+            }
+        }
+        self.read(f).await
     }
 
     /// Runs `f` on the writer thread, in a savepoint of the transaction it
@@ -487,17 +505,40 @@ where
 impl Connections {
     /// A free reader, trying each once round-robin before waiting for one.
     fn reader(&self) -> StorageResult<MutexGuard<'_, Connection>> {
+        match self.free_reader()? {
+            Some(guard) => Ok(guard),
+            None => {
+                let start = self.next_reader.load(Ordering::Relaxed);
+                self.readers[start % self.readers.len()].lock().map_err(|_| poisoned(&self.path))
+            }
+        }
+    }
+
+    /// A reader no one holds, trying each once round-robin; `None` if all
+    /// are busy.
+    fn free_reader(&self) -> StorageResult<Option<MutexGuard<'_, Connection>>> {
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
         let n = self.readers.len();
         for i in 0..n {
             match self.readers[(start + i) % n].try_lock() {
-                Ok(guard) => return Ok(guard),
+                Ok(guard) => return Ok(Some(guard)),
                 Err(TryLockError::WouldBlock) => continue,
                 Err(TryLockError::Poisoned(_)) => return Err(poisoned(&self.path)),
             }
         }
-        self.readers[start % n].lock().map_err(|_| poisoned(&self.path))
+        Ok(None)
     }
+}
+
+/// Runs `f` in a deferred (snapshot) transaction on `conn`.
+fn in_read_transaction<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> StorageResult<T>,
+) -> StorageResult<T> {
+    let tx = conn.transaction()?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
 }
 
 fn poisoned(path: &Path) -> StorageError {
@@ -548,9 +589,14 @@ fn commit_batch(conn: &mut Connection, path: &Path, batch: Vec<WriteJob>) {
                 return std::iter::once(first).chain(jobs).for_each(|job| job(Slot::Gone).1(Err(&error)));
             }
         };
+        if let Err(error) = seqs::check_other_writers(&tx) {
+            tracing::error!(path = %path.display(), %error, "sqlite data_version unreadable");
+            seqs::forget();
+        }
         let (ok, first_answer) = first(Slot::First(&tx));
         if !ok {
             // Dropping the transaction rolls back the failed write alone.
+            seqs::forget();
             drop(tx);
             first_answer(Ok(()));
             continue;
@@ -558,7 +604,11 @@ fn commit_batch(conn: &mut Connection, path: &Path, batch: Vec<WriteJob>) {
         let mut answers = vec![first_answer];
         for job in jobs.by_ref() {
             let slot = if tx.is_autocommit() { Slot::Gone } else { Slot::Savepoint(&tx) };
-            answers.push(job(slot).1);
+            let (ok, answer) = job(slot);
+            if !ok {
+                seqs::forget();
+            }
+            answers.push(answer);
         }
         let outcome = if tx.is_autocommit() {
             Err(backend(format!("sqlite rolled back a write transaction on {}", path.display())))
@@ -566,6 +616,7 @@ fn commit_batch(conn: &mut Connection, path: &Path, batch: Vec<WriteJob>) {
             tx.commit().map_err(StorageError::from)
         };
         if let Err(error) = &outcome {
+            seqs::forget();
             tracing::error!(path = %path.display(), %error, writes = answers.len(), "sqlite commit failed");
         }
         for answer in answers {
@@ -902,23 +953,73 @@ mod tests {
         Ok(())
     }
 
+    fn new_user(id: i64) -> NewUser {
+        let name = format!("user{id}");
+        NewUser {
+            id,
+            username: name.clone(),
+            username_key: name,
+            display_name: String::new(),
+            password_hash: String::new(),
+            pepper_version: 1,
+            created_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_append_after_another_connection_appended_takes_the_next_seq() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("db.sqlite3");
+        let store = SqliteStore::open(&path, Synchronous::Normal)?;
+        store.create_user(new_user(1)).await?;
+        let append = |tx: &Transaction<'_>| -> StorageResult<u64> {
+            let seq = next_seq(tx, 1)?;
+            tx.execute("INSERT INTO user_updates (user_id, seq, kind) VALUES (1, ?1, 'relation')", [seq as i64])?;
+            Ok(seq)
+        };
+        assert_eq!(store.write(append).await?, 1);
+        assert_eq!(store.write(append).await?, 2);
+        // Another process appends to the same log (an admin command, say).
+        let other = Connection::open(&path)?;
+        other.execute("INSERT INTO user_updates (user_id, seq, kind) VALUES (1, 3, 'relation')", [])?;
+        assert_eq!(store.write(append).await?, 4, "the writer forgot the seq it remembered");
+        assert_eq!(store.latest_seq(1).await?, 4);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_quick_read_over_its_budget_still_answers_from_the_pool() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(&dir.path().join("db.sqlite3"), Synchronous::Normal)?;
+        let count_to = |n: i64| {
+            move |tx: &Transaction<'_>| -> StorageResult<(i64, std::thread::ThreadId)> {
+                let sql = "WITH RECURSIVE c (x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?1)
+                           SELECT count(*) FROM c";
+                Ok((tx.query_row(sql, [n], |row| row.get(0))?, std::thread::current().id()))
+            }
+        };
+        let here = std::thread::current().id();
+        // A small read runs here, on each reader in turn.
+        for _ in 0..READER_POOL_SIZE {
+            assert_eq!(store.quick_read(count_to(10)).await?, (10, here));
+        }
+        // A large one is stopped here and answered by a pool thread.
+        let (count, thread) = store.quick_read(count_to(100_000)).await?;
+        assert_eq!(count, 100_000);
+        assert_ne!(thread, here);
+        // No reader keeps the budget: a plain read of any size completes on each.
+        for _ in 0..READER_POOL_SIZE {
+            assert_eq!(store.read(count_to(100_000)).await?.0, 100_000);
+        }
+        Ok(())
+    }
+
     #[tokio::test]
     async fn failed_append_writes_nothing() -> TestResult {
         let dir = tempfile::tempdir()?;
         let store = SqliteStore::open(&dir.path().join("db.sqlite3"), Synchronous::Normal)?;
         for id in [1, 2] {
-            let name = format!("user{id}");
-            store
-                .create_user(NewUser {
-                    id,
-                    username: name.clone(),
-                    username_key: name,
-                    display_name: String::new(),
-                    password_hash: String::new(),
-                    pepper_version: 1,
-                    created_at_ms: 0,
-                })
-                .await?;
+            store.create_user(new_user(id)).await?;
         }
         let chat = store.direct_chat(1, 2, 100, 0).await?;
         let message = NewMessage {

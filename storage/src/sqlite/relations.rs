@@ -123,7 +123,7 @@ impl RelationStore for SqliteStore {
     }
 
     async fn user_and_presence_peers(&self, user: i64) -> StorageResult<Option<(UserRecord, Vec<PresencePeer>)>> {
-        self.read(move |tx| match load_user(tx, user) {
+        self.quick_read(move |tx| match load_user(tx, user) {
             Ok(record) => Ok(Some((record, presence_peers_in(tx, user, None)?))),
             Err(StorageError::NotFound(_)) => Ok(None),
             Err(error) => Err(error),
