@@ -73,7 +73,7 @@ fn stored_next_seq(conn: &Connection, user_id: i64) -> StorageResult<u64> {
 /// lock): forgets the remembered seqs if another connection committed
 /// since the last check.
 pub(super) fn check_other_writers(conn: &Connection) -> StorageResult<()> {
-    let version: i64 = conn.query_row("PRAGMA data_version", [], |row| row.get(0))?;
+    let version: i64 = conn.prepare_cached("PRAGMA data_version")?.query_row([], |row| row.get(0))?;
     LAST_SEQS.with_borrow_mut(|last| {
         if last.data_version != Some(version) {
             last.seqs.clear();
