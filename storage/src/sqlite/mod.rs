@@ -4,12 +4,12 @@
 //! and runs in one deferred transaction, so each call sees a consistent
 //! snapshot. A read that is usually small (the connection attach's) runs on
 //! the calling thread instead, within a budget of VM steps past which it
-//! goes to the pool after all ([`SqliteStore::quick_read`]). Writes go to one writer thread that owns the writer
-//! connection: it takes every write queued at the moment, runs them in one
-//! `BEGIN IMMEDIATE` transaction (each in a savepoint of its own, so a
-//! failed write changes nothing and leaves the others alone), commits once
-//! and only then answers them (group commit). In WAL mode readers never
-//! block the writer.
+//! goes to the pool after all ([`SqliteStore::quick_read`]). Writes go to
+//! one writer thread that owns the writer connection: it takes every write
+//! queued at the moment, runs them in one `BEGIN IMMEDIATE` transaction
+//! (each in a savepoint of its own, so a failed write changes nothing and
+//! leaves the others alone), commits once and only then answers them
+//! (group commit). In WAL mode readers never block the writer.
 //!
 //! The schema is versioned with `PRAGMA user_version`: `MIGRATIONS` holds
 //! one SQL batch per version, applied in order on open. Append new
@@ -439,7 +439,9 @@ impl SqliteStore {
     /// which spares waking a pool thread and then the caller again. If it
     /// takes more than [`INLINE_READ_STEPS`] SQLite VM steps, SQLite
     /// interrupts it and it runs again on the pool, so the calling thread
-    /// is never held for long. A read never waits for the writer in WAL mode.
+    /// is not held for long. (In WAL mode a read waits neither for the
+    /// writer nor for the passive checkpoints; it can wait for a page the OS
+    /// must read from disk.)
     async fn quick_read<T, F>(&self, f: F) -> StorageResult<T>
     where
         T: Send + 'static,

@@ -3,7 +3,7 @@
 //!
 //! Looking the last seq up is a B-tree descent per entry, and a group
 //! message appends one entry per member: remembering it cut the append of
-//! a 1,024-member group message by 12–17 % (docs/benchmarks.md). What the
+//! a 1,024-member group message by about 13 % (docs/benchmarks.md). What the
 //! writer remembers is forgotten whenever it may have become wrong: a
 //! write or a commit failed (what it appended may have been rolled back),
 //! or another connection committed to the database (`PRAGMA data_version`
