@@ -44,17 +44,19 @@ thread_local! {
 /// last entry, or seqs would be reused.) [`StorageError::NotFound`] for an
 /// unknown user.
 pub(super) fn next_seq(conn: &Connection, user_id: i64) -> StorageResult<u64> {
-    let seq = match LAST_SEQS.with_borrow(|last| last.seqs.get(&user_id).copied()) {
-        Some(last) => last + 1,
-        None => stored_next_seq(conn, user_id)?,
-    };
     LAST_SEQS.with_borrow_mut(|last| {
-        if last.seqs.len() >= MAX_REMEMBERED && !last.seqs.contains_key(&user_id) {
-            last.seqs.clear();
-        }
+        let seq = match last.seqs.get(&user_id) {
+            Some(&remembered) => remembered + 1,
+            None => {
+                if last.seqs.len() >= MAX_REMEMBERED {
+                    last.seqs.clear();
+                }
+                stored_next_seq(conn, user_id)?
+            }
+        };
         last.seqs.insert(user_id, seq);
-    });
-    Ok(seq)
+        Ok(seq)
+    })
 }
 
 /// The next seq as the database has it.
