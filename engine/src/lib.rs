@@ -203,7 +203,7 @@ impl Engine {
         let mut shard_actors = Vec::with_capacity(shards.count() as usize);
         let mut shard_chats = Vec::with_capacity(shards.count() as usize);
         for shard in shards.all() {
-            let arbiter = &arbiters[shard.0 as usize % arbiters.len()];
+            let arbiter = thread_of(&arbiters, shard);
             let core = core.clone();
             let chats = Arc::new(ChatActors::default());
             shard_chats.push(chats.clone());
@@ -294,6 +294,13 @@ impl Engine {
     /// A fresh snowflake ID (for users, chats, token families).
     pub async fn next_id(&self) -> Result<i64, EngineError> {
         Ok(self.core.ids.next_id().await?)
+    }
+
+    /// The actor thread of `user_id`'s shard: where their user actor runs.
+    /// A connection served on it reaches its user actor, and is reached by
+    /// it, without waking another thread.
+    pub fn home_thread(&self, user_id: UserId) -> &ArbiterHandle {
+        thread_of(&self.arbiters, self.core.shards.shard_of(user_id.0))
     }
 
     fn shard_actor(&self, id: i64) -> &Addr<ShardActor> {
@@ -861,6 +868,11 @@ impl Engine {
             tracing::warn!(%error, "could not release the generator lease; it expires by itself");
         }
     }
+}
+
+/// The actor thread that runs `shard`'s actors.
+fn thread_of(arbiters: &[ArbiterHandle], shard: ShardId) -> &ArbiterHandle {
+    &arbiters[shard.0 as usize % arbiters.len()]
 }
 
 /// Follows the consumer group's assignment: the clients of a lost shard

@@ -241,17 +241,39 @@ async fn serve_chat_socket(mut stream: TcpStream, state: Arc<AppState>, upgrade:
         }
         Err(_) => return,
     }
+    // The socket moves to its user's actor thread (see `run_chat_socket`);
+    // this worker keeps only the wait for its end, so that the server's
+    // count of open connections and its graceful shutdown still see it.
+    let Ok(stream) = stream.into_std() else { return };
+    let (done, closed) = oneshot::channel();
+    let home = state.engine.home_thread(user.user_id).clone();
+    if home.spawn(run_chat_socket(stream, state, user, done)) {
+        // Resolves when the writer (and with it the socket's writing half) is dropped.
+        let _ = closed.await;
+    }
+}
+
+/// Runs an upgraded chat socket's connection actor on the thread this is
+/// spawned on: its user's actor thread. The connection's frames then reach
+/// the user actor, and its updates the connection's writer task, without a
+/// wake-up of another thread (a 1:1 message's delivery, each of a group
+/// message's deliveries, the attach's call to the shard actor).
+async fn run_chat_socket(stream: std::net::TcpStream, state: Arc<AppState>, user: AuthUser, done: oneshot::Sender<()>) {
+    let stream = match TcpStream::from_std(stream) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, "could not move a chat socket to its actor thread");
+            return;
+        }
+    };
     let (read, write) = stream.into_split();
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_frame_size(Some(MAX_FRAME_BYTES))
         .max_message_size(Some(MAX_FRAME_BYTES));
     let inbound = Box::pin(WebSocketStream::from_raw_socket(ReadHalf(read), Role::Server, Some(config))).await;
-    let (done, closed) = oneshot::channel();
     let writer = FrameWriter { socket: write, batch: Vec::new(), _done: done };
     Connection::start(user, state, writer, inbound.map(Inbound::from));
-    // Resolves when the writer (and with it the socket's writing half) is dropped.
-    let _ = closed.await;
 }
 
 impl From<Result<Message, WsError>> for Inbound {
