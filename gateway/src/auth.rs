@@ -12,8 +12,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use engine::cluster::local::LocalTickets;
 use engine::cluster::{ClusterError, TicketStore};
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
@@ -80,7 +80,12 @@ pub struct TokenKeys {
     public_x: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Checks signatures (batched per thread: `signatures`).
+    verifying: VerifyingKey,
+    /// What an access token's claims must be (the signature is checked
+    /// apart, so these skip it).
     validation: Validation,
+    /// The same for a peer token.
     peer_validation: Validation,
     /// Access tokens whose signature checked out, by the SHA-256 of the
     /// token. A device shows the same token on every REST call and
@@ -146,6 +151,8 @@ impl TokenKeys {
         validation.set_issuer(&[TOKEN_ISSUER]);
         validation.set_audience(&[TOKEN_ISSUER]);
         validation.leeway = TOKEN_LEEWAY_SECS;
+        // `check` verifies the algorithm and the signature itself.
+        validation.insecure_disable_signature_validation();
         let mut peer_validation = validation.clone();
         peer_validation.set_audience(&[PEER_AUDIENCE]);
         Ok(TokenKeys {
@@ -153,6 +160,7 @@ impl TokenKeys {
             public_x,
             encoding: EncodingKey::from_ed_der(der.as_bytes()),
             decoding,
+            verifying: signing.verifying_key(),
             validation,
             peer_validation,
             verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS_KEPT),
@@ -166,7 +174,7 @@ impl TokenKeys {
 
     /// Verifies signature, algorithm, issuer, audience and expiry (a token
     /// seen before: expiry only).
-    pub fn verify(&self, token: &str) -> Option<Claims> {
+    pub async fn verify(&self, token: &str) -> Option<Claims> {
         let digest = token_hash(token);
         if let Some(known) = self.verified.get(&digest) {
             if known.exp.saturating_add(TOKEN_LEEWAY_SECS) >= unix_secs() {
@@ -175,7 +183,7 @@ impl TokenKeys {
             self.verified.remove(&digest);
             return None;
         }
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?.claims;
+        let claims = self.check(token, &self.validation).await?;
         if let Some(known) = VerifiedToken::of(&claims) {
             self.verified.insert(digest, known);
         }
@@ -190,8 +198,20 @@ impl TokenKeys {
     }
 
     /// The calling node's name, if `token` is a valid peer token.
-    pub fn verify_peer(&self, token: &str) -> Option<String> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.peer_validation).ok().map(|data| data.claims.sub)
+    pub async fn verify_peer(&self, token: &str) -> Option<String> {
+        self.check(token, &self.peer_validation).await.map(|claims| claims.sub)
+    }
+
+    /// The claims of `token` if they pass `validation` (cheap, so first),
+    /// its algorithm is EdDSA and its signature is ours.
+    async fn check(&self, token: &str, validation: &Validation) -> Option<Claims> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, validation).ok()?;
+        if data.header.alg != jsonwebtoken::Algorithm::EdDSA {
+            return None;
+        }
+        let (message, signature) = token.rsplit_once('.')?;
+        let signature = Signature::from_slice(&URL_SAFE_NO_PAD.decode(signature).ok()?).ok()?;
+        crate::signatures::verify(&self.verifying, message.as_bytes(), &signature).await.then_some(data.claims)
     }
 
     fn sign(&self, sub: String, aud: &str, sid: String, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
@@ -374,58 +394,78 @@ mod tests {
         assert_eq!(passwords.verify("a long password", Some((&hash, version))), (true, true));
     }
 
-    #[test]
-    fn tokens_round_trip_and_tampering_is_detected() {
+    #[actix_rt::test]
+    async fn tokens_round_trip_and_tampering_is_detected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys = TokenKeys::load_or_create(dir.path()).expect("keys");
         let token = keys.issue(42, 7, Duration::from_secs(60)).expect("token");
-        assert_eq!(keys.verify(&token).and_then(|c| c.user_id()), Some(protocol::UserId(42)));
+        assert_eq!(keys.verify(&token).await.and_then(|c| c.user_id()), Some(protocol::UserId(42)));
         let mut tampered = token.clone().into_bytes();
         let last = tampered.len() - 3;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-        assert!(keys.verify(&String::from_utf8_lossy(&tampered)).is_none());
+        assert!(keys.verify(&String::from_utf8_lossy(&tampered)).await.is_none());
         // Another node's key does not verify it; the same key file does.
         assert!(
             TokenKeys::load_or_create(tempfile::tempdir().expect("tempdir").path())
                 .expect("keys")
                 .verify(&token)
+                .await
                 .is_none()
         );
-        assert!(TokenKeys::load_or_create(dir.path()).expect("keys").verify(&token).is_some());
+        assert!(TokenKeys::load_or_create(dir.path()).expect("keys").verify(&token).await.is_some());
     }
 
-    #[test]
-    fn a_remembered_token_gives_the_same_claims_until_it_expires() {
+    #[actix_rt::test]
+    async fn a_remembered_token_gives_the_same_claims_until_it_expires() {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys = TokenKeys::load_or_create(dir.path()).expect("keys");
         let token = keys.issue(42, 7, Duration::from_secs(60)).expect("token");
-        let first = keys.verify(&token).expect("valid");
+        let first = keys.verify(&token).await.expect("valid");
         assert_eq!(keys.verified.len(), 1, "the verified token is remembered");
-        assert_eq!(keys.verify(&token), Some(first.clone()));
+        assert_eq!(keys.verify(&token).await, Some(first.clone()));
         assert_eq!(keys.verified.len(), 1);
 
         // Remembered as valid, then its time is up: refused and forgotten.
         let expired =
             VerifiedToken { exp: unix_secs() - TOKEN_LEEWAY_SECS - 1, ..VerifiedToken::of(&first).expect("ours") };
         keys.verified.insert(token_hash(&token), expired);
-        assert_eq!(keys.verify(&token), None);
+        assert_eq!(keys.verify(&token).await, None);
         assert_eq!(keys.verified.len(), 0);
         // A token whose signature fails is never remembered.
-        assert_eq!(keys.verify(&format!("{token}x")), None);
+        assert_eq!(keys.verify(&format!("{token}x")).await, None);
         assert_eq!(keys.verified.len(), 0);
     }
 
-    #[test]
-    fn peer_tokens_and_access_tokens_never_pass_for_each_other() {
+    #[actix_rt::test]
+    async fn peer_tokens_and_access_tokens_never_pass_for_each_other() {
         let dir = tempfile::tempdir().expect("tempdir");
         let keys = TokenKeys::load_or_create(dir.path()).expect("keys");
         let peer = keys.issue_peer("node-1").expect("signed");
-        assert_eq!(keys.verify_peer(&peer).as_deref(), Some("node-1"));
-        assert!(keys.verify(&peer).is_none(), "a peer token opened the API as a user");
+        assert_eq!(keys.verify_peer(&peer).await.as_deref(), Some("node-1"));
+        assert!(keys.verify(&peer).await.is_none(), "a peer token opened the API as a user");
         let access = keys.issue(7, 9, Duration::from_secs(60)).expect("signed");
-        assert!(keys.verify_peer(&access).is_none(), "an access token called a node's internal endpoint");
+        assert!(keys.verify_peer(&access).await.is_none(), "an access token called a node's internal endpoint");
         let other = TokenKeys::load_or_create(tempfile::tempdir().expect("tempdir").path()).expect("keys");
-        assert!(other.verify_peer(&peer).is_none(), "a node with another key accepted the token");
+        assert!(other.verify_peer(&peer).await.is_none(), "a node with another key accepted the token");
+    }
+
+    #[actix_rt::test]
+    async fn a_token_whose_header_names_another_algorithm_is_refused_even_if_signed_with_our_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keys = TokenKeys::load_or_create(dir.path()).expect("keys");
+        let token = keys.issue(42, 7, Duration::from_secs(60)).expect("token");
+        let payload = token.split('.').nth(1).expect("payload");
+        let pem = fs::read_to_string(dir.path().join("jwt-ed25519.pem")).expect("key file");
+        let signing = SigningKey::from_pkcs8_pem(&pem).expect("key");
+        let resign = |header: &str| {
+            let message = format!("{}.{payload}", URL_SAFE_NO_PAD.encode(header));
+            let signature = ed25519_dalek::Signer::sign(&signing, message.as_bytes());
+            format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+        };
+        // The same claims signed the same way verify; only the header differs.
+        assert!(keys.verify(&resign(r#"{"typ":"JWT","alg":"EdDSA"}"#)).await.is_some());
+        assert!(keys.verify(&resign(r#"{"typ":"JWT","alg":"HS256"}"#)).await.is_none());
+        assert!(keys.verify(&resign(r#"{"typ":"JWT","alg":"ES256"}"#)).await.is_none());
     }
 
     #[actix_rt::test]

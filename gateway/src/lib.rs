@@ -17,6 +17,7 @@ pub mod peers;
 mod revocations;
 mod routes;
 pub mod seed;
+mod signatures;
 mod socket;
 pub mod state;
 pub mod telemetry;

@@ -209,7 +209,7 @@ impl AuthUser {
 
     /// Verifies a bearer token from an `Authorization` header value.
     pub async fn from_authorization(header: Option<&str>, state: &AppState) -> Result<Self, ApiError> {
-        Self::from_claims(state.keys.verify(bearer_token(header)?), state).await
+        Self::from_claims(state.keys.verify(bearer_token(header)?).await, state).await
     }
 
     /// Accepts verified claims of a session that has not been ended (on

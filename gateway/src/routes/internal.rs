@@ -19,8 +19,11 @@ pub async fn chat_command(
     command: web::Json<ChatCommand>,
 ) -> Result<HttpResponse, ApiError> {
     let header = req.headers().get(actix_web::http::header::AUTHORIZATION).map(|value| value.to_str().unwrap_or(""));
-    let peer =
-        state.keys.verify_peer(bearer_token(header)?).ok_or(ApiError::Unauthorized("invalid or expired peer token"))?;
+    let peer = state
+        .keys
+        .verify_peer(bearer_token(header)?)
+        .await
+        .ok_or(ApiError::Unauthorized("invalid or expired peer token"))?;
     let chat_id = ChatId(chat_id.into_inner());
     let result = state.engine.run_chat_command(chat_id, command.into_inner()).await;
     if let Err(error) = &result {
