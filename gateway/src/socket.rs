@@ -123,7 +123,16 @@ where
                 // as its largest step (the peek's headers, actix's dispatcher).
                 async move {
                     match Box::pin(authorized_upgrade(&stream, &state)).await {
-                        Some(upgrade) => Box::pin(serve_chat_socket(stream, state.into_inner(), upgrade)).await,
+                        Some(upgrade) => {
+                            // Only the wait for the socket's end stays on
+                            // this worker: the handshake's state is freed.
+                            let served = Box::pin(serve_chat_socket(stream, state.into_inner(), upgrade)).await;
+                            if let Some(closed) = served {
+                                // Resolves when the writer (and with it the
+                                // socket's writing half) is dropped.
+                                let _ = closed.await;
+                            }
+                        }
                         None => {
                             let _ = Box::pin(http.call(stream)).await;
                         }
@@ -215,11 +224,17 @@ async fn authorize_head(request: &httparse::Request<'_, '_>, state: &AppState) -
 }
 
 /// Serves one authorized chat socket: the handshake's answer, then the
-/// connection actor; returns when the socket is closed.
+/// connection actor on its user's actor thread. Returns what resolves when
+/// the socket is closed, so that the server's count of open connections
+/// and its graceful shutdown still see it; `None` if the handshake failed.
 ///
 /// tungstenite reads the socket's frames; the connection's writer task
 /// writes its own (see [`FrameWriter`]), so the two halves share nothing.
-async fn serve_chat_socket(mut stream: TcpStream, state: Arc<AppState>, upgrade: Upgrade) {
+async fn serve_chat_socket(
+    mut stream: TcpStream,
+    state: Arc<AppState>,
+    upgrade: Upgrade,
+) -> Option<oneshot::Receiver<()>> {
     let _ = stream.set_nodelay(true);
     let Upgrade { user, head_len, accept_key } = upgrade;
     // Boxed so that their state is freed once done (see `dispatcher`).
@@ -237,20 +252,15 @@ async fn serve_chat_socket(mut stream: TcpStream, state: Arc<AppState>, upgrade:
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
             tracing::debug!(%error, "chat socket handshake failed");
-            return;
+            return None;
         }
-        Err(_) => return,
+        Err(_) => return None,
     }
-    // The socket moves to its user's actor thread (see `run_chat_socket`);
-    // this worker keeps only the wait for its end, so that the server's
-    // count of open connections and its graceful shutdown still see it.
-    let Ok(stream) = stream.into_std() else { return };
+    // The socket moves to its user's actor thread (see `run_chat_socket`).
+    let stream = stream.into_std().ok()?;
     let (done, closed) = oneshot::channel();
     let home = state.engine.home_thread(user.user_id).clone();
-    if home.spawn(run_chat_socket(stream, state, user, done)) {
-        // Resolves when the writer (and with it the socket's writing half) is dropped.
-        let _ = closed.await;
-    }
+    home.spawn(run_chat_socket(stream, state, user, done)).then_some(closed)
 }
 
 /// Runs an upgraded chat socket's connection actor on the thread this is
@@ -323,7 +333,7 @@ impl AsyncWrite for ReadHalf {
 struct FrameWriter {
     socket: OwnedWriteHalf,
     batch: Vec<u8>,
-    /// Dropped with the writer: tells [`serve_chat_socket`] the socket is done.
+    /// Dropped with the writer: tells the listener's worker the socket is done.
     _done: oneshot::Sender<()>,
 }
 
