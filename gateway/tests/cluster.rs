@@ -468,7 +468,16 @@ impl Member {
 
     /// The group's messages after `start_seq`, by seq, from a `sync`.
     async fn group_messages(&mut self, group: ChatId) -> BTreeMap<u64, i64> {
-        let synced = self.ws.sync_all(self.start_seq).await;
+        // The user's shard can still move while this syncs (a rebalance
+        // after an outage closes the socket with 4010): sync again at home.
+        let deadline = Instant::now() + PATIENCE;
+        let synced = loop {
+            if let Some(synced) = self.ws.try_sync_all(self.start_seq).await {
+                break synced;
+            }
+            assert!(Instant::now() < deadline, "{} could not sync", self.user.username);
+            (self.ws, self.home) = connect_home(&self.api, &self.user).await;
+        };
         let mut by_seq = BTreeMap::new();
         for (seq, update) in synced.updates {
             if let Update::Message { message } = update

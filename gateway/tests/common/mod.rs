@@ -512,17 +512,22 @@ impl WsClient {
     }
 
     /// Syncs everything after `after_seq`: every update in order and the final seq.
-    pub async fn sync_all(&mut self, mut after_seq: u64) -> Synced {
+    pub async fn sync_all(&mut self, after_seq: u64) -> Synced {
+        self.try_sync_all(after_seq).await.expect("closed during sync")
+    }
+
+    /// [`Self::sync_all`], or `None` if the socket closed before it was done.
+    pub async fn try_sync_all(&mut self, mut after_seq: u64) -> Option<Synced> {
         let mut updates = Vec::new();
         loop {
             self.send(&ClientFrame::Sync { after_seq }).await;
             loop {
-                match self.read().await.expect("closed during sync") {
+                match self.read().await? {
                     ServerFrame::Update { seq, update } => updates.push((seq, update)),
                     ServerFrame::Synced { seq, has_more } => {
                         after_seq = seq;
                         if !has_more {
-                            return Synced { updates, seq };
+                            return Some(Synced { updates, seq });
                         }
                         break;
                     }
