@@ -20,10 +20,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use storage::{MetaStore, StorageError};
 use tokio::sync::Mutex;
 
-/// A clock more than this far behind the last ID handed out is taken to
-/// have stepped back: IDs continue from the last one instead of waiting.
-pub const STEP_BACK_TOLERANCE_MS: u64 = 1_000;
-
 /// The ID epoch: 2025-01-01T00:00:00Z, in Unix milliseconds. 41 bits of
 /// milliseconds last about 69 years from it.
 pub const EPOCH_MS: u64 = 1_735_689_600_000;
@@ -217,13 +213,16 @@ impl IdGenerator {
                 // stay on the last millisecond.
                 break (state.last_ms, state.sequence + 1);
             }
-            if state.last_ms >= now + STEP_BACK_TOLERANCE_MS {
-                // Sequence exhausted and the clock far behind: continue on
-                // the next millisecond rather than wait for the clock.
+            if now < state.last_ms {
+                // Sequence exhausted with the clock behind the last ID:
+                // continue on the next millisecond. Waiting for the clock
+                // would hold every ID, and so every send of the node, until
+                // it caught up: up to `RESERVATION_MS` after a restart,
+                // which starts at the high-water mark.
                 break (state.last_ms + 1, 0);
             }
-            // Sequence exhausted near real time: wait for the next millisecond,
-            // so IDs never run ahead of the clock under load.
+            // Sequence exhausted in the current millisecond: wait for the
+            // next one, so IDs never run ahead of the clock under load.
             tokio::time::sleep(Duration::from_micros(250)).await;
         };
         if ms > MAX_TIMESTAMP {
@@ -333,6 +332,28 @@ mod tests {
             last = id;
         }
         assert_eq!(decompose(last).unix_ms, EPOCH_MS + 100_001);
+    }
+
+    #[actix_rt::test]
+    async fn after_a_restart_a_used_up_millisecond_does_not_wait_for_the_clock_to_catch_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = meta(&dir);
+        let clock = Arc::new(ManualClock(AtomicU64::new(EPOCH_MS + 100_000)));
+        generator(&clock, &meta).await.next_id().await.expect("id");
+        // Restarted 9.5 s later: IDs start at the high-water mark, which the
+        // clock is half a second behind, and the clock does not move meanwhile.
+        clock.0.store(EPOCH_MS + 100_000 + RESERVATION_MS - 500, Ordering::SeqCst);
+        let ids = generator(&clock, &meta).await;
+        let mut last = 0;
+        for _ in 0..=MAX_SEQUENCE + 10 {
+            let id = tokio::time::timeout(Duration::from_secs(5), ids.next_id())
+                .await
+                .expect("an ID waited for the clock")
+                .expect("id");
+            assert!(id > last);
+            last = id;
+        }
+        assert_eq!(decompose(last).unix_ms, EPOCH_MS + 100_000 + RESERVATION_MS + 1);
     }
 
     #[actix_rt::test]
