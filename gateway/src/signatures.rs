@@ -3,7 +3,7 @@
 //!
 //! A fresh access token's signature check was a third of a connection's
 //! server CPU in a connection storm (~48 µs here with ring, ~41 µs alone
-//! with ed25519-dalek, ~21 µs each verified 64 at a time; see
+//! with ed25519-dalek, ~23 µs each verified 64 at a time; see
 //! docs/benchmarks.md). Each HTTP worker and actor thread runs its tasks
 //! one at a time, so there is no lock and no other thread involved: the
 //! first check on an empty batch leads it, yields once so that the tasks
@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 /// Most signatures verified together: a larger batch saves little more
 /// per signature and holds its first signature's caller longer (64 take
-/// about 1.4 ms here).
+/// about 1.5 ms here).
 const MAX_BATCH: usize = 64;
 
 /// A check waiting for its batch.
@@ -70,15 +70,12 @@ impl Drop for CheckOnDrop {
 /// Verifies this thread's open batch and answers every check in it.
 fn check_open() {
     let batch = OPEN.with_borrow_mut(std::mem::take);
-    let all_good = match batch.as_slice() {
-        [] => return,
-        [one] => one.key.verify(&one.message, &one.signature).is_ok(),
-        many => {
-            let messages: Vec<&[u8]> = many.iter().map(|w| &*w.message).collect();
-            let signatures: Vec<Signature> = many.iter().map(|w| w.signature).collect();
-            let keys: Vec<VerifyingKey> = many.iter().map(|w| w.key).collect();
-            ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
-        }
+    // A batch of one is checked on its own below, once.
+    let all_good = batch.len() > 1 && {
+        let messages: Vec<&[u8]> = batch.iter().map(|w| &*w.message).collect();
+        let signatures: Vec<Signature> = batch.iter().map(|w| w.signature).collect();
+        let keys: Vec<VerifyingKey> = batch.iter().map(|w| w.key).collect();
+        ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
     };
     for waiting in batch {
         let good = all_good || waiting.key.verify(&waiting.message, &waiting.signature).is_ok();
