@@ -74,6 +74,17 @@ impl TestBroker {
         TestBroker { kind: Kind::Tansu(tansu) }
     }
 
+    /// Whether the broker refuses offset commits while its group is
+    /// joining. librdkafka's mock cluster does (`REBALANCE_IN_PROGRESS`
+    /// once a member's JoinGroup has started the join, in
+    /// `rd_kafka_mock_cgrp_classic_check_state`); Kafka takes commits from
+    /// the current generation until the join completes. Against the mock,
+    /// whether the commits librdkafka makes at a rebalance land depends on
+    /// timing alone.
+    pub fn refuses_commits_while_joining(&self) -> bool {
+        matches!(self.kind, Kind::Mock(_))
+    }
+
     /// `"mock"` or `"tansu"`.
     pub fn name(&self) -> &'static str {
         match self.kind {
