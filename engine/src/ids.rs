@@ -5,7 +5,10 @@
 //! bits of per-millisecond sequence. Every ID this generator returns is
 //! larger than every ID it returned before, including before a restart:
 //! the clock persists a high-water mark [`RESERVATION_MS`] ahead of the time
-//! it hands out, and restarts from that mark.
+//! it hands out, and restarts from that mark. The next mark is written in
+//! the background once the IDs come within [`RENEW_AHEAD_MS`] of the
+//! current one, so under steady load no ID waits for that write; an ID
+//! waits only if it would reach a mark that is not yet durable.
 //!
 //! The generator ID comes from a [`GeneratorLease`]: fixed and permanent on
 //! one node, leased from Redis in a cluster (`crate::cluster::LeaseKeeper`).
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use storage::{MetaStore, StorageError};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 /// The ID epoch: 2025-01-01T00:00:00Z, in Unix milliseconds. 41 bits of
 /// milliseconds last about 69 years from it.
@@ -31,10 +35,14 @@ pub const SEQUENCE_BITS: u32 = 12;
 pub const MAX_GENERATOR: u16 = (1 << GENERATOR_BITS) - 1;
 const MAX_SEQUENCE: u64 = (1 << SEQUENCE_BITS) - 1;
 const MAX_TIMESTAMP: u64 = (1 << 41) - 1;
-/// How far ahead of the clock the persisted high-water mark is set. One
-/// durable write per this many milliseconds of IDs; after a crash the clock
-/// skips at most this much.
+/// How far ahead of the clock the persisted high-water mark is set. Under
+/// steady load one durable write per `RESERVATION_MS - RENEW_AHEAD_MS` of
+/// IDs; after a crash the clock skips at most this much.
 pub const RESERVATION_MS: u64 = 10_000;
+/// How close to the persisted mark the IDs come before the next mark is
+/// written, in the background: half a reservation, so the write has about
+/// five seconds to land before an ID would have to wait for it.
+pub const RENEW_AHEAD_MS: u64 = RESERVATION_MS / 2;
 
 /// A wall-clock time source in Unix milliseconds. Injectable for tests.
 pub trait Clock: Send + Sync + 'static {
@@ -149,6 +157,16 @@ struct State {
     sequence: u64,
     /// Persisted high-water mark; no ID may use a timestamp at or above it.
     reserved_until: u64,
+    /// The write of the next mark, running in the background.
+    renewal: Option<Renewal>,
+}
+
+/// A background write of a higher mark; it counts once it has landed and
+/// the lease still holds.
+struct Renewal {
+    generator: u16,
+    mark: u64,
+    write: JoinHandle<Result<(), StorageError>>,
 }
 
 /// Hands out snowflake IDs under the generator ID its lease grants.
@@ -193,6 +211,7 @@ impl IdGenerator {
             last_ms: first_ms.max(high_water),
             sequence: 0,
             reserved_until: high_water,
+            renewal: None,
         };
         Ok(())
     }
@@ -228,18 +247,64 @@ impl IdGenerator {
         if ms > MAX_TIMESTAMP {
             return Err(IdError::Exhausted);
         }
+        if state.renewal.as_ref().is_some_and(|renewal| renewal.write.is_finished()) {
+            self.finish_renewal(&mut state).await?;
+        }
         if ms >= state.reserved_until {
-            let reserve = ms + RESERVATION_MS;
-            self.meta.set_clock_high_water(generator, reserve).await?;
-            state.reserved_until = reserve;
-            // The write took time: the lease must still hold, or a new
-            // holder may have read the mark before this write raised it.
-            self.lease.valid_at(Instant::now()).filter(|grant| grant.generator == generator).ok_or(IdError::NoLease)?;
+            self.reserve(&mut state, generator, ms).await?;
+        } else if ms + RENEW_AHEAD_MS >= state.reserved_until && state.renewal.is_none() {
+            let (meta, mark) = (self.meta.clone(), ms + RESERVATION_MS);
+            let write = tokio::spawn(async move { meta.set_clock_high_water(generator, mark).await });
+            state.renewal = Some(Renewal { generator, mark, write });
         }
         state.last_ms = ms;
         state.sequence = sequence;
         let id = (ms << (GENERATOR_BITS + SEQUENCE_BITS)) | (u64::from(generator) << SEQUENCE_BITS) | sequence;
         Ok(id as i64)
+    }
+
+    /// Makes `ms` usable: waits for the background renewal if it covers
+    /// `ms`, else writes a mark [`RESERVATION_MS`] past it and waits.
+    async fn reserve(&self, state: &mut State, generator: u16, ms: u64) -> Result<(), IdError> {
+        if state.renewal.as_ref().is_some_and(|renewal| renewal.generator == generator && renewal.mark > ms) {
+            self.finish_renewal(state).await?;
+            if ms < state.reserved_until {
+                return Ok(());
+            }
+        }
+        let mark = ms + RESERVATION_MS;
+        self.meta.set_clock_high_water(generator, mark).await?;
+        self.raise(state, generator, mark)
+    }
+
+    /// Waits for the background renewal and counts its mark if it landed.
+    /// A failed renewal is dropped: the mark is written again, and waited
+    /// for, when an ID reaches the current one. Cancel-safe: the renewal
+    /// stays in `state` until its write has finished.
+    async fn finish_renewal(&self, state: &mut State) -> Result<(), IdError> {
+        let Some(renewal) = state.renewal.as_mut() else { return Ok(()) };
+        let written = (&mut renewal.write).await;
+        let Some(Renewal { generator, mark, .. }) = state.renewal.take() else { return Ok(()) };
+        match written {
+            Ok(Ok(())) => self.raise(state, generator, mark),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, generator, "renewing the ID clock's high-water mark failed; retrying when it is reached");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, generator, "the ID clock's high-water mark renewal did not finish");
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts a mark that has been written. The write took time: the lease
+    /// must still hold, or a new holder may have read the mark before this
+    /// write raised it.
+    fn raise(&self, state: &mut State, generator: u16, mark: u64) -> Result<(), IdError> {
+        self.lease.valid_at(Instant::now()).filter(|grant| grant.generator == generator).ok_or(IdError::NoLease)?;
+        state.reserved_until = state.reserved_until.max(mark);
+        Ok(())
     }
 }
 
@@ -354,6 +419,75 @@ mod tests {
             last = id;
         }
         assert_eq!(decompose(last).unix_ms, EPOCH_MS + 100_000 + RESERVATION_MS + 1);
+    }
+
+    /// The real store, with a gate the test closes to hold the mark's writes.
+    struct GatedMeta {
+        inner: Arc<dyn MetaStore>,
+        gate: tokio::sync::RwLock<()>,
+    }
+
+    #[async_trait::async_trait]
+    impl MetaStore for GatedMeta {
+        async fn clock_high_water(&self, generator: u16) -> storage::StorageResult<Option<u64>> {
+            self.inner.clock_high_water(generator).await
+        }
+        async fn set_clock_high_water(&self, generator: u16, ms: u64) -> storage::StorageResult<()> {
+            let _open = self.gate.read().await;
+            self.inner.set_clock_high_water(generator, ms).await
+        }
+        async fn ping(&self) -> storage::StorageResult<()> {
+            self.inner.ping().await
+        }
+    }
+
+    #[actix_rt::test]
+    async fn the_next_mark_is_written_in_the_background_and_no_id_passes_a_mark_not_yet_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = meta(&dir);
+        let gated = Arc::new(GatedMeta { inner: store.clone(), gate: tokio::sync::RwLock::new(()) });
+        let start = 100_000;
+        let clock = Arc::new(ManualClock(AtomicU64::new(EPOCH_MS + start)));
+        let meta: Arc<dyn MetaStore> = gated.clone();
+        let ids = generator(&clock, &meta).await;
+        let id_at = |ms: u64| {
+            clock.0.store(EPOCH_MS + ms, Ordering::SeqCst);
+            tokio::time::timeout(Duration::from_millis(500), ids.next_id())
+        };
+        let mark = |store: Arc<dyn MetaStore>| async move { store.clock_high_water(7).await.expect("mark") };
+        id_at(start).await.expect("the first ID").expect("id");
+        let first_mark = start + RESERVATION_MS;
+        assert_eq!(mark(store.clone()).await, Some(first_mark));
+
+        // Within RENEW_AHEAD_MS of the mark, the next one is written in the
+        // background: once it has landed, an ID at the old mark does not
+        // wait for the store, even a stalled one.
+        id_at(first_mark - RENEW_AHEAD_MS).await.expect("an ID in the window").expect("id");
+        let second_mark = first_mark - RENEW_AHEAD_MS + RESERVATION_MS;
+        eventually(|| async { mark(store.clone()).await == Some(second_mark) }).await;
+        let stalled = gated.gate.write().await;
+        let id = id_at(first_mark).await.expect("an ID at the old mark waited for the store").expect("id");
+        assert_eq!(decompose(id).unix_ms, EPOCH_MS + first_mark);
+
+        // That ID started the write of the third mark, which the stalled
+        // store holds: no ID reaches the second mark until it has landed.
+        assert!(id_at(second_mark).await.is_err(), "an ID passed a mark that was not written");
+        assert_eq!(mark(store.clone()).await, Some(second_mark));
+        drop(stalled);
+        let id = id_at(second_mark).await.expect("the ID once the mark is written").expect("id");
+        assert_eq!(decompose(id).unix_ms, EPOCH_MS + second_mark);
+        assert_eq!(mark(store).await, Some(first_mark + RESERVATION_MS));
+    }
+
+    /// Polls `check` every 10 ms, for at most five seconds.
+    async fn eventually<F: std::future::Future<Output = bool>>(check: impl Fn() -> F) {
+        for _ in 0..500 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("not within five seconds");
     }
 
     #[actix_rt::test]
