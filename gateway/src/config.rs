@@ -147,7 +147,11 @@ impl Default for AuthConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSocketConfig {
-    /// Seconds between server pings.
+    /// Seconds between a connection's heartbeats (the first at a random
+    /// point of the interval). A beat closes a connection silent for
+    /// `idle_timeout_secs` and pings one silent for `idle_timeout_secs`
+    /// minus two beats or more (20 s with the defaults); a connection heard
+    /// from more recently is not pinged.
     pub heartbeat_secs: u64,
     /// Seconds of silence after which a connection is closed (4009).
     pub idle_timeout_secs: u64,

@@ -464,6 +464,22 @@ impl<W: SocketWriter> Connection<W> {
         );
     }
 
+    /// Closes a connection silent for `idle_timeout`, and pings one that
+    /// could reach it by the beat after next. A client heard from more
+    /// recently is alive and its own traffic keeps any NAT or proxy on the
+    /// way open, so a busy connection is not pinged at all (with the
+    /// defaults: pinged once silent for 20 s). Whenever `idle_timeout`
+    /// exceeds one beat plus a round trip, a client that answers pings is
+    /// never closed, as when every beat pinged.
+    fn heartbeat(&mut self, beat: Duration, idle_timeout: Duration, ctx: &mut Context<Self>) {
+        let silent = self.last_heard.elapsed();
+        if silent >= idle_timeout {
+            self.close(close::IDLE_TIMEOUT, "idle timeout", ctx);
+        } else if silent + 2 * beat >= idle_timeout {
+            self.control.ping();
+        }
+    }
+
     /// Starts the writer task: `hello` first, then the queue, in order,
     /// flushing the socket whenever the queue runs dry; pings and pongs
     /// when told.
@@ -579,13 +595,15 @@ impl<W: SocketWriter> Actor for Connection<W> {
             }
         }));
 
-        let ws = self.state.config.websocket.clone();
-        ctx.run_interval(Duration::from_secs(ws.heartbeat_secs.max(1)), move |conn, ctx| {
-            if conn.last_heard.elapsed() >= Duration::from_secs(ws.idle_timeout_secs) {
-                conn.close(close::IDLE_TIMEOUT, "idle timeout", ctx);
-                return;
-            }
-            conn.control.ping();
+        let ws = &self.state.config.websocket;
+        let (beat, idle_timeout) =
+            (Duration::from_secs(ws.heartbeat_secs.max(1)), Duration::from_secs(ws.idle_timeout_secs));
+        // The first beat at a random point of the interval: connections
+        // opened together (all clients reconnecting after a restart) would
+        // otherwise be pinged together, every interval, for good.
+        ctx.run_later(beat.mul_f64(rand::random::<f64>()), move |conn, ctx| {
+            conn.heartbeat(beat, idle_timeout, ctx);
+            ctx.run_interval(beat, move |conn, ctx| conn.heartbeat(beat, idle_timeout, ctx));
         });
         ctx.run_later(self.token_expires_in, |conn, ctx| conn.close(close::TOKEN_EXPIRED, "access token expired", ctx));
     }

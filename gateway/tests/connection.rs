@@ -26,18 +26,19 @@ async fn hello_announces_the_user_protocol_and_limits() {
     }
 }
 
-/// A server that pings every second and drops clients silent for two.
-async fn fast_heartbeat_server() -> TestServer {
+/// A server whose connections beat every `beat_secs` and are closed once
+/// silent for `idle_secs`.
+async fn heartbeat_server(beat_secs: u64, idle_secs: u64) -> TestServer {
     TestServer::start_with(|c| {
-        c.websocket.heartbeat_secs = 1;
-        c.websocket.idle_timeout_secs = 2;
+        c.websocket.heartbeat_secs = beat_secs;
+        c.websocket.idle_timeout_secs = idle_secs;
     })
     .await
 }
 
 #[actix_web::test]
 async fn a_silent_client_is_closed_after_the_idle_timeout() {
-    let server = fast_heartbeat_server().await;
+    let server = heartbeat_server(1, 2).await;
     let alice = server.register("alice").await;
     let mut a = server.connect(&alice).await;
     // Read nothing and answer no pings.
@@ -47,7 +48,7 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
 
 #[actix_web::test]
 async fn a_client_that_keeps_talking_stays_connected() {
-    let server = fast_heartbeat_server().await;
+    let server = heartbeat_server(1, 2).await;
     let alice = server.register("alice").await;
     let mut a = server.connect(&alice).await;
     for _ in 0..8 {
@@ -156,4 +157,67 @@ async fn websocket_pings_get_pongs_with_their_payload_on_both_stacks() {
             assert!(matches!(message, Message::Close(_)), "{message:?}");
         }
     }
+}
+
+/// Reads `socket` until `deadline`; the instants at which WebSocket pings
+/// arrived (tungstenite answers them). Fails if the server closes it.
+async fn pings_until(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    deadline: tokio::time::Instant,
+) -> Vec<tokio::time::Instant> {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut pings = Vec::new();
+    while let Ok(message) = tokio::time::timeout_at(deadline, socket.next()).await {
+        match message.expect("the server closed the socket").unwrap() {
+            Message::Ping(_) => pings.push(tokio::time::Instant::now()),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+    pings
+}
+
+#[actix_web::test]
+async fn a_talking_client_is_not_pinged_and_one_that_falls_silent_is_and_stays() {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+
+    // Beats every second; pinged once silent for 3 s (3 + 2 beats = 5).
+    let server = heartbeat_server(1, 5).await;
+    let alice = server.register("alice").await;
+    let mut socket = raw_chat_socket(&server, &alice.tokens.access_token, false).await;
+    let talking_until = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < talking_until {
+        socket.send(Message::Text(r#"{"type":"ping"}"#.into())).await.unwrap();
+        let pings = pings_until(&mut socket, tokio::time::Instant::now() + Duration::from_millis(400)).await;
+        assert!(pings.is_empty(), "a client heard from every 0.4 s was pinged");
+    }
+    // Silent from now on (but answering pings, which counts as heard):
+    // pinged every 3-4 s, and never closed for idleness.
+    let silent_since = tokio::time::Instant::now();
+    let pings = pings_until(&mut socket, silent_since + Duration::from_secs(9)).await;
+    let first = pings.first().expect("a silent client was not pinged");
+    assert!(*first >= silent_since + Duration::from_millis(2_500), "pinged after {:?}", *first - silent_since);
+    assert!(pings.len() >= 2, "{} pings in 9 s of silence", pings.len());
+}
+
+#[actix_web::test]
+async fn connections_opened_together_are_not_pinged_together() {
+    let server = heartbeat_server(2, 4).await;
+    let alice = server.register("alice").await;
+    let mut sockets = Vec::new();
+    for _ in 0..12 {
+        sockets.push(raw_chat_socket(&server, &alice.tokens.access_token, false).await);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(2_500);
+    let firsts = futures_util::future::join_all(sockets.iter_mut().map(|socket| async move {
+        *pings_until(socket, deadline).await.first().expect("a silent connection was not pinged within a beat")
+    }))
+    .await;
+    let (earliest, latest) = (firsts.iter().min().unwrap(), firsts.iter().max().unwrap());
+    // Twelve first beats drawn over 2 s: all within 0.3 s of each other
+    // has a chance below one in a billion.
+    assert!(*latest - *earliest > Duration::from_millis(300), "first pings within {:?}", *latest - *earliest);
 }
