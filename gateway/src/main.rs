@@ -80,7 +80,8 @@ fn main() -> anyhow::Result<()> {
             if let Some(log_format) = log_format {
                 config.log_format = log_format;
             }
-            gateway::telemetry::init(config.log_format);
+            // Dropped last: the lines logged until the end are written out.
+            let _log = gateway::telemetry::init(config.log_format);
             let _lock = lock_data_dir(&config.data_dir)?;
             actix_web::rt::System::new().block_on(async move {
                 let listener = gateway::bind(config.listen)?;

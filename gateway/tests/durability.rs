@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Node, TestServer, spawn_node, test_config};
+use common::{Node, TestServer, spawn_node, spawn_node_logging_to, test_config};
 use protocol::MessageId;
 use protocol::rest::MessagePage;
 use protocol::ws::ClientFrame;
@@ -82,6 +82,23 @@ async fn sigterm_closes_clients_with_going_away_and_exits_cleanly() {
     assert!(lines.iter().any(|l| l["message"] == "parley stopped"));
     assert!(!log.contains(&alice.password), "secrets never reach the logs");
     assert!(!log.contains(&alice.tokens.refresh_token));
+}
+
+#[actix_web::test]
+async fn a_node_whose_log_nobody_reads_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    // Its stderr is a pipe that is kept open and never read: it is full
+    // after 64 KiB. A connection logs two lines (~360 bytes as JSON), so
+    // the pipe fills within the first two hundred connections.
+    let (mut node, api) = spawn_node_logging_to(dir.path(), Stdio::piped()).await;
+    let _unread = node.0.stderr.take().unwrap();
+    let alice = api.register("alice").await;
+    for _ in 0..1_000 {
+        api.connect(&alice).await.close().await;
+    }
+    let bob = api.register("bob").await;
+    let mut b = api.connect(&bob).await;
+    b.ping_pong().await;
 }
 
 #[actix_web::test]

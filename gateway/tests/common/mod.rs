@@ -632,9 +632,15 @@ impl Node {
 
 /// Starts `parley serve` on a free loopback port with its data in `dir`,
 /// configured through environment variables, and waits until it is ready.
+/// Its log goes to `dir/parley.log`.
 pub async fn spawn_node(dir: &Path) -> (Node, Api) {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("parley.log")).unwrap();
+    spawn_node_logging_to(dir, Stdio::from(log)).await
+}
+
+/// [`spawn_node`] with its log (stderr) going to `log`.
+pub async fn spawn_node_logging_to(dir: &Path, log: Stdio) -> (Node, Api) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let node = Node(
         Command::new(env!("CARGO_BIN_EXE_parley"))
             .args(["serve", "--data-dir"])
