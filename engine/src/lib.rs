@@ -469,7 +469,7 @@ impl Engine {
         }
         Ok(match command {
             ChatCommand::Post { sender_id, client_msg_id, body } => ChatReply::Posted(
-                self.ask_local_chat(chat_id, || PostMessage {
+                self.ask_local_chat(chat_id, UserId(sender_id), || PostMessage {
                     sender_id,
                     client_msg_id: client_msg_id.clone(),
                     body: body.clone(),
@@ -477,20 +477,33 @@ impl Engine {
                 .await?,
             ),
             ChatCommand::ChangeMessage { user_id, message_id, new_body } => {
-                self.ask_local_chat(chat_id, || ChangeMessage { user_id, message_id, new_body: new_body.clone() })
-                    .await?;
+                self.ask_local_chat(chat_id, UserId(user_id), || ChangeMessage {
+                    user_id,
+                    message_id,
+                    new_body: new_body.clone(),
+                })
+                .await?;
                 ChatReply::MessageChanged
             }
             ChatCommand::ChangeGroup { user_id, command } => ChatReply::GroupChanged(
-                self.ask_local_chat(chat_id, || ChangeGroup { user_id, command: command.clone() }).await?,
+                self.ask_local_chat(chat_id, UserId(user_id), || ChangeGroup { user_id, command: command.clone() })
+                    .await?,
             ),
         })
     }
 
     /// Sends a message to this node's actor of the chat, starting it if
-    /// needed. A chat actor may retire between lookup and send; the message
-    /// was then never handled, so asking a fresh actor once more is safe.
-    async fn ask_local_chat<M, T>(&self, chat_id: ChatId, message: impl Fn() -> M) -> Result<T, EngineError>
+    /// needed on the actor thread of `user_id` (who asks): their connection
+    /// runs there, so their later commands, and for a 1:1 chat half of the
+    /// other member's, reach the chat without waking another thread. A chat
+    /// actor may retire between lookup and send; the message was then
+    /// never handled, so asking a fresh actor once more is safe.
+    async fn ask_local_chat<M, T>(
+        &self,
+        chat_id: ChatId,
+        user_id: UserId,
+        message: impl Fn() -> M,
+    ) -> Result<T, EngineError>
     where
         M: actix::Message<Result = Result<T, EngineError>> + Send + 'static,
         T: Send + 'static,
@@ -501,7 +514,10 @@ impl Engine {
         for _ in 0..2 {
             let chat = match running.take() {
                 Some(chat) => chat,
-                None => self.shard_actors[shard].send(ChatAddr { chat_id: chat_id.0 }).await?,
+                None => {
+                    let thread = self.home_thread(user_id).clone();
+                    self.shard_actors[shard].send(ChatAddr { chat_id: chat_id.0, thread }).await?
+                }
             };
             match chat.send(message()).await {
                 Ok(result) => return result,

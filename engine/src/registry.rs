@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, SpawnHandle, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, Addr, ArbiterHandle, AsyncContext, Context, Handler, Message, SpawnHandle, WrapFuture,
+};
 use protocol::ws::{PresenceStatus, PresenceView};
 use storage::{PresenceChoice, PresencePeer};
 
@@ -91,11 +93,12 @@ impl ChatActors {
     }
 }
 
-/// Returns the chat's actor, starting it if needed.
+/// Returns the chat's actor, starting it on `thread` if needed.
 #[derive(Message)]
 #[rtype(result = "Addr<ChatActor>")]
 pub(crate) struct ChatAddr {
     pub chat_id: i64,
+    pub thread: ArbiterHandle,
 }
 
 struct UserEntry {
@@ -518,7 +521,8 @@ impl Handler<ChatAddr> for ShardActor {
         if let Some(addr) = chats.get(&msg.chat_id).filter(|addr| addr.connected()) {
             return actix::MessageResult(addr.clone());
         }
-        let addr = ChatActor::new(msg.chat_id, self.core.clone(), ctx.address().recipient()).start();
+        let (chat_id, core, shard) = (msg.chat_id, self.core.clone(), ctx.address().recipient());
+        let addr = ChatActor::start_in_arbiter(&msg.thread, move |_| ChatActor::new(chat_id, core, shard));
         chats.insert(msg.chat_id, addr.clone());
         actix::MessageResult(addr)
     }
