@@ -157,14 +157,14 @@ struct State {
     sequence: u64,
     /// Persisted high-water mark; no ID may use a timestamp at or above it.
     reserved_until: u64,
-    /// The write of the next mark, running in the background.
+    /// The write of the next mark for the current grant, running in the
+    /// background (a new grant drops it).
     renewal: Option<Renewal>,
 }
 
 /// A background write of a higher mark; it counts once it has landed and
 /// the lease still holds.
 struct Renewal {
-    generator: u16,
     mark: u64,
     write: JoinHandle<Result<(), StorageError>>,
 }
@@ -248,14 +248,14 @@ impl IdGenerator {
             return Err(IdError::Exhausted);
         }
         if state.renewal.as_ref().is_some_and(|renewal| renewal.write.is_finished()) {
-            self.finish_renewal(&mut state).await?;
+            self.finish_renewal(&mut state, generator).await?;
         }
         if ms >= state.reserved_until {
             self.reserve(&mut state, generator, ms).await?;
         } else if ms + RENEW_AHEAD_MS >= state.reserved_until && state.renewal.is_none() {
             let (meta, mark) = (self.meta.clone(), ms + RESERVATION_MS);
             let write = tokio::spawn(async move { meta.set_clock_high_water(generator, mark).await });
-            state.renewal = Some(Renewal { generator, mark, write });
+            state.renewal = Some(Renewal { mark, write });
         }
         state.last_ms = ms;
         state.sequence = sequence;
@@ -266,8 +266,8 @@ impl IdGenerator {
     /// Makes `ms` usable: waits for the background renewal if it covers
     /// `ms`, else writes a mark [`RESERVATION_MS`] past it and waits.
     async fn reserve(&self, state: &mut State, generator: u16, ms: u64) -> Result<(), IdError> {
-        if state.renewal.as_ref().is_some_and(|renewal| renewal.generator == generator && renewal.mark > ms) {
-            self.finish_renewal(state).await?;
+        if state.renewal.as_ref().is_some_and(|renewal| renewal.mark > ms) {
+            self.finish_renewal(state, generator).await?;
             if ms < state.reserved_until {
                 return Ok(());
             }
@@ -281,10 +281,10 @@ impl IdGenerator {
     /// A failed renewal is dropped: the mark is written again, and waited
     /// for, when an ID reaches the current one. Cancel-safe: the renewal
     /// stays in `state` until its write has finished.
-    async fn finish_renewal(&self, state: &mut State) -> Result<(), IdError> {
+    async fn finish_renewal(&self, state: &mut State, generator: u16) -> Result<(), IdError> {
         let Some(renewal) = state.renewal.as_mut() else { return Ok(()) };
         let written = (&mut renewal.write).await;
-        let Some(Renewal { generator, mark, .. }) = state.renewal.take() else { return Ok(()) };
+        let Some(Renewal { mark, .. }) = state.renewal.take() else { return Ok(()) };
         match written {
             Ok(Ok(())) => self.raise(state, generator, mark),
             Ok(Err(error)) => {
