@@ -18,6 +18,8 @@ pub mod presence;
 pub mod redis;
 mod registry;
 pub mod shard;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod user;
 
 use std::num::NonZeroU32;

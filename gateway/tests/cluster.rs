@@ -24,6 +24,7 @@ use engine::kafka::KafkaConfig;
 use engine::kafka::testing::TestBroker;
 use engine::redis::testing::RedisServer;
 use engine::redis::{RedisConfig, RedisConnection, RedisDirectory};
+use engine::testing::without_inherited_fds;
 use gateway::config::{ClusterConfig, Config, LimitsConfig};
 use protocol::rest::{ChatSummary, CreateGroup, RefreshRequest, WsTicketResponse};
 use protocol::ws::PresenceStatus;
@@ -129,7 +130,7 @@ impl Cluster {
         let config = self.config_file(index);
         let log = self.dir.path().join(format!("{}.log", Self::name(index)));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_parley"))
+        let child = without_inherited_fds(&mut Command::new(env!("CARGO_BIN_EXE_parley")))
             .args(["serve", "--config"])
             .arg(config)
             .env("PARLEY_LOG_FORMAT", "json")

@@ -257,7 +257,7 @@ const LOG_FILE: &str = "tansu.log";
 fn spawn_tansu(binary: &Path, port: u16, dir: &Path) -> Child {
     let log = std::fs::File::create(dir.join(LOG_FILE)).unwrap();
     let url = format!("tcp://127.0.0.1:{port}");
-    Command::new(binary)
+    crate::testing::without_inherited_fds(&mut Command::new(binary))
         .arg("broker")
         .args(["--cluster-id", "parley-test"])
         .args(["--listener-url", &url, "--advertised-listener-url", &url])

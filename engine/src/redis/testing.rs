@@ -73,7 +73,7 @@ impl Drop for RedisServer {
 
 #[allow(clippy::expect_used, clippy::panic)]
 fn spawn_redis(port: u16, dir: &tempfile::TempDir) -> Child {
-    let child = Command::new("redis-server")
+    let child = crate::testing::without_inherited_fds(&mut Command::new("redis-server"))
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir.path())

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 use awc::ws::{self, Frame};
+use engine::testing::without_inherited_fds;
 use futures_util::{SinkExt, StreamExt};
 use gateway::Server;
 use gateway::config::Config;
@@ -642,7 +643,7 @@ pub async fn spawn_node(dir: &Path) -> (Node, Api) {
 pub async fn spawn_node_logging_to(dir: &Path, log: Stdio) -> (Node, Api) {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let node = Node(
-        Command::new(env!("CARGO_BIN_EXE_parley"))
+        without_inherited_fds(&mut Command::new(env!("CARGO_BIN_EXE_parley")))
             .args(["serve", "--data-dir"])
             .arg(dir)
             .env("PARLEY_LISTEN", format!("127.0.0.1:{port}"))
