@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod peers;
 pub mod policy;
 pub mod presence;
+mod redelivery;
 pub mod redis;
 mod registry;
 pub mod shard;
@@ -69,6 +70,9 @@ pub(crate) struct Core {
     /// Where shard actors share their users' shown presence, for a node
     /// that takes a shard over (memory on one node, Redis in a cluster).
     pub presence: Arc<dyn cluster::PresenceDirectory>,
+    /// Cluster mode: updates whose publish failed, published again in the
+    /// background (`redelivery`).
+    pub redelivery: Option<redelivery::Redelivery>,
     /// Whether chat actors may cache relations (`chat::RelationCache`):
     /// only on a single node, where `relations_epoch` sees every change. A
     /// cluster node would miss a block made through another node.
@@ -184,6 +188,12 @@ impl Engine {
         };
         let keeper = cluster::LeaseKeeper::start(adapters.shared.leases.clone()).await?;
         let ids = IdGenerator::start(keeper.lease().clone(), clock, stores.meta.clone()).await?;
+        let mut cluster_tasks = ClusterTasks::default();
+        let redelivery = kafka.as_ref().map(|bus| {
+            let (redelivery, task) = redelivery::Redelivery::start(bus.clone(), metrics.clone());
+            cluster_tasks.tasks.push(task);
+            redelivery
+        });
         let in_process = Arc::new(InProcessBus::default());
         let bus: Arc<dyn Bus> = match &kafka {
             Some(bus) => bus.clone(),
@@ -199,6 +209,7 @@ impl Engine {
             relations_epoch: std::sync::atomic::AtomicU64::new(0),
             ownership: OnceLock::new(),
             presence: adapters.shared.presence.clone(),
+            redelivery,
             cache_relations: adapters.cluster.is_none(),
         });
         let arbiters: Vec<ArbiterHandle> = (0..config.actor_threads()).map(|_| Arbiter::new().handle()).collect();
@@ -215,7 +226,6 @@ impl Engine {
             shard_actors.iter().map(|addr| addr.clone().recipient()).collect();
         let node = adapters.cluster.map(Arc::new);
         let node_urls = Arc::new(std::sync::RwLock::new(Vec::new()));
-        let mut cluster_tasks = ClusterTasks::default();
         match &node {
             Some(node) => {
                 let (consumer, changes) =

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub protocol_errors: IntCounterVec,
     /// Records published on the bus.
     pub bus_records: IntCounter,
+    /// Cluster mode: updates whose publish failed, by what became of them
+    /// (`queued` to be published again, then `published` or `dropped`).
+    pub redeliveries: IntCounterVec,
     /// Requests refused by a rate limit, by limit name.
     pub rate_limited: IntCounterVec,
     /// Virtual shards this node owns (all of them on a single node).
@@ -59,6 +62,10 @@ impl Metrics {
         let protocol_errors =
             IntCounterVec::new(Opts::new("protocol_errors_total", "Invalid client frames"), &["code"])?;
         let bus_records = IntCounter::new("bus_records_total", "Records published on the bus")?;
+        let redeliveries = IntCounterVec::new(
+            Opts::new("bus_redeliveries_total", "Updates whose publish failed: queued, then published or dropped"),
+            &["outcome"],
+        )?;
         let rate_limited =
             IntCounterVec::new(Opts::new("rate_limited_total", "Requests refused by a rate limit"), &["limit"])?;
         let owned_shards = IntGauge::new("owned_shards", "Virtual shards this node owns")?;
@@ -77,6 +84,7 @@ impl Metrics {
         registry.register(Box::new(slow_consumer_closes.clone()))?;
         registry.register(Box::new(protocol_errors.clone()))?;
         registry.register(Box::new(bus_records.clone()))?;
+        registry.register(Box::new(redeliveries.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(owned_shards.clone()))?;
         registry.register(Box::new(bus_handed_over.clone()))?;
@@ -98,6 +106,7 @@ impl Metrics {
             slow_consumer_closes,
             protocol_errors,
             bus_records,
+            redeliveries,
             rate_limited,
             owned_shards,
             bus_handed_over,

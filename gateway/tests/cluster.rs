@@ -37,6 +37,9 @@ const SHARDS: u32 = 8;
 const NODE_TTL: Duration = Duration::from_millis(3000);
 /// How long a failed broker stays down: twice a consumer session.
 const BROKER_OUTAGE: Duration = Duration::from_secs(6);
+/// How long a publish may wait for the brokers where a test wants
+/// publishes to fail during a broker outage.
+const PUBLISH_PATIENCE_MS: u32 = 2_000;
 /// Longest wait for the cluster to settle after a change.
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -718,6 +721,40 @@ async fn a_failed_kafka_broker_delays_deliveries_and_loses_none() {
         member.receive_all(group, &acked).await;
     }
     everyone_has_exactly(&mut members, group, &acked).await;
+}
+
+#[actix_web::test]
+async fn an_update_whose_publish_failed_reaches_its_connected_recipient_once_the_broker_is_back() {
+    // Broker 2 leads every delivery partition and broker 1 coordinates the
+    // group, so taking broker 2 down fails publishes (after
+    // PUBLISH_PATIENCE_MS) but moves no shard: nobody is told to
+    // reconnect. The message is stored and acknowledged; the recipient,
+    // connected all along and sent nothing after it, is shown it only
+    // because the node publishes it again.
+    let cluster = Cluster::start_with(TestBroker::mock(), 1, |config| {
+        if let Some(kafka) = &mut config.kafka {
+            kafka.delivery_timeout_ms = PUBLISH_PATIENCE_MS;
+        }
+    })
+    .await;
+    let kafka = KafkaConfig::default();
+    cluster.broker.place(&kafka.delivery_topic, SHARDS as i32, 2, &kafka.group_id, 1).unwrap();
+    let api = cluster.api(0);
+    let (ann, bob, chat) = api.alice_and_bob().await;
+    let (mut ann_ws, _) = connect_home(&api, &ann).await;
+    let (mut bob_ws, _) = connect_home(&api, &bob).await;
+    // Everyone knows the new leader: a message goes through.
+    ann_ws.send_message(chat, "before", "before").await;
+    assert_eq!(bob_ws.next_message().await.1.body, "before");
+
+    cluster.broker.broker_down(2).unwrap();
+    let (sent, _) = ann_ws.send_message(chat, "while-down", "while down").await;
+    assert!(metrics(&cluster, 0).await.contains(r#"parley_bus_redeliveries_total{outcome="queued"}"#));
+    tokio::time::sleep(Duration::from_millis(u64::from(PUBLISH_PATIENCE_MS))).await;
+    cluster.broker.broker_up(2).unwrap();
+    let (_, shown) = bob_ws.next_message().await;
+    assert_eq!((shown.id, shown.body.as_str()), (sent.id, "while down"));
+    assert!(metrics(&cluster, 0).await.contains(r#"parley_bus_redeliveries_total{outcome="published"}"#));
 }
 
 /// The index of the node at `url`.

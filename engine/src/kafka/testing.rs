@@ -15,7 +15,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::mocking::MockCluster;
+use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::producer::DefaultProducerContext;
 
 use super::KafkaConfig;
@@ -162,6 +162,25 @@ impl TestBroker {
             Kind::Mock(mock) => mock.broker_up(id).map_err(|e| e.to_string()),
             Kind::Tansu(_) => Err("tansu cannot bring one broker up".into()),
         }
+    }
+
+    /// Makes mock broker `leader` lead partitions `0..partitions` of
+    /// `topic`, and `coordinator` coordinate consumer group `group`: a test
+    /// can then take the leader down without the group noticing. Tansu:
+    /// an error.
+    pub fn place(
+        &self,
+        topic: &str,
+        partitions: i32,
+        leader: i32,
+        group: &str,
+        coordinator: i32,
+    ) -> Result<(), String> {
+        let Kind::Mock(mock) = &self.kind else { return Err("tansu is one broker".into()) };
+        for partition in 0..partitions {
+            mock.partition_leader(topic, partition, Some(leader)).map_err(|e| e.to_string())?;
+        }
+        mock.coordinator(MockCoordinator::Group(group.into()), coordinator).map_err(|e| e.to_string())
     }
 
     /// What tansu logged so far (warnings and errors); empty for the mock.

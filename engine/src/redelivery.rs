@@ -1,0 +1,109 @@
+//! Update deliveries the bus refused for a while ([`BusError::Unavailable`]),
+//! published again in the background until the bus takes them.
+//!
+//! An update is durable before it is published, so a failed publish loses
+//! nothing. But a recipient who stays connected would not see the update
+//! until a later one showed them the gap, or they reconnected: the last
+//! message of a conversation could wait for hours. [`Redelivery`] keeps
+//! such deliveries and publishes them again every [`RETRY_PAUSE`] until
+//! they go through, for at most [`GIVE_UP_AFTER`] and at most
+//! [`MAX_PENDING`] at a time; past either bound a delivery is dropped and
+//! counted, and its recipients catch up as above. A redelivered update can
+//! arrive after later ones, or twice: clients order and deduplicate by
+//! `seq` (docs/protocol.md).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::Metrics;
+use crate::bus::{Bus, BusError, Delivery};
+
+/// How long between two attempts to publish what is pending.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// How long a delivery is retried after its first publish failed.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
+/// How many deliveries wait at most; more are dropped.
+const MAX_PENDING: usize = 10_000;
+/// How many deliveries one attempt publishes at once.
+const ROUND: usize = 1_024;
+
+/// The queue of deliveries to publish again; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Redelivery {
+    tx: mpsc::Sender<Pending>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    delivery: Delivery,
+    /// When its first publish failed.
+    since: Instant,
+}
+
+impl Redelivery {
+    /// Starts the task that publishes the queued deliveries on `bus`; it
+    /// ends when every [`Redelivery`] handle is dropped, or when aborted.
+    pub(crate) fn start(bus: Arc<dyn Bus>, metrics: Arc<Metrics>) -> (Redelivery, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(MAX_PENDING);
+        let task = tokio::spawn(run(bus, metrics.clone(), rx));
+        (Redelivery { tx, metrics }, task)
+    }
+
+    /// Queues `delivery`, whose publish just failed; drops it (counted)
+    /// if the queue is full.
+    pub(crate) fn retry(&self, delivery: Delivery) {
+        let pending = Pending { delivery, since: Instant::now() };
+        match self.tx.try_send(pending) {
+            Ok(()) => self.metrics.redeliveries.with_label_values(&["queued"]).inc(),
+            Err(_) => self.metrics.redeliveries.with_label_values(&["dropped"]).inc(),
+        }
+    }
+}
+
+async fn run(bus: Arc<dyn Bus>, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Pending>) {
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(first) => pending.push_back(first),
+                None => return,
+            }
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+        while let Ok(more) = rx.try_recv() {
+            if pending.len() < MAX_PENDING {
+                pending.push_back(more);
+            } else {
+                metrics.redeliveries.with_label_values(&["dropped"]).inc();
+            }
+        }
+        let before = pending.len();
+        pending.retain(|waiting| waiting.since.elapsed() < GIVE_UP_AFTER);
+        let expired = before - pending.len();
+        if expired > 0 {
+            metrics.redeliveries.with_label_values(&["dropped"]).inc_by(expired as u64);
+            tracing::warn!(expired, "gave up publishing updates again; their recipients catch up when they sync");
+        }
+        let round: Vec<Pending> = pending.drain(..pending.len().min(ROUND)).collect();
+        let outcomes =
+            futures_util::future::join_all(round.iter().map(|waiting| bus.publish(waiting.delivery.clone()))).await;
+        for (waiting, outcome) in round.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => {
+                    metrics.bus_records.inc();
+                    metrics.redeliveries.with_label_values(&["published"]).inc();
+                }
+                Err(BusError::Unavailable(_)) => pending.push_back(waiting),
+                Err(error) => {
+                    metrics.redeliveries.with_label_values(&["dropped"]).inc();
+                    tracing::warn!(%error, shard = waiting.delivery.shard.0, "publishing an update again failed");
+                }
+            }
+        }
+    }
+}
