@@ -14,10 +14,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::Metrics;
 use crate::bus::{Bus, BusError, Delivery};
@@ -105,5 +106,88 @@ async fn run(bus: Arc<dyn Bus>, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Pe
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::bus::Payload;
+    use crate::shard::ShardId;
+
+    /// A bus that refuses every record while it is down, and records the
+    /// seqs of what it took.
+    #[derive(Default)]
+    struct Switched {
+        up: AtomicBool,
+        took: Mutex<Vec<u64>>,
+    }
+
+    #[async_trait]
+    impl Bus for Switched {
+        async fn publish(&self, delivery: Delivery) -> Result<(), BusError> {
+            if !self.up.load(Ordering::SeqCst) {
+                return Err(BusError::Unavailable("down".into()));
+            }
+            self.took.lock().unwrap_or_else(|e| e.into_inner()).extend(delivery.recipients.iter().map(|r| r.1));
+            Ok(())
+        }
+    }
+
+    fn update(seq: u64) -> Delivery {
+        Delivery { shard: ShardId(0), recipients: vec![(1, seq)], payload: Payload::Update(Arc::from("{}")) }
+    }
+
+    fn count(metrics: &Metrics, outcome: &str) -> u64 {
+        metrics.redeliveries.with_label_values(&[outcome]).get()
+    }
+
+    fn took(bus: &Switched) -> Vec<u64> {
+        bus.took.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_update_is_published_once_the_bus_is_back_and_given_up_after_five_minutes() {
+        let bus = Arc::new(Switched::default());
+        let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+        let (redelivery, _task) = Redelivery::start(bus.clone(), metrics.clone());
+
+        redelivery.retry(update(1));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(took(&bus).is_empty(), "published while the bus was down");
+        bus.up.store(true, Ordering::SeqCst);
+        tokio::time::sleep(RETRY_PAUSE * 2).await;
+        assert_eq!(took(&bus), [1]);
+        assert_eq!((count(&metrics, "queued"), count(&metrics, "published")), (1, 1));
+
+        bus.up.store(false, Ordering::SeqCst);
+        redelivery.retry(update(2));
+        tokio::time::sleep(GIVE_UP_AFTER + RETRY_PAUSE * 2).await;
+        bus.up.store(true, Ordering::SeqCst);
+        tokio::time::sleep(RETRY_PAUSE * 2).await;
+        assert_eq!(took(&bus), [1], "an update older than five minutes was published");
+        assert_eq!(count(&metrics, "dropped"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn updates_past_the_queues_bound_are_dropped_and_counted() {
+        let bus = Arc::new(Switched::default());
+        let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+        let (redelivery, _task) = Redelivery::start(bus.clone(), metrics.clone());
+        for seq in 0..=MAX_PENDING as u64 {
+            redelivery.retry(update(seq));
+        }
+        assert_eq!((count(&metrics, "queued"), count(&metrics, "dropped")), (MAX_PENDING as u64, 1));
+        bus.up.store(true, Ordering::SeqCst);
+        // A round publishes ROUND at a time, a pause apart.
+        tokio::time::sleep(RETRY_PAUSE * (MAX_PENDING / ROUND + 2) as u32).await;
+        let mut published = took(&bus);
+        published.sort_unstable();
+        assert_eq!(published, (0..MAX_PENDING as u64).collect::<Vec<_>>());
     }
 }
