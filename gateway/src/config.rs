@@ -11,6 +11,7 @@ use engine::kafka::KafkaConfig;
 use engine::redis::RedisConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use storage::StorageConfig;
 use storage::scylla::ScyllaConfig;
@@ -190,6 +191,13 @@ pub struct LimitsConfig {
     /// beyond it, new ones wait in the listen backlog. The process's
     /// open-files limit (`ulimit -n`) must be raised to match.
     pub max_connections: usize,
+    /// Reverse proxies in front of the node (addresses or CIDR ranges, e.g.
+    /// `["10.0.0.0/8"]`). A request from one of them counts against the
+    /// client address in its `X-Forwarded-For` header (the nearest entry
+    /// that is not a trusted proxy); from anyone else the header is ignored.
+    /// Empty: every request counts against its TCP peer, so behind a proxy
+    /// all clients would share the proxy's per-IP budget.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for LimitsConfig {
@@ -203,6 +211,7 @@ impl Default for LimitsConfig {
             uploads_per_minute: 6,
             upload_burst: 10,
             max_connections: 1_000_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod avatars;
 pub mod config;
 pub mod errors;
 pub mod files;
+mod forwarded;
 mod heap;
 pub mod limits;
 pub mod notify;

@@ -18,6 +18,7 @@ use protocol::UserId;
 use crate::auth::{Claims, Passwords, Tickets, TokenKeys};
 use crate::config::Config;
 use crate::errors::ApiError;
+use crate::forwarded;
 use crate::limits::Limit;
 
 /// Everything a request handler may need.
@@ -106,12 +107,17 @@ impl AppState {
         Ok(self.engine.end_sessions(user_id, sessions).await?)
     }
 
-    /// Counts an auth request (register, login, refresh) from `req`'s peer
-    /// against its IP's budget: `auth_per_minute_per_ip` with a burst of
-    /// `auth_burst_per_ip`, across the cluster ([`Limit`]).
+    /// Counts an auth request (register, login, refresh) against its
+    /// client's IP budget: `auth_per_minute_per_ip` with a burst of
+    /// `auth_burst_per_ip`, across the cluster ([`Limit`]). The client is
+    /// the TCP peer, or behind `limits.trusted_proxies` the address they
+    /// forwarded the request for.
     pub async fn check_auth_rate(&self, req: &HttpRequest) -> Result<(), ApiError> {
         match req.peer_addr() {
-            Some(addr) => self.check_rate(&self.auth, addr.ip()).await,
+            Some(addr) => {
+                let client = forwarded::client_ip(addr.ip(), req.headers(), &self.config.limits.trusted_proxies);
+                self.check_rate(&self.auth, client).await
+            }
             None => Ok(()),
         }
     }

@@ -543,6 +543,48 @@ async fn too_many_auth_requests_from_one_address_are_rate_limited() {
     assert_eq!(body["code"], "rate_limited");
 }
 
+/// A server that allows two auth requests per client IP, behind `proxies`.
+async fn two_auth_requests_per_ip(proxies: &[&str]) -> TestServer {
+    let proxies: Vec<ipnet::IpNet> = proxies.iter().map(|net| net.parse().unwrap()).collect();
+    TestServer::start_with(move |c| {
+        c.limits.auth_per_minute_per_ip = 2;
+        c.limits.auth_burst_per_ip = 2;
+        c.limits.trusted_proxies = proxies;
+    })
+    .await
+}
+
+/// A login as `mallory` (wrong password) that says it was forwarded for `client`.
+async fn login_forwarded_for(server: &TestServer, client: &str) -> RawResponse {
+    let body =
+        serde_json::to_vec(&LoginRequest { username: "mallory".into(), password: "guess guess".into() }).unwrap();
+    let headers = [("content-type", "application/json"), ("x-forwarded-for", client)];
+    server.request(awc::http::Method::POST, "/api/v1/auth/login", &headers, body).await
+}
+
+#[actix_web::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_auth_budget() {
+    let server = two_auth_requests_per_ip(&["127.0.0.0/8"]).await;
+    for _ in 0..2 {
+        login_forwarded_for(&server, "203.0.113.7").await.assert_problem(401, "invalid_credentials");
+    }
+    login_forwarded_for(&server, "203.0.113.7").await.assert_problem(429, "rate_limited");
+    // Another client behind the same proxy is not limited with the first,
+    // even if it claims an address of its own in front of the proxy's entry.
+    login_forwarded_for(&server, "203.0.113.8").await.assert_problem(401, "invalid_credentials");
+    login_forwarded_for(&server, "203.0.113.7, 203.0.113.9").await.assert_problem(401, "invalid_credentials");
+}
+
+#[actix_web::test]
+async fn a_forwarded_for_header_from_an_untrusted_peer_changes_nothing() {
+    let server = two_auth_requests_per_ip(&[]).await;
+    for client in ["203.0.113.7", "203.0.113.8"] {
+        login_forwarded_for(&server, client).await.assert_problem(401, "invalid_credentials");
+    }
+    // A third address in the header does not buy a third attempt.
+    login_forwarded_for(&server, "203.0.113.9").await.assert_problem(429, "rate_limited");
+}
+
 #[actix_web::test]
 async fn logging_out_other_devices_ends_them_at_once_and_keeps_this_one() {
     let server = TestServer::start().await;
