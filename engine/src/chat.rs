@@ -15,9 +15,9 @@ use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler,
 use storage::{AppendOutcome, ChatKind, ChatRecord, GroupChanged, NewMessage, RelationView, Role};
 use tokio::sync::oneshot;
 
-use crate::bus::{BusError, Delivery, Payload};
+use crate::bus::{Delivery, Payload};
 use crate::policy::GroupCommand;
-use crate::{Core, EngineError, GroupError, Posted, ids, message_view, policy};
+use crate::{Core, EngineError, GroupError, Posted, ids, message_view, policy, redelivery};
 
 /// Posts a message to the chat.
 #[derive(Message)]
@@ -428,24 +428,14 @@ pub(crate) async fn deliver(core: &Core, payload: Payload, seqs: Vec<(i64, u64)>
     for (user_id, seq) in seqs {
         by_shard.entry(core.shards.shard_of(user_id)).or_default().push((user_id, seq));
     }
+    // Only updates are published again after a failure: a typing
+    // indicator or a presence view would be stale by then.
+    let redelivery = core.redelivery.as_ref().filter(|_| matches!(payload, Payload::Update(_)));
     for (shard, recipients) in by_shard {
         let delivery = Delivery { shard, recipients, payload: payload.clone() };
-        // A copy for a second try, where a publish can fail for a while
-        // (Kafka), and only of updates: a typing indicator or a presence
-        // would be stale by then.
-        let again = core
-            .redelivery
-            .as_ref()
-            .filter(|_| matches!(delivery.payload, Payload::Update(_)))
-            .map(|redelivery| (redelivery, delivery.clone()));
-        match core.bus.publish(delivery).await {
+        match redelivery::publish(&*core.bus, redelivery, delivery).await {
             Ok(()) => core.metrics.bus_records.inc(),
-            Err(error) => {
-                tracing::warn!(%error, shard = shard.0, "publishing a delivery failed");
-                if let (BusError::Unavailable(_), Some((redelivery, delivery))) = (&error, again) {
-                    redelivery.retry(delivery);
-                }
-            }
+            Err(error) => tracing::warn!(%error, shard = shard.0, "publishing a delivery failed"),
         }
     }
 }

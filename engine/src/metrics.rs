@@ -25,8 +25,9 @@ pub struct Metrics {
     pub protocol_errors: IntCounterVec,
     /// Records published on the bus.
     pub bus_records: IntCounter,
-    /// Cluster mode: updates whose publish failed, by what became of them
-    /// (`queued` to be published again, then `published` or `dropped`).
+    /// Cluster mode: updates and presence bookkeeping whose publish failed,
+    /// by what became of them (`queued` to be published again, then
+    /// `published` or `dropped`).
     pub redeliveries: IntCounterVec,
     /// Requests refused by a rate limit, by limit name.
     pub rate_limited: IntCounterVec,
@@ -63,7 +64,10 @@ impl Metrics {
             IntCounterVec::new(Opts::new("protocol_errors_total", "Invalid client frames"), &["code"])?;
         let bus_records = IntCounter::new("bus_records_total", "Records published on the bus")?;
         let redeliveries = IntCounterVec::new(
-            Opts::new("bus_redeliveries_total", "Updates whose publish failed: queued, then published or dropped"),
+            Opts::new(
+                "bus_redeliveries_total",
+                "Updates and presence bookkeeping whose publish failed: queued, then published or dropped",
+            ),
             &["outcome"],
         )?;
         let rate_limited =

@@ -1,16 +1,20 @@
-//! Update deliveries the bus refused for a while ([`BusError::Unavailable`]),
-//! published again in the background until the bus takes them.
+//! Deliveries the bus refused for a while ([`BusError::Unavailable`]):
+//! updates and presence bookkeeping, published again in the background
+//! until the bus takes them.
 //!
 //! An update is durable before it is published, so a failed publish loses
 //! nothing. But a recipient who stays connected would not see the update
 //! until a later one showed them the gap, or they reconnected: the last
-//! message of a conversation could wait for hours. [`Redelivery`] keeps
-//! such deliveries and publishes them again every [`RETRY_PAUSE`] until
-//! they go through, for at most [`GIVE_UP_AFTER`] and at most
-//! [`MAX_PENDING`] at a time; past either bound a delivery is dropped and
-//! counted, and its recipients catch up as above. A redelivered update can
+//! message of a conversation could wait for hours. Lost bookkeeping (who
+//! watches whom) would leave a watcher blind to a friend's presence until
+//! they reconnected. [`Redelivery`] keeps such deliveries and publishes
+//! them again every [`RETRY_PAUSE`] until they go through, for at most
+//! [`GIVE_UP_AFTER`] and at most [`MAX_PENDING`] at a time; past either
+//! bound a delivery is dropped and counted. A redelivered update can
 //! arrive after later ones, or twice: clients order and deduplicate by
-//! `seq` (docs/protocol.md).
+//! `seq` (docs/protocol.md). Bookkeeping is a set of who watches whom, and
+//! a late `Watch` sends the presence current when it arrives. Typing
+//! indicators and presence views are not kept: they would be stale.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -64,6 +68,22 @@ impl Redelivery {
             Err(_) => self.metrics.redeliveries.with_label_values(&["dropped"]).inc(),
         }
     }
+}
+
+/// Publishes `delivery` on `bus`; if the bus is unavailable and
+/// `redelivery` is given, a copy is queued to be published again. Returns
+/// the first publish's outcome either way.
+pub(crate) async fn publish(
+    bus: &dyn Bus,
+    redelivery: Option<&Redelivery>,
+    delivery: Delivery,
+) -> Result<(), BusError> {
+    let copy = redelivery.map(|redelivery| (redelivery, delivery.clone()));
+    let published = bus.publish(delivery).await;
+    if let (Err(BusError::Unavailable(_)), Some((redelivery, copy))) = (&published, copy) {
+        redelivery.retry(copy);
+    }
+    published
 }
 
 async fn run(bus: Arc<dyn Bus>, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Pending>) {

@@ -17,6 +17,7 @@ use crate::bus::{Delivery, Payload};
 use crate::chat::{ChatActor, ChatStopped};
 use crate::cluster::{HEARTBEATS_PER_TTL, SharedPresence};
 use crate::presence::{PresenceBook, PresenceControl, Publish};
+use crate::redelivery::Redelivery;
 use crate::shard::ShardId;
 use crate::user::{AddConnection, ConnectionHandle, Deliver, Evicted, Kick, RemoveConnection, Retire, UserActor};
 
@@ -298,7 +299,8 @@ where
     // hand their first record to the bus in spawn order, so controls for
     // one shard keep the order they were decided in.
     let bus = core.bus.clone();
-    actix::spawn(async move { publish_controls(&*bus, deliveries).await });
+    let redelivery = core.redelivery.clone();
+    actix::spawn(async move { publish_controls(&*bus, redelivery.as_ref(), deliveries).await });
 }
 
 /// Asks every shard to register its users' interest in the users of
@@ -314,15 +316,16 @@ pub(crate) async fn rewatch(core: &Core, moved: Vec<ShardId>) {
         .all()
         .map(|shard| Delivery { shard, recipients: Vec::new(), payload: Payload::Control(control.clone()) })
         .collect();
-    publish_controls(&*core.bus, deliveries).await;
+    publish_controls(&*core.bus, core.redelivery.as_ref(), deliveries).await;
 }
 
 /// Publishes presence bookkeeping one record after the other; a record
-/// that fails is logged and skipped (presence is best effort).
-async fn publish_controls(bus: &dyn crate::bus::Bus, deliveries: Vec<Delivery>) {
+/// the bus could not take is published again later by `redelivery` (a
+/// cluster node), or logged and skipped.
+async fn publish_controls(bus: &dyn crate::bus::Bus, redelivery: Option<&Redelivery>, deliveries: Vec<Delivery>) {
     for delivery in deliveries {
         let shard = delivery.shard;
-        if let Err(error) = bus.publish(delivery).await {
+        if let Err(error) = crate::redelivery::publish(bus, redelivery, delivery).await {
             tracing::warn!(%error, shard = shard.0, "publishing presence bookkeeping failed");
         }
     }

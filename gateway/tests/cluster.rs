@@ -723,14 +723,11 @@ async fn a_failed_kafka_broker_delays_deliveries_and_loses_none() {
     everyone_has_exactly(&mut members, group, &acked).await;
 }
 
-#[actix_web::test]
-async fn an_update_whose_publish_failed_reaches_its_connected_recipient_once_the_broker_is_back() {
-    // Broker 2 leads every delivery partition and broker 1 coordinates the
-    // group, so taking broker 2 down fails publishes (after
-    // PUBLISH_PATIENCE_MS) but moves no shard: nobody is told to
-    // reconnect. The message is stored and acknowledged; the recipient,
-    // connected all along and sent nothing after it, is shown it only
-    // because the node publishes it again.
+/// One node on a mock cluster where broker 2 leads every delivery
+/// partition and broker 1 coordinates the group, with publishes giving up
+/// after [`PUBLISH_PATIENCE_MS`]: taking broker 2 down fails publishes but
+/// moves no shard, so nobody is told to reconnect.
+async fn one_node_whose_partitions_broker_2_leads() -> Cluster {
     let cluster = Cluster::start_with(TestBroker::mock(), 1, |config| {
         if let Some(kafka) = &mut config.kafka {
             kafka.delivery_timeout_ms = PUBLISH_PATIENCE_MS;
@@ -739,6 +736,26 @@ async fn an_update_whose_publish_failed_reaches_its_connected_recipient_once_the
     .await;
     let kafka = KafkaConfig::default();
     cluster.broker.place(&kafka.delivery_topic, SHARDS as i32, 2, &kafka.group_id, 1).unwrap();
+    cluster
+}
+
+/// Waits until the only node has counted a failed publish with `outcome`
+/// (`queued` to be published again, or `published`).
+async fn wait_for_redeliveries(cluster: &Cluster, outcome: &str) {
+    let counted = format!(r#"parley_bus_redeliveries_total{{outcome="{outcome}"}}"#);
+    let deadline = Instant::now() + PATIENCE;
+    while !metrics(cluster, 0).await.contains(&counted) {
+        assert!(Instant::now() < deadline, "no failed publish was {outcome}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn an_update_whose_publish_failed_reaches_its_connected_recipient_once_the_broker_is_back() {
+    // The message is stored and acknowledged; the recipient, connected all
+    // along and sent nothing after it, is shown it only because the node
+    // publishes it again.
+    let cluster = one_node_whose_partitions_broker_2_leads().await;
     let api = cluster.api(0);
     let (ann, bob, chat) = api.alice_and_bob().await;
     let (mut ann_ws, _) = connect_home(&api, &ann).await;
@@ -749,12 +766,42 @@ async fn an_update_whose_publish_failed_reaches_its_connected_recipient_once_the
 
     cluster.broker.broker_down(2).unwrap();
     let (sent, _) = ann_ws.send_message(chat, "while-down", "while down").await;
-    assert!(metrics(&cluster, 0).await.contains(r#"parley_bus_redeliveries_total{outcome="queued"}"#));
+    wait_for_redeliveries(&cluster, "queued").await;
     tokio::time::sleep(Duration::from_millis(u64::from(PUBLISH_PATIENCE_MS))).await;
     cluster.broker.broker_up(2).unwrap();
     let (_, shown) = bob_ws.next_message().await;
     assert_eq!((shown.id, shown.body.as_str()), (sent.id, "while down"));
-    assert!(metrics(&cluster, 0).await.contains(r#"parley_bus_redeliveries_total{outcome="published"}"#));
+    wait_for_redeliveries(&cluster, "published").await;
+}
+
+#[actix_web::test]
+async fn presence_bookkeeping_that_failed_while_the_bus_was_down_is_published_again() {
+    // The watcher's connection registers its interest in the friend
+    // (bookkeeping on the bus) while broker 2 is down: that publish fails,
+    // is queued, and is published once the broker is back. The friend's
+    // later change reaches the watcher, who never reconnected.
+    let cluster = one_node_whose_partitions_broker_2_leads().await;
+    let api = cluster.api(0);
+    let watcher = api.register("watcher").await;
+    let friend = api.register("friend").await;
+    api.befriend(&watcher, &friend).await;
+    let (mut friend_ws, _) = connect_home(&api, &friend).await;
+    friend_ws.ping_pong().await;
+
+    cluster.broker.broker_down(2).unwrap();
+    let (mut watcher_ws, _) = connect_home(&api, &watcher).await;
+    wait_for_redeliveries(&cluster, "queued").await;
+    cluster.broker.broker_up(2).unwrap();
+    wait_for_redeliveries(&cluster, "published").await;
+    let busy = serde_json::json!({"status": "busy"});
+    let response = awc::Client::new()
+        .put(api.url("/api/v1/me/presence"))
+        .bearer_auth(&friend.tokens.access_token)
+        .send_json(&busy)
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    shows(&mut watcher_ws, friend.id, PresenceStatus::Busy).await;
 }
 
 /// The index of the node at `url`.
