@@ -198,6 +198,16 @@ test('presence: online, busy with a status, away while hidden, then last seen', 
   await eli.page.locator('.screen-header .avatar .presence.online').waitFor();
   await send(eli, 'Are you free?');
 
+  // Eli loses the network: the app no longer claims to know that Dana is
+  // online, and shows it again once it is back.
+  await eli.context.setOffline(true);
+  await eli.page.getByRole('status').filter({ hasText: 'Offline' }).waitFor();
+  await eli.page.locator('.screen-header .avatar .presence').waitFor({ state: 'detached' });
+  await subtitle.filter({ hasText: /^online$/ }).waitFor({ state: 'detached' });
+  await eli.context.setOffline(false);
+  await eli.page.locator('.screen-header .avatar .presence.online').waitFor();
+  await subtitle.filter({ hasText: /^online$/ }).waitFor();
+
   // Dana chooses busy with a status text.
   await dana.page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Profile', exact: true }).click();
   await dana.page.getByRole('radio', { name: /Busy/ }).check();

@@ -505,6 +505,13 @@ export class Store {
   setConnection(state) {
     if (this.connection === state) return;
     this.connection = state;
+    // What the server said of others' presence holds only while this
+    // device is connected: offline, nobody is shown online any more (the
+    // snapshot after the next hello shows them again).
+    if (state === 'offline' || state === 'stopped') {
+      this.presence.clear();
+      this.emit('presence');
+    }
     this.emit('connection');
   }
 }
