@@ -3,11 +3,36 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use actix_web::http::header::HeaderMap;
+use actix_web::dev::ServiceRequest;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 /// The header each proxy appends the address it got the request from to.
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+/// Headers in which a proxy says where the request came from and how.
+const FORWARDING_HEADERS: [&str; 4] = ["forwarded", X_FORWARDED_FOR, "x-forwarded-host", "x-forwarded-proto"];
+
+/// Rewrites a request's forwarding headers to what can be trusted, before
+/// anything reads them (the request log's `http.client_ip`, `http.host`
+/// and `http.scheme` come from actix-web's `ConnectionInfo`, which believes
+/// them from anyone). From a trusted proxy, `X-Forwarded-For` becomes the
+/// one address [`client_ip`] finds and `Forwarded` (not read here) goes;
+/// from anyone else, every forwarding header goes.
+pub fn sanitize(req: &mut ServiceRequest, trusted: &[IpNet]) {
+    let Some(peer) = req.peer_addr().map(|addr| addr.ip()) else { return };
+    let headers = req.headers_mut();
+    if !trusted.iter().any(|net| net.contains(&peer.to_canonical())) {
+        for name in FORWARDING_HEADERS {
+            headers.remove(name);
+        }
+        return;
+    }
+    let client = client_ip(peer, headers, trusted);
+    headers.remove("forwarded");
+    if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
+        headers.insert(HeaderName::from_static(X_FORWARDED_FOR), value);
+    }
+}
 
 /// The address a request came from. It is the TCP peer, unless the peer is
 /// one of `trusted`: then the header's addresses are read from the right
@@ -68,6 +93,43 @@ mod tests {
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|net| net.parse().unwrap_or_else(|_| panic!("{net}"))).collect()
+    }
+
+    /// What the request log records for a request from `peer` with
+    /// `headers`: actix-web's idea of the client address, host and scheme.
+    fn logged(peer: &str, headers: &[(&str, &str)], trusted: &[IpNet]) -> (String, String, String) {
+        let mut request = actix_web::test::TestRequest::default().peer_addr(SocketAddr::new(ip(peer), 4711));
+        for (name, value) in headers {
+            request = request.insert_header((*name, *value));
+        }
+        let mut request = request.to_srv_request();
+        sanitize(&mut request, trusted);
+        let info = request.connection_info().clone();
+        (info.realip_remote_addr().unwrap_or("").to_owned(), info.host().to_owned(), info.scheme().to_owned())
+    }
+
+    #[test]
+    fn the_request_log_believes_forwarding_headers_only_from_trusted_proxies() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let forged = [
+            ("x-forwarded-for", "203.0.113.7"),
+            ("forwarded", "for=198.51.100.9;proto=https;host=evil.example"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+            ("host", "chat.example"),
+        ];
+        let (client, host, scheme) = logged("192.0.2.1", &forged, &trusted);
+        assert_eq!((client.as_str(), host.as_str(), scheme.as_str()), ("192.0.2.1", "chat.example", "http"));
+        // Through a proxy: its X-Forwarded-For (the client wrote the first
+        // entry), host and scheme; not the Forwarded header it did not set.
+        let proxied = [
+            ("x-forwarded-for", "1.1.1.1, 203.0.113.7"),
+            ("forwarded", "for=198.51.100.9"),
+            ("x-forwarded-host", "chat.example"),
+            ("x-forwarded-proto", "https"),
+        ];
+        let (client, host, scheme) = logged("10.0.0.2", &proxied, &trusted);
+        assert_eq!((client.as_str(), host.as_str(), scheme.as_str()), ("203.0.113.7", "chat.example", "https"));
     }
 
     #[test]

@@ -29,7 +29,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, dev::ServerHandle, web};
+use actix_web::dev::{ServerHandle, Service};
+use actix_web::{App, web};
 use anyhow::Context as _;
 use engine::cluster::SharedState;
 use engine::peers::{NoPeers, Peers};
@@ -122,6 +123,7 @@ impl Server {
             .disable_signals()
             .shutdown_timeout(SHUTDOWN_GRACE_SECS)
             .listen("parley", listener, move || {
+                let trusted_proxies = app_state.config.limits.trusted_proxies.clone();
                 let app = App::new()
                     .app_data(app_state.clone())
                     .app_data(contacts.clone())
@@ -130,6 +132,11 @@ impl Server {
                     .app_data(web::QueryConfig::default().error_handler(errors::query_error))
                     .app_data(web::PathConfig::default().error_handler(errors::path_error))
                     .wrap(TracingLogger::default())
+                    // Outermost: the request log reads what it leaves.
+                    .wrap_fn(move |mut req, service| {
+                        forwarded::sanitize(&mut req, &trusted_proxies);
+                        service.call(req)
+                    })
                     .configure(routes_config);
                 let http =
                     socket::HttpSettings { keep_alive: HTTP_KEEP_ALIVE, local_addr: addr, shutdown: shutdown.clone() };
