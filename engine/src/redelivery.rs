@@ -10,11 +10,13 @@
 //! they reconnected. [`Redelivery`] keeps such deliveries and publishes
 //! them again every [`RETRY_PAUSE`] until they go through, for at most
 //! [`GIVE_UP_AFTER`] and at most [`MAX_PENDING`] at a time; past either
-//! bound a delivery is dropped and counted. A redelivered update can
-//! arrive after later ones, or twice: clients order and deduplicate by
-//! `seq` (docs/protocol.md). Bookkeeping is a set of who watches whom, and
-//! a late `Watch` sends the presence current when it arrives. Typing
-//! indicators and presence views are not kept: they would be stale.
+//! bound a delivery is dropped and counted; what is pending when the node
+//! stops is dropped too (recipients see those updates at their next
+//! `sync`). A redelivered update can arrive after later ones, or twice:
+//! clients order and deduplicate by `seq` (docs/protocol.md). Bookkeeping
+//! is a set of who watches whom, and a late `Watch` sends the presence
+//! current when it arrives. Typing indicators and presence views are not
+//! kept: they would be stale.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
