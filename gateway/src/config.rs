@@ -53,6 +53,28 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// The Kafka bus of a cluster; required with `[cluster]`, refused without.
     pub kafka: Option<KafkaConfig>,
+    /// Traces exported over OTLP; unset: none are.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// Traces exported over OTLP/HTTP (`[otlp]`): each HTTP request's span,
+/// with its route, status and time, to an OpenTelemetry collector or to
+/// Jaeger (which ingests OTLP natively, on port 4318).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's traces endpoint, e.g. `http://jaeger:4318/v1/traces`.
+    pub endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of traces exported, from 0.0 to 1.0.
+    pub sample_ratio: f64,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig { endpoint: String::new(), service_name: "parley".into(), sample_ratio: 1.0 }
+    }
 }
 
 /// How a cluster node is known to the others and to clients.
@@ -88,6 +110,7 @@ impl Default for Config {
             scylla: None,
             cluster: None,
             kafka: None,
+            otlp: None,
         }
     }
 }
@@ -352,6 +375,12 @@ const COMMENTED_EXAMPLES: &str = "
 # node_ttl_ms = 10000
 # presence_ttl_ms = 30000
 # command_timeout_ms = 1000
+
+# Traces of HTTP requests, exported over OTLP/HTTP to a collector or Jaeger.
+# [otlp]
+# endpoint = \"http://jaeger:4318/v1/traces\"
+# service_name = \"parley\"
+# sample_ratio = 1.0             # share of traces exported, 0.0 to 1.0
 
 # Cluster mode: nodes share work through Kafka (the bus; its consumer group
 # decides which node owns which shard) and Redis (node directory, leases,

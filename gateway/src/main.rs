@@ -81,7 +81,8 @@ fn main() -> anyhow::Result<()> {
                 config.log_format = log_format;
             }
             // Dropped last: the lines logged until the end are written out.
-            let _log = gateway::telemetry::init(config.log_format);
+            let _telemetry =
+                gateway::telemetry::init(config.log_format, config.otlp.as_ref()).map_err(anyhow::Error::msg)?;
             let _lock = lock_data_dir(&config.data_dir)?;
             actix_web::rt::System::new().block_on(async move {
                 let listener = gateway::bind(config.listen)?;

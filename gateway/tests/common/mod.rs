@@ -641,6 +641,11 @@ pub async fn spawn_node(dir: &Path) -> (Node, Api) {
 
 /// [`spawn_node`] with its log (stderr) going to `log`.
 pub async fn spawn_node_logging_to(dir: &Path, log: Stdio) -> (Node, Api) {
+    spawn_node_with(dir, log, &[]).await
+}
+
+/// [`spawn_node_logging_to`] with these environment variables set too.
+pub async fn spawn_node_with(dir: &Path, log: Stdio, env: &[(&str, &str)]) -> (Node, Api) {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let node = Node(
         without_inherited_fds(&mut Command::new(env!("CARGO_BIN_EXE_parley")))
@@ -651,6 +656,7 @@ pub async fn spawn_node_logging_to(dir: &Path, log: Stdio) -> (Node, Api) {
             .env("PARLEY_AUTH__ARGON2_MEMORY_KIB", "1024")
             .env("PARLEY_AUTH__ARGON2_ITERATIONS", "1")
             .env("PARLEY_ENGINE__SEND_BURST", "10000")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
