@@ -70,8 +70,8 @@ pub(crate) struct Core {
     /// Where shard actors share their users' shown presence, for a node
     /// that takes a shard over (memory on one node, Redis in a cluster).
     pub presence: Arc<dyn cluster::PresenceDirectory>,
-    /// Cluster mode: updates whose publish failed, published again in the
-    /// background (`redelivery`).
+    /// Cluster mode: updates and presence bookkeeping whose publish
+    /// failed, published again in the background (`redelivery`).
     pub redelivery: Option<redelivery::Redelivery>,
     /// Whether chat actors may cache relations (`chat::RelationCache`):
     /// only on a single node, where `relations_epoch` sees every change. A
