@@ -63,7 +63,9 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpConfig {
-    /// The collector's traces endpoint, e.g. `http://jaeger:4318/v1/traces`.
+    /// The collector's traces endpoint, e.g. `http://jaeger:4318/v1/traces`;
+    /// plain HTTP only (for TLS, export to a collector beside the node,
+    /// which forwards).
     pub endpoint: String,
     /// `service.name` of the exported spans.
     pub service_name: String,

@@ -125,7 +125,8 @@ async fn a_node_exports_each_http_requests_span_with_its_route_and_status() {
 #[test]
 fn a_node_with_bad_otlp_settings_refuses_to_start_and_says_why() {
     let bad = [
-        ("jaeger:4318", "1.0", "otlp.endpoint must be an http:// or https:// URL"),
+        ("jaeger:4318", "1.0", "otlp.endpoint must be an http:// URL"),
+        ("https://collector.example/v1/traces", "1.0", "otlp.endpoint must be an http:// URL"),
         ("http://127.0.0.1:4318/v1/traces", "1.5", "otlp.sample_ratio must be between 0.0 and 1.0"),
     ];
     for (endpoint, ratio, why) in bad {
