@@ -103,7 +103,13 @@ export class ChatView {
       this.store.on('chat:' + chatId, () => this.render()),
       this.store.on('chats', () => this.#ensureLoaded()),
       this.store.on('typing:' + chatId, () => this.#renderTyping()),
-      this.store.on('connection', () => this.#ensureLoaded()),
+      // Back online: load what is missing, and report as read what was
+      // shown while the socket was down (a report that could not be sent
+      // then is not tried again by anything else).
+      this.store.on('connection', () => {
+        this.#ensureLoaded();
+        this.#markSeen();
+      }),
       this.store.on('presence', () => this.#renderHeaderIfShown()),
       this.store.on('members:' + chatId, () => this.render()),
       this.store.on('users', () => this.render()),
