@@ -63,7 +63,7 @@ impl Redelivery {
 
     /// Queues `delivery`, whose publish just failed; drops it (counted)
     /// if the queue is full.
-    pub(crate) fn retry(&self, delivery: Delivery) {
+    fn retry(&self, delivery: Delivery) {
         let pending = Pending { delivery, since: Instant::now() };
         match self.tx.try_send(pending) {
             Ok(()) => self.metrics.redeliveries.with_label_values(&["queued"]).inc(),

@@ -21,7 +21,7 @@ const FORWARDING_HEADERS: [&str; 4] = ["forwarded", X_FORWARDED_FOR, "x-forwarde
 pub fn sanitize(req: &mut ServiceRequest, trusted: &[IpNet]) {
     let Some(peer) = req.peer_addr().map(|addr| addr.ip()) else { return };
     let headers = req.headers_mut();
-    if !trusted.iter().any(|net| net.contains(&peer.to_canonical())) {
+    if !is_trusted(&peer.to_canonical(), trusted) {
         for name in FORWARDING_HEADERS {
             headers.remove(name);
         }
@@ -43,9 +43,8 @@ pub fn sanitize(req: &mut ServiceRequest, trusted: &[IpNet]) {
 /// last trusted hop, which is then the client (its requests share one
 /// budget).
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let mut client = peer.to_canonical();
-    if !is_trusted(&client) {
+    if !is_trusted(&client, trusted) {
         return client;
     }
     let hops: Vec<&str> = headers
@@ -56,11 +55,16 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     for hop in hops.into_iter().rev() {
         let Some(ip) = parse_hop(hop) else { break };
         client = ip;
-        if !is_trusted(&client) {
+        if !is_trusted(&client, trusted) {
             break;
         }
     }
     client
+}
+
+/// Whether `ip` is one of the trusted proxies.
+fn is_trusted(ip: &IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(ip))
 }
 
 /// One entry of the header: an address, with or without a port.
