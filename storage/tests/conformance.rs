@@ -111,6 +111,7 @@ macro_rules! backend_tests {
                 append_assigns_consecutive_seqs_per_user,
                 duplicate_append_returns_the_original_and_writes_nothing,
                 a_batch_of_appends_is_one_step_in_order,
+                a_batch_replays_one_update_per_message_from_any_seq,
                 append_to_unknown_chat_is_not_found,
                 messages_page_newest_first_without_gaps,
                 updates_come_in_seq_order_with_limit,
@@ -572,6 +573,68 @@ mod suite {
         assert!(matches!(failed, Err(StorageError::NotFound(_))), "{failed:?}");
         assert_eq!(ids(&stores.chats.messages_before(chat, 1, None, 10).await?), [1_002, 1_001]);
         assert_eq!(stores.chats.latest_seq(1).await?, 2);
+        Ok(())
+    }
+
+    pub async fn a_batch_replays_one_update_per_message_from_any_seq(stores: &Stores) -> TestResult {
+        users(stores, &[1, 2, 3]).await?;
+        let chat = stores.chats.direct_chat(1, 2, 100, 0).await?.id;
+        append(stores, message(1_001, chat, 1, "before"), &[1, 2]).await?;
+        // A batch with a retry of an earlier send in its middle, then one more message.
+        let batch = vec![
+            message(1_002, chat, 1, "a"),
+            message(1_003, chat, 1, "before"),
+            message(1_004, chat, 2, "b"),
+            message(1_005, chat, 1, "c"),
+        ];
+        let outcomes = stores.chats.append_messages(batch, &[1, 2]).await?;
+        let appended: Vec<_> = outcomes
+            .iter()
+            .map(|outcome| match outcome {
+                AppendOutcome::Appended { message, seqs } => Some((message.id, seqs.clone())),
+                AppendOutcome::Duplicate { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            appended,
+            [
+                Some((1_002, vec![(1, 2), (2, 2)])),
+                None,
+                Some((1_004, vec![(1, 3), (2, 3)])),
+                Some((1_005, vec![(1, 4), (2, 4)]))
+            ]
+        );
+        append(stores, message(1_006, chat, 2, "after"), &[1, 2]).await?;
+        stores.chats.edit_message(chat, 1_004, "b, edited".into(), 7, &[1, 2]).await?;
+        assert_eq!(stores.chats.latest_seq(2).await?, 6);
+
+        // Every entry once, in seq order, from any point and in pages of any size.
+        let expected = [(1, 1_001), (2, 1_002), (3, 1_004), (4, 1_005), (5, 1_006), (6, 1_004)];
+        let entry = |update: &storage::UpdateRecord| match &update.kind {
+            UpdateKind::Message(m) | UpdateKind::Edited(m) => (update.seq, m.id),
+            other => panic!("unexpected update {other:?}"),
+        };
+        for after in 0..=6u64 {
+            for limit in 1..=7u32 {
+                let mut replayed = Vec::new();
+                let mut from = after;
+                loop {
+                    let page = stores.chats.updates_after(2, from, limit).await?;
+                    assert!(page.len() <= limit as usize, "a page of {} with limit {limit}", page.len());
+                    replayed.extend(page.iter().map(entry));
+                    match page.last() {
+                        Some(last) if page.len() == limit as usize => from = last.seq,
+                        _ => break,
+                    }
+                }
+                let want: Vec<_> = expected.iter().copied().filter(|(seq, _)| *seq > after).collect();
+                assert_eq!(replayed, want, "after {after}, limit {limit}");
+            }
+        }
+        // Entries of a run show their message's current state.
+        let log = stores.chats.updates_after(2, 2, 1).await?;
+        assert!(matches!(&log[0].kind, UpdateKind::Message(m) if m.body == "b, edited" && m.edit_count == 1));
+        assert!(stores.chats.updates_after(3, 0, 10).await?.is_empty());
         Ok(())
     }
 

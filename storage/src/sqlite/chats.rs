@@ -56,16 +56,70 @@ fn log_message_event(
     message_id: i64,
     users: &[i64],
 ) -> StorageResult<Vec<(i64, u64)>> {
+    log_message_run(conn, kind, chat_id, message_id, 1, users)
+}
+
+/// Appends one entry to the log of each of `users` standing for the last
+/// `run` messages of the chat up to `message_id` (appended in one step, so
+/// consecutive in the chat), at `run` consecutive seqs of each user; returns
+/// each user's first seq of the run. One row per user whatever the run's
+/// length: a batch of group messages costs a row per member, not a row per
+/// member and message.
+fn log_message_run(
+    conn: &Connection,
+    kind: &str,
+    chat_id: i64,
+    message_id: i64,
+    run: u64,
+    users: &[i64],
+) -> StorageResult<Vec<(i64, u64)>> {
+    let run = run.max(1);
     let mut log = conn.prepare_cached(
-        "INSERT INTO user_updates (user_id, seq, kind, chat_id, message_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO user_updates (user_id, seq, kind, chat_id, message_id, run) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
+    let run_column = (run > 1).then_some(run as i64);
     let mut seqs = Vec::with_capacity(users.len());
     for &user_id in users {
-        let seq = next_seq(conn, user_id)?;
-        log.execute(params![user_id, seq as i64, kind, chat_id, message_id])?;
-        seqs.push((user_id, seq));
+        let last = reserve_seqs(conn, user_id, run)?;
+        log.execute(params![user_id, last as i64, kind, chat_id, message_id, run_column])?;
+        seqs.push((user_id, last + 1 - run));
     }
     Ok(seqs)
+}
+
+/// Logs messages just appended (in increasing ID order) to `users`: each
+/// run of consecutive messages of one chat as one entry per user. Returns
+/// each message's seq per user.
+fn log_appended(conn: &Connection, appended: &[MessageRecord], users: &[i64]) -> StorageResult<Vec<Vec<(i64, u64)>>> {
+    let mut seqs = Vec::with_capacity(appended.len());
+    for run in appended.chunk_by(|a, b| a.chat_id == b.chat_id) {
+        let Some(last) = run.last() else { continue };
+        let len = run.len() as u64;
+        let first_seqs = log_message_run(conn, UPDATE_MESSAGE, last.chat_id, last.id, len, users)?;
+        for offset in 0..len {
+            seqs.push(first_seqs.iter().map(|&(user_id, first)| (user_id, first + offset)).collect());
+        }
+    }
+    Ok(seqs)
+}
+
+/// The `run` messages of `last`'s chat up to `last`, oldest first: the
+/// messages an update-log entry with that run stands for.
+fn message_run(conn: &Connection, last: &MessageRecord, run: u64) -> StorageResult<Vec<MessageRecord>> {
+    let sql =
+        format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE chat_id = ?1 AND id <= ?2 ORDER BY id DESC LIMIT ?3");
+    let mut messages = conn
+        .prepare_cached(&sql)?
+        .query_map(params![last.chat_id, last.id, run as i64], message_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if messages.len() as u64 != run {
+        return Err(backend(format!(
+            "a log entry names {run} messages up to message {} of chat {}",
+            last.id, last.chat_id
+        )));
+    }
+    messages.reverse();
+    Ok(messages)
 }
 
 /// Like [`message_at`], for a LEFT JOIN that may have found no message.
@@ -425,21 +479,34 @@ impl ChatStore for SqliteStore {
         let recipients: Vec<i64> = audience.iter().copied().filter(|user| named.insert(*user)).collect();
         self.write(move |tx| {
             let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = ?1 AND client_msg_id = ?2");
+            // `None` stands for an appended message, logged below.
             let mut outcomes = Vec::with_capacity(messages.len());
+            let mut appended = Vec::with_capacity(messages.len());
             for message in messages {
                 let stored = tx
                     .prepare_cached(&sql)?
                     .query_row(params![message.sender_id, message.client_msg_id], message_from_row)
                     .optional()?;
-                if let Some(stored) = stored {
-                    outcomes.push(AppendOutcome::Duplicate { message: stored });
-                    continue;
+                match stored {
+                    Some(stored) => outcomes.push(Some(AppendOutcome::Duplicate { message: stored })),
+                    None => {
+                        appended.push(insert_message(tx, message)?);
+                        outcomes.push(None);
+                    }
                 }
-                let message = insert_message(tx, message)?;
-                let seqs = log_message_event(tx, UPDATE_MESSAGE, message.chat_id, message.id, &recipients)?;
-                outcomes.push(AppendOutcome::Appended { message, seqs });
             }
-            Ok(outcomes)
+            let logged = log_appended(tx, &appended, &recipients)?;
+            let mut appended = appended.into_iter().zip(logged);
+            outcomes
+                .into_iter()
+                .map(|outcome| match outcome {
+                    Some(duplicate) => Ok(duplicate),
+                    None => appended
+                        .next()
+                        .map(|(message, seqs)| AppendOutcome::Appended { message, seqs })
+                        .ok_or_else(|| backend("an appended message was not logged")),
+                })
+                .collect()
         })
         .await
     }
@@ -541,7 +608,7 @@ impl ChatStore for SqliteStore {
         self.read(move |tx| {
             let sql = format!(
                 "SELECT u.seq, u.kind, u.other_id, u.relation, u.chat_id,
-                        COALESCE(r.delivered_up_to, 0), COALESCE(r.seen_up_to, 0), {}
+                        COALESCE(r.delivered_up_to, 0), COALESCE(r.seen_up_to, 0), COALESCE(u.run, 1), {}
                  FROM user_updates u
                  LEFT JOIN messages m ON m.chat_id = u.chat_id AND m.id = u.message_id
                  LEFT JOIN chat_members r ON u.kind = 'receipt' AND r.chat_id = u.chat_id AND r.user_id = u.other_id
@@ -556,7 +623,17 @@ impl ChatStore for SqliteStore {
             while let Some(row) = rows.next()? {
                 let seq: u64 = row.get(0)?;
                 let kind: String = row.get(1)?;
-                let kind = match (kind.as_str(), optional_message_at(row, 7)?) {
+                let run: u64 = row.get(7)?;
+                let kind = match (kind.as_str(), optional_message_at(row, 8)?) {
+                    (UPDATE_MESSAGE, Some(message)) if run > 1 => {
+                        let messages = message_run(tx, &message, run)?;
+                        let first = seq + 1 - run;
+                        let entries = (first..).zip(messages).filter(|(seq, _)| *seq > after as u64);
+                        updates.extend(
+                            entries.map(|(seq, message)| UpdateRecord { seq, kind: UpdateKind::Message(message) }),
+                        );
+                        continue;
+                    }
                     (UPDATE_MESSAGE, Some(message)) => UpdateKind::Message(message),
                     (UPDATE_EDIT, Some(message)) => UpdateKind::Edited(message),
                     (UPDATE_DELETE | UPDATE_HIDE, Some(message)) => UpdateKind::Deleted {
@@ -585,6 +662,8 @@ impl ChatStore for SqliteStore {
                 };
                 updates.push(UpdateRecord { seq, kind });
             }
+            // A run may have taken the batch past the limit.
+            updates.truncate(limit as usize);
             Ok(updates)
         })
         .await

@@ -34,7 +34,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, ffi, params};
 
 use crate::*;
-use seqs::next_seq;
+use seqs::{next_seq, reserve_seqs};
 
 /// Read-only connections opened next to the writer. Reads beyond this many
 /// at once wait for a free connection (on the blocking pool, never on the
@@ -83,8 +83,17 @@ pub const MAX_WRITES_PER_COMMIT: usize = 256;
 const _: () = assert!(READER_POOL_SIZE > 0, "the reader pool needs at least one connection");
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] =
-    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8];
+const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+    MIGRATION_6,
+    MIGRATION_7,
+    MIGRATION_8,
+    MIGRATION_9,
+];
 
 /// Version 1: users, token families, 1:1 chats, messages, update logs and
 /// the ID clock's high-water marks.
@@ -297,6 +306,14 @@ ALTER TABLE users DROP COLUMN update_seq;
 /// whose access tokens may still be live.
 const MIGRATION_8: &str = r#"
 CREATE INDEX token_families_by_revocation ON token_families (revoked_at_ms) WHERE revoked_at_ms IS NOT NULL;
+"#;
+
+/// Version 9: one update-log entry for a run of messages appended together.
+const MIGRATION_9: &str = r#"
+-- a 'message' entry may stand for the last `run` messages of its chat up to
+-- `message_id` (appended in one batch, so consecutive in the chat), at seqs
+-- `seq - run + 1` to `seq`; NULL means one message
+ALTER TABLE user_updates ADD COLUMN run INTEGER CHECK (run > 1);
 "#;
 
 /// `chats.kind` of a 1:1 chat.
@@ -749,6 +766,45 @@ mod tests {
         assert_eq!(store.write(|tx| next_seq(tx, 1)).await?, 3);
         assert_eq!(store.write(|tx| next_seq(tx, 2)).await?, 1);
         assert!(matches!(store.write(|tx| next_seq(tx, 9)).await, Err(StorageError::NotFound(_))));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_messages_is_one_log_row_per_member() -> TestResult {
+        use crate::{ChatStore, NewMessage, UserStore};
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(&dir.path().join("db.sqlite3"), Synchronous::Normal)?;
+        for id in [1, 2] {
+            let name = format!("user{id}");
+            let password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_owned();
+            let (username_key, display_name) = (name.clone(), name.clone());
+            store
+                .create_user(crate::NewUser {
+                    id,
+                    username: name,
+                    username_key,
+                    display_name,
+                    password_hash,
+                    pepper_version: 1,
+                    created_at_ms: 0,
+                })
+                .await?;
+        }
+        let chat = store.direct_chat(1, 2, 100, 0).await?.id;
+        let message = |id: i64| NewMessage {
+            id,
+            chat_id: chat,
+            sender_id: 1,
+            client_msg_id: id.to_string(),
+            body: String::new(),
+            sent_at_ms: id,
+            event: None,
+        };
+        store.append_messages((1_000..1_010).map(message).collect(), &[1, 2]).await?;
+        let rows: i64 = store.inner.reader()?.query_row("SELECT COUNT(*) FROM user_updates", [], |row| row.get(0))?;
+        assert_eq!(rows, 2, "ten messages, one row for each of the two members");
+        assert_eq!(store.latest_seq(2).await?, 10);
+        assert_eq!(store.updates_after(2, 0, 100).await?.len(), 10);
         Ok(())
     }
 

@@ -44,8 +44,14 @@ thread_local! {
 /// last entry, or seqs would be reused.) [`StorageError::NotFound`] for an
 /// unknown user.
 pub(super) fn next_seq(conn: &Connection, user_id: i64) -> StorageResult<u64> {
+    reserve_seqs(conn, user_id, 1)
+}
+
+/// Like [`next_seq`] for `count` (at least 1) consecutive entries that the
+/// caller appends as one: returns the last of their seqs.
+pub(super) fn reserve_seqs(conn: &Connection, user_id: i64, count: u64) -> StorageResult<u64> {
     LAST_SEQS.with_borrow_mut(|last| {
-        let seq = match last.seqs.get(&user_id) {
+        let first = match last.seqs.get(&user_id) {
             Some(&remembered) => remembered + 1,
             None => {
                 if last.seqs.len() >= MAX_REMEMBERED {
@@ -54,6 +60,7 @@ pub(super) fn next_seq(conn: &Connection, user_id: i64) -> StorageResult<u64> {
                 stored_next_seq(conn, user_id)?
             }
         };
+        let seq = first + count.max(1) - 1;
         last.seqs.insert(user_id, seq);
         Ok(seq)
     })
