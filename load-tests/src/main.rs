@@ -1,6 +1,7 @@
 //! `parley-load`: load and correctness tests against a running Parley server.
 
 mod check;
+mod decode;
 mod limits;
 #[cfg(test)]
 mod live_tests;

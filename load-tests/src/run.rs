@@ -185,7 +185,7 @@ struct State {
     expected: u64,
     last_delivery: Instant,
     /// (user, device, message) of every copy received, to tell new copies from duplicates.
-    received: HashSet<(usize, usize, i64)>,
+    received: HashSet<(usize, usize, i64), foldhash::fast::FixedState>,
     acks: Vec<(i64, i64, usize, i64)>,
     copies: Vec<(i64, i64, usize, u64, i64)>,
     open: u64,
@@ -209,7 +209,7 @@ impl State {
             errors: ErrorCounts::new(),
             expected: 0,
             last_delivery: Instant::now(),
-            received: HashSet::new(),
+            received: HashSet::default(),
             acks: Vec::new(),
             copies: Vec::new(),
             open: 0,
@@ -399,7 +399,7 @@ async fn handshake(client: &awc::Client, url: &str, token: Option<&str>) -> anyh
         .map_err(|e| anyhow::anyhow!("WebSocket handshake: {e}"))?;
     let hello = tokio::time::timeout(REQUEST_TIMEOUT, socket.next()).await.context("no hello within 30 s")?;
     match hello {
-        Some(Ok(ws::Frame::Text(text))) => match serde_json::from_slice::<ServerFrame>(&text) {
+        Some(Ok(ws::Frame::Text(text))) => match crate::decode::server_frame(&text) {
             Ok(ServerFrame::Hello { seq, .. }) => Ok(Some((socket, seq))),
             other => bail!("expected hello, got {other:?}"),
         },
@@ -466,7 +466,7 @@ fn attach(state: &Rc<RefCell<State>>, (user, device): (usize, usize), socket: So
         while let Some(frame) = stream.next().await {
             match frame {
                 Ok(ws::Frame::Text(text)) => {
-                    let reply = match serde_json::from_slice::<ServerFrame>(&text) {
+                    let reply = match crate::decode::server_frame(&text) {
                         Ok(frame) => state.borrow_mut().on_frame(user, device, frame),
                         Err(_) => {
                             state.borrow_mut().error("bad_server_frame");
