@@ -399,7 +399,7 @@ async fn handshake(client: &awc::Client, url: &str, token: Option<&str>) -> anyh
         .map_err(|e| anyhow::anyhow!("WebSocket handshake: {e}"))?;
     let hello = tokio::time::timeout(REQUEST_TIMEOUT, socket.next()).await.context("no hello within 30 s")?;
     match hello {
-        Some(Ok(ws::Frame::Text(text))) => match crate::decode::server_frame(&text) {
+        Some(Ok(ws::Frame::Text(text))) => match serde_json::from_slice::<ServerFrame>(&text) {
             Ok(ServerFrame::Hello { seq, .. }) => Ok(Some((socket, seq))),
             other => bail!("expected hello, got {other:?}"),
         },
@@ -467,7 +467,8 @@ fn attach(state: &Rc<RefCell<State>>, (user, device): (usize, usize), socket: So
             match frame {
                 Ok(ws::Frame::Text(text)) => {
                     let reply = match crate::decode::server_frame(&text) {
-                        Ok(frame) => state.borrow_mut().on_frame(user, device, frame),
+                        Ok(Some(frame)) => state.borrow_mut().on_frame(user, device, frame),
+                        Ok(None) => None,
                         Err(_) => {
                             state.borrow_mut().error("bad_server_frame");
                             None
