@@ -164,6 +164,12 @@ struct Slot {
     replay: Option<(u64, u64)>,
     /// Newest message received (chat, message), for `seen`.
     newest: Option<(i64, i64)>,
+    /// Messages received, to tell new copies from duplicates. Per device,
+    /// so that no set grows large enough for its resizing to stall the
+    /// tool (one set of three million copies took ~100 ms to grow).
+    received: HashSet<i64, foldhash::fast::FixedState>,
+    /// (chat, seq, message) of every copy received, duplicates included.
+    copies: Vec<(i64, u64, i64)>,
 }
 
 struct State {
@@ -184,10 +190,7 @@ struct State {
     /// Deliveries expected from the acks seen (exact drain only).
     expected: u64,
     last_delivery: Instant,
-    /// (user, device, message) of every copy received, to tell new copies from duplicates.
-    received: HashSet<(usize, usize, i64), foldhash::fast::FixedState>,
     acks: Vec<(i64, i64, usize, i64)>,
-    copies: Vec<(i64, i64, usize, u64, i64)>,
     open: u64,
 }
 
@@ -209,9 +212,7 @@ impl State {
             errors: ErrorCounts::new(),
             expected: 0,
             last_delivery: Instant::now(),
-            received: HashSet::default(),
             acks: Vec::new(),
-            copies: Vec::new(),
             open: 0,
         }
     }
@@ -237,6 +238,21 @@ impl State {
     }
 
     /// Handles one frame of the connection of `user`'s `device`; returns a frame to answer with.
+    /// (chat, recipient, receiving device, seq, message) of every copy received.
+    fn copies(&self) -> Vec<(i64, i64, usize, u64, i64)> {
+        let devices = self
+            .slots
+            .iter()
+            .enumerate()
+            .flat_map(|(user, slots)| slots.iter().enumerate().map(move |(device, slot)| (user, device, slot)));
+        devices
+            .flat_map(|(user, device, slot)| {
+                let me = self.plan.users[user].id;
+                slot.copies.iter().map(move |&(chat, seq, message)| (chat, me, device, seq, message))
+            })
+            .collect()
+    }
+
     fn on_frame(&mut self, user: usize, device: usize, frame: ServerFrame) -> Option<ClientFrame> {
         let me = self.plan.users[user].id;
         match frame {
@@ -272,8 +288,9 @@ impl State {
                     return None;
                 }
                 let chat = message.chat_id.0;
-                self.copies.push((chat, me, device, seq, message.id.0));
-                if !self.received.insert((user, device, message.id.0)) {
+                let slot = &mut self.slots[user][device];
+                slot.copies.push((chat, seq, message.id.0));
+                if !slot.received.insert(message.id.0) {
                     return None;
                 }
                 if behind {
@@ -638,7 +655,7 @@ impl Driver {
         outcome.seconds = std::mem::take(&mut seconds.borrow_mut());
         outcome.errors = std::mem::take(&mut s.errors);
         outcome.acks = std::mem::take(&mut s.acks);
-        outcome.copies = std::mem::take(&mut s.copies);
+        outcome.copies = s.copies();
         let lost = slice.flat_map(|u| s.slots[u].iter().enumerate().map(move |(d, slot)| (u, d, slot.lost)));
         outcome.lost = lost.filter(|l| l.2).map(|(u, d, _)| (s.plan.users[u].id, d)).collect();
         outcome.duration_secs = duration.as_secs_f64();
@@ -865,7 +882,11 @@ mod tests {
         let late = delivery(&s, 1, 12, "c");
         s.on_frame(1, 0, late);
         assert_eq!((s.counts.deliveries, s.counts.out_of_order), (3, 1), "a new copy behind the log still counts");
-        assert_eq!((s.ack.count(), s.delivery.count(), s.copies.len()), (2, 3, 4), "duplicates are kept for the check");
+        assert_eq!(
+            (s.ack.count(), s.delivery.count(), s.copies().len()),
+            (2, 3, 4),
+            "duplicates are kept for the check"
+        );
         assert!(s.pending.is_empty());
     }
 
@@ -925,7 +946,7 @@ mod tests {
         }
         s.on_frame(1, 1, frame);
         assert_eq!((s.counts.deliveries, s.delivery.count()), (3, 3), "one per other device; a repeat is a duplicate");
-        assert_eq!(s.copies.len(), 4, "duplicates are kept for the check");
+        assert_eq!(s.copies().len(), 4, "duplicates are kept for the check");
         assert_eq!(s.slots[0][1].newest, None, "the user's own message is nothing to mark seen");
         assert_eq!(s.slots[1][1].newest, Some((5, 10)));
         s.slots[1][1].lost = true;
